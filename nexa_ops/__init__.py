@@ -1,0 +1,39 @@
+"""nexa-ops: launch, sweep, sync, containers, cost and teardown for ML clusters.
+
+``import nexa_ops`` is cheap: the public API below is imported on first use (PEP 562), so the
+CLI and the compute-node worker start fast.
+"""
+
+__version__ = "0.1.0"
+
+_API = {
+    "NexaError": "errors",
+    "ConfigError": "errors",
+    "ToolError": "errors",
+    "ToolMissing": "errors",
+    "Refused": "errors",
+    "NexaConfig": "config",
+    "SweepDefinition": "config",
+    "Resources": "config",
+    "load_config": "config",
+    "load_sweep": "config",
+    "SweepArtifacts": "sweeps",
+    "launch_slurm_sweep": "sweeps",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nexa_ops' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

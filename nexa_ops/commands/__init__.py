@@ -1,0 +1,1 @@
+"""Invoke task modules. Each only parses options and calls the library."""

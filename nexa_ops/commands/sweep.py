@@ -1,0 +1,99 @@
+"""``nexa sweep`` and ``nexa worker``."""
+
+from typing import Any, List, Optional
+
+from .common import echo, nexa_task
+
+SHOW_ROWS = 5
+
+
+@nexa_task(
+    help={
+        "config": "Sweep file (TOML). Required.",
+        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "out": "Run folder to write into (default: a new folder under the runs directory).",
+        "submit": "Submit to Slurm as one job array (chunked above MaxArraySize).",
+        "local": "Run the tasks on this machine instead, max_parallel at a time.",
+        "max_cost": "Refuse to submit when the estimate is above this many USD.",
+        "dry_run": "Plan and write the files, print the sbatch commands; submit nothing.",
+    }
+)
+def sweep(c, config=None, project=None, out=None, submit=False, local=False, max_cost=None, dry_run=False):
+    """Plan a sweep: write spec.json and the sbatch script; --submit or --local to run it."""
+    from ..config import load_config, load_sweep
+    from ..errors import ConfigError
+    from ..sweeps import plan_sweep, run_sweep_locally, submit_sweep
+
+    if not config:
+        raise ConfigError("--config FILE is required (the sweep file)")
+    if submit and local:
+        raise ConfigError("choose one of --submit and --local")
+    cfg = load_config(project)
+    defn = load_sweep(config)
+    max_cost = float(max_cost) if max_cost is not None else None
+    artifacts = plan_sweep(defn, cfg, out)
+    _print_plan(artifacts, defn)
+    if submit:
+        submit_sweep(artifacts, defn, cfg, dry_run=dry_run)
+        if not dry_run:
+            ids = ", ".join(artifacts.job_ids)
+            echo(f"Submitted job array {ids} ({artifacts.job_count} tasks); manifest: {artifacts.run_dir / 'manifest.json'}")
+    elif local:
+        run_sweep_locally(artifacts, defn, cfg)
+        failed = _print_local(artifacts)
+        if failed:
+            from invoke import Exit
+
+            raise Exit(f"nexa: {failed} of {artifacts.job_count} task(s) failed", code=1)
+    else:
+        echo("Planned only: add --submit to send it to Slurm, or --local to run it here.")
+
+
+def _print_plan(artifacts: Any, defn: Any) -> None:
+    from tabulate import tabulate
+
+    tasks = artifacts.tasks
+    keys: List[str] = defn.param_keys
+    shown = tasks if len(tasks) <= 2 * SHOW_ROWS else tasks[:SHOW_ROWS] + [None] + tasks[-SHOW_ROWS:]
+    rows = [["..."] * (len(keys) + 1) if t is None else [t.index] + [t.params.get(k, "") for k in keys] for t in shown]
+    echo(f"Sweep {defn.name}: {len(tasks)} task(s)  ->  {artifacts.run_dir}")
+    echo(tabulate(rows, headers=["task"] + keys, disable_numparse=True))
+    res = defn.resources
+    items = [(k, getattr(res, k)) for k in ("nodes", "gpus_per_node", "gpu_type", "cpus_per_task", "mem", "time", "partition", "account", "max_parallel")]
+    echo("Resources: " + ", ".join(f"{k}={v}" for k, v in items if v not in (None, 0)))
+    echo(f"Spec: {artifacts.spec_path}")
+    echo(f"Script: {artifacts.script_paths[0]}")
+
+
+def _print_local(artifacts: Any) -> int:
+    from tabulate import tabulate
+
+    rows = [[r.index, "ok" if r.exit_code == 0 else "FAILED", r.exit_code, f"{r.seconds:.2f}", r.log] for r in artifacts.local_results]
+    echo(tabulate(rows, headers=["task", "status", "exit", "seconds", "log"]))
+    failed = sum(1 for r in artifacts.local_results if r.exit_code != 0)
+    echo(f"{len(rows) - failed} succeeded, {failed} failed")
+    return failed
+
+
+@nexa_task(
+    help={
+        "spec": "spec.json written by `nexa sweep`.",
+        "task_id": "Task index (default: $SLURM_ARRAY_TASK_ID + --offset).",
+        "offset": "Added to $SLURM_ARRAY_TASK_ID for chunked arrays.",
+        "dry_run": "Print the task's argv as a JSON list instead of running it.",
+    }
+)
+def worker(c, spec=None, task_id=None, offset=0, dry_run=False):
+    """Run one sweep task (on a compute node): exec its program with its arguments."""
+    import sys
+
+    from .. import worker as w
+
+    argv: List[str] = ["--spec", spec] if spec else []
+    if task_id is not None:
+        argv += ["--task-id", str(task_id)]
+    argv += ["--offset", str(offset)]
+    if dry_run:
+        argv.append("--dry-run")
+    code: Optional[int] = w.main(argv)
+    sys.exit(code or 0)

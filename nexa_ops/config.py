@@ -1,0 +1,402 @@
+"""``nexa.toml`` (project settings) and sweep files, as frozen dataclasses.
+
+Loading is strict (see ``schema``): what is not understood is refused with the file and key,
+before anything is written or run.
+"""
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from . import toml
+from .errors import ConfigError
+from .schema import from_table
+
+CONFIG_NAME = "nexa.toml"
+ENV_CONFIG = "NEXA_CONFIG"
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+TIME_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?$")
+MEM_RE = re.compile(r"^\d+[KMGT]?$")
+
+
+# --- nexa.toml -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Defaults for the Slurm cluster the project submits to."""
+
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    runs_dir: str = "runs"
+    log_dir: Optional[str] = None  # default: <run folder>/logs
+    pyz_path: Optional[str] = None  # nexa.pyz on the cluster; default: this nexa's own location
+    python: str = "python3"  # interpreter that runs the worker on compute nodes
+    max_array_size: Optional[int] = None  # default: read from `scontrol show config`
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    provider: Optional[str] = None
+    max_cost: Optional[float] = None
+    rates: Dict[str, float] = field(default_factory=dict)  # gpu_type -> USD per GPU-hour
+    gpu_type: Optional[str] = None  # default GPU type when [resources] has none
+    currency: str = "USD"
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    host: Optional[str] = None
+    user: Optional[str] = None
+    port: Optional[int] = None
+    identity: Optional[str] = None
+    dest: Optional[str] = None
+    exclude: List[str] = field(default_factory=list)
+    delete: bool = False
+
+
+@dataclass(frozen=True)
+class TeardownCampaign:
+    tf_dir: str
+
+
+@dataclass(frozen=True)
+class ContainerService:
+    tag: Optional[str] = None
+    dockerfile: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ContainersConfig:
+    services: Dict[str, ContainerService] = field(default_factory=dict)
+    mounts: List[str] = field(default_factory=list)  # extra "HOST:CONTAINER[:ro]" mounts
+    nvme: str = "/mnt/nvme"
+    shm_size: str = "16g"
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    targets: List[str] = field(default_factory=list)
+    dcgm_port: int = 9400
+    node_exporter_port: int = 9100
+    nexa_exporter_port: int = 9835
+    from_slurm: bool = False
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    env: List[str] = field(default_factory=list)
+    rdzv_port: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class NexaConfig:
+    """The whole of ``nexa.toml``. ``path`` is None when defaults are used."""
+
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    teardown: Dict[str, TeardownCampaign] = field(default_factory=dict)
+    containers: ContainersConfig = field(default_factory=ContainersConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    path: Optional[Path] = field(default=None, metadata={"internal": True})
+    root: Path = field(default_factory=Path.cwd, metadata={"internal": True})
+
+    @property
+    def runs_dir(self) -> Path:
+        return (self.root / os.path.expanduser(self.cluster.runs_dir)).resolve()
+
+
+def find_config(explicit: Optional[Union[str, Path]] = None, cwd: Optional[Path] = None) -> Optional[Path]:
+    """The project file to use: ``explicit``, else ``$NEXA_CONFIG``, else ``./nexa.toml``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env)
+    candidate = (cwd or Path.cwd()) / CONFIG_NAME
+    return candidate if candidate.is_file() else None
+
+
+def load_config(explicit: Optional[Union[str, Path]] = None, cwd: Optional[Path] = None) -> NexaConfig:
+    """Load ``nexa.toml`` (see ``find_config``); no file means all defaults."""
+    path = find_config(explicit, cwd)
+    if path is None:
+        return NexaConfig(root=(cwd or Path.cwd()).resolve())
+    table = toml.load(path)
+    cfg = from_table(NexaConfig, table, str(path))
+    return _replace(cfg, path=path, root=path.resolve().parent)
+
+
+def _replace(obj: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+# --- sweep files -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resources:
+    """High-level resources; become ``#SBATCH`` directives and the cost estimate."""
+
+    nodes: int = 1
+    ntasks_per_node: int = 1
+    gpus_per_node: int = 0
+    gpu_type: Optional[str] = None
+    cpus_per_task: Optional[int] = None
+    mem: Optional[str] = None
+    time: Optional[str] = None
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    max_parallel: Optional[int] = None
+    estimated_hours: Optional[float] = None
+    extra: List[str] = field(default_factory=list)
+
+    def validate(self, path: str) -> None:
+        for name in ("nodes", "ntasks_per_node"):
+            if getattr(self, name) < 1:
+                raise ConfigError("expected an integer >= 1", path, f"resources.{name}")
+        for name in ("gpus_per_node", "cpus_per_task", "max_parallel"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "gpus_per_node" else 1):
+                floor = 0 if name == "gpus_per_node" else 1
+                raise ConfigError(f"expected an integer >= {floor}", path, f"resources.{name}")
+        if self.time is not None and not TIME_RE.match(self.time):
+            raise ConfigError(
+                f"expected a Slurm time like '04:00:00', '90' (minutes) or '1-12:00:00', got {self.time!r}",
+                path,
+                "resources.time",
+            )
+        if self.mem is not None and not MEM_RE.match(self.mem):
+            raise ConfigError(f"expected a size like '200G' or '4096M', got {self.mem!r}", path, "resources.mem")
+        if self.estimated_hours is not None and self.estimated_hours <= 0:
+            raise ConfigError("expected a number > 0", path, "resources.estimated_hours")
+        for i, item in enumerate(self.extra):
+            if not item.startswith("-"):
+                raise ConfigError(f"expected a directive starting with '-', got {item!r}", path, f"resources.extra[{i}]")
+
+    def time_hours(self) -> Optional[float]:
+        """The time limit in hours, or None when unset."""
+        if self.time is None:
+            return None
+        return time_to_hours(self.time)
+
+
+def time_to_hours(text: str) -> float:
+    """Slurm's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    if "-" in text:
+        days, rest = text.split("-", 1)
+        parts = [int(p) for p in rest.split(":")]
+        h, m, s = (parts + [0, 0, 0])[:3]
+        return int(days) * 24 + h + m / 60 + s / 3600
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) == 1:
+        return parts[0] / 60
+    if len(parts) == 2:
+        return parts[0] / 60 + parts[1] / 3600
+    return parts[0] + parts[1] / 60 + parts[2] / 3600
+
+
+@dataclass(frozen=True)
+class RandomParam:
+    kind: str  # uniform | log_uniform | int_uniform | choice
+    args: List[Any]
+
+
+@dataclass(frozen=True)
+class RandomSpec:
+    samples: int = 1
+    seed: int = 0
+    params: Dict[str, RandomParam] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """How each task's command is started: directly, or under torchrun on its node."""
+
+    kind: str = "direct"  # direct | torchrun
+    nproc_per_node: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class SweepDefinition:
+    """A parsed and validated sweep file."""
+
+    name: str
+    command: List[str]
+    arg_format: str = "--{key}={value}"
+    campaign: Optional[str] = None
+    grid: Dict[str, List[Any]] = field(default_factory=dict)
+    fixed: Dict[str, Any] = field(default_factory=dict)
+    random: Optional[RandomSpec] = None
+    exclude: List[Dict[str, Any]] = field(default_factory=list)
+    resources: Resources = field(default_factory=Resources)
+    launcher: Launcher = field(default_factory=Launcher)
+    env: List[str] = field(default_factory=list)
+    path: Optional[Path] = None
+
+    @property
+    def param_keys(self) -> List[str]:
+        keys = list(self.grid) + list(self.fixed)
+        if self.random:
+            keys += list(self.random.params)
+        return keys
+
+
+@dataclass(frozen=True)
+class _SweepFile:
+    """The raw schema of a sweep file (random params are checked by hand)."""
+
+    name: str
+    command: List[str]
+    arg_format: str = "--{key}={value}"
+    campaign: Optional[str] = None
+    grid: Dict[str, List[Any]] = field(default_factory=dict)
+    fixed: Dict[str, Any] = field(default_factory=dict)
+    random: Optional[Dict[str, Any]] = None
+    exclude: List[Dict[str, Any]] = field(default_factory=list)
+    resources: Resources = field(default_factory=Resources)
+    launcher: Optional[Union[str, Dict[str, Any]]] = None
+    env: List[str] = field(default_factory=list)
+
+
+SCALAR = (str, int, float, bool)
+RANDOM_KINDS = {
+    "uniform": "[low, high] numbers",
+    "log_uniform": "[low, high] numbers > 0",
+    "int_uniform": "[low, high] integers",
+    "choice": "a non-empty list of values",
+}
+
+
+def load_sweep(path: Union[str, Path]) -> SweepDefinition:
+    """Parse and validate a sweep file."""
+    path = Path(path)
+    return parse_sweep(toml.load(path), str(path), path)
+
+
+def parse_sweep(table: Dict[str, Any], where: str, path: Optional[Path] = None) -> SweepDefinition:
+    raw = from_table(_SweepFile, table, where)
+    if not NAME_RE.match(raw.name):
+        raise ConfigError(f"expected letters, digits, '.', '_' or '-', got {raw.name!r}", where, "name")
+    if raw.campaign is not None and not NAME_RE.match(raw.campaign):
+        raise ConfigError(f"expected letters, digits, '.', '_' or '-', got {raw.campaign!r}", where, "campaign")
+    if not raw.command or not raw.command[0]:
+        raise ConfigError("expected a non-empty argv list like [\"python\", \"train.py\"]", where, "command")
+    _check_arg_format(raw.arg_format, where)
+    seen: Dict[str, str] = {}
+    for section, keys in (("fixed", raw.fixed), ("grid", raw.grid)):
+        for key, value in keys.items():
+            _check_key(key, section, seen, where)
+            values = value if section == "grid" else [value]
+            if section == "grid" and not value:
+                raise ConfigError("expected a non-empty list of values", where, f"grid.{key}")
+            for v in values:
+                if not isinstance(v, SCALAR):
+                    raise ConfigError(f"expected a string, number or boolean, got {type(v).__name__}", where, f"{section}.{key}")
+    random = _parse_random(raw.random, seen, where) if raw.random is not None else None
+    for i, rule in enumerate(raw.exclude):
+        if not rule:
+            raise ConfigError("expected a non-empty table of key = value", where, f"exclude[{i}]")
+        for key, value in rule.items():
+            if key not in seen:
+                raise ConfigError(f"unknown parameter{_did_you_mean(key, seen)}", where, f"exclude[{i}].{key}")
+            if not isinstance(value, SCALAR):
+                raise ConfigError("expected a string, number or boolean", where, f"exclude[{i}].{key}")
+    raw.resources.validate(where)
+    for i, name in enumerate(raw.env):
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\*?$", name):
+            raise ConfigError(f"expected a variable name or a NAME_* prefix, got {name!r}", where, f"env[{i}]")
+    return SweepDefinition(
+        name=raw.name,
+        command=list(raw.command),
+        arg_format=raw.arg_format,
+        campaign=raw.campaign,
+        grid=dict(raw.grid),
+        fixed=dict(raw.fixed),
+        random=random,
+        exclude=list(raw.exclude),
+        resources=raw.resources,
+        launcher=_parse_launcher(raw.launcher, where),
+        env=list(raw.env),
+        path=path,
+    )
+
+
+def _did_you_mean(key: str, choices: Dict[str, str]) -> str:
+    from .schema import suggest
+
+    return suggest(key, choices)
+
+
+def _check_key(key: str, section: str, seen: Dict[str, str], where: str) -> None:
+    if not KEY_RE.match(key):
+        raise ConfigError("expected a parameter name of letters, digits, '_', '.', '-'", where, f"{section}.{key}")
+    if key in seen:
+        raise ConfigError(f"parameter also set in [{seen[key]}]", where, f"{section}.{key}")
+    seen[key] = section
+
+
+def _check_arg_format(fmt: str, where: str) -> None:
+    if "{value}" not in fmt:
+        raise ConfigError(f"expected a template containing '{{value}}', like '--{{key}}={{value}}', got {fmt!r}", where, "arg_format")
+    if fmt.count(" ") > 1 or (" " in fmt and not fmt.endswith(" {value}")):
+        raise ConfigError(f"expected '--{{key}}={{value}}', '--{{key}} {{value}}' or '{{key}}={{value}}', got {fmt!r}", where, "arg_format")
+
+
+def _parse_random(table: Dict[str, Any], seen: Dict[str, str], where: str) -> RandomSpec:
+    spec = from_table(RandomSpec, {k: v for k, v in table.items() if k != "params"}, where, "random") if set(table) - {"params"} else RandomSpec()
+    if spec.samples < 1:
+        raise ConfigError("expected an integer >= 1", where, "random.samples")
+    params_table = table.get("params", {})
+    if not isinstance(params_table, dict):
+        raise ConfigError("expected a table", where, "random.params")
+    params = {}
+    for key, dist in params_table.items():
+        full = f"random.params.{key}"
+        _check_key(key, "random.params", seen, where)
+        if not isinstance(dist, dict) or len(dist) != 1:
+            raise ConfigError("expected one of { uniform = [lo, hi] }, { log_uniform = [lo, hi] }, { int_uniform = [lo, hi] }, { choice = [...] }", where, full)
+        (kind, args), = dist.items()
+        if kind not in RANDOM_KINDS:
+            raise ConfigError(f"unknown distribution {kind!r}{_did_you_mean(kind, dict.fromkeys(RANDOM_KINDS, ''))}; expected one of {', '.join(RANDOM_KINDS)}", where, full)
+        _check_dist(kind, args, where, f"{full}.{kind}")
+        params[key] = RandomParam(kind, list(args))
+    return RandomSpec(samples=spec.samples, seed=spec.seed, params=params)
+
+
+def _check_dist(kind: str, args: Any, where: str, key: str) -> None:
+    expected = f"expected {RANDOM_KINDS[kind]}"
+    if not isinstance(args, list) or not args:
+        raise ConfigError(expected, where, key)
+    if kind == "choice":
+        if not all(isinstance(a, SCALAR) for a in args):
+            raise ConfigError(expected + " (strings, numbers or booleans)", where, key)
+        return
+    if len(args) != 2:
+        raise ConfigError(expected, where, key)
+    want = int if kind == "int_uniform" else (int, float)
+    if not all(isinstance(a, want) and not isinstance(a, bool) for a in args):
+        raise ConfigError(expected, where, key)
+    lo, hi = args
+    if lo > hi or (kind == "log_uniform" and lo <= 0):
+        raise ConfigError(expected + f", got {args!r}", where, key)
+
+
+def _parse_launcher(value: Optional[Union[str, Dict[str, Any]]], where: str) -> Launcher:
+    if value is None:
+        return Launcher()
+    table = {"kind": value} if isinstance(value, str) else value
+    launcher = from_table(Launcher, table, where, "launcher")
+    if launcher.kind not in ("direct", "torchrun"):
+        raise ConfigError(f"expected 'direct' or 'torchrun', got {launcher.kind!r}", where, "launcher.kind")
+    if launcher.nproc_per_node is not None and launcher.nproc_per_node < 1:
+        raise ConfigError("expected an integer >= 1", where, "launcher.nproc_per_node")
+    return launcher

@@ -1,0 +1,83 @@
+"""The one small exception hierarchy of nexa.
+
+Every failure a user can cause or meet is one of these; the CLI turns them into a one-line
+message and an exit code, the Python API lets them propagate.
+"""
+
+from typing import Optional, Sequence
+
+
+class NexaError(Exception):
+    """Base of every nexa error. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class ConfigError(NexaError):
+    """Bad input: a config or sweep file, an option value. Exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, path: Optional[str] = None, key: Optional[str] = None):
+        where = ""
+        if path:
+            where = str(path)
+            if key:
+                where += f": {key}"
+            where += ": "
+        super().__init__(where + message)
+        self.path = path
+        self.key = key
+
+
+class ToolMissing(NexaError):
+    """An external program is not on PATH. Exit code 127, as a shell would."""
+
+    exit_code = 127
+
+    def __init__(self, tool: str, hint: str = ""):
+        message = f"{tool}: not found on PATH"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+        self.tool = tool
+
+
+class ToolError(NexaError):
+    """An external program exited with a code it should not have.
+
+    Carries the tool, its argv, its exit code and the tail of its stderr, so that the message
+    alone says what ran and how it failed.
+    """
+
+    def __init__(
+        self,
+        tool: str,
+        argv: Sequence[str],
+        returncode: int,
+        stderr: str = "",
+        cause: str = "",
+    ):
+        self.tool = tool
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        self.cause = cause
+        self.exit_code = returncode if 0 < returncode < 256 else 1
+        super().__init__(self._message())
+
+    def tail(self, lines: int = 10) -> str:
+        return "\n".join(self.stderr.strip().splitlines()[-lines:])
+
+    def _message(self) -> str:
+        head = f"{self.tool} exited with {self.returncode}"
+        if self.cause:
+            head += f": {self.cause}"
+        tail = self.tail()
+        return f"{head}\n{tail}" if tail else head
+
+
+class Refused(NexaError):
+    """A guard refused the action (a cost cap, a dangerous rsync target, no --yes). Exit 3."""
+
+    exit_code = 3

@@ -1,0 +1,36 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def atomic_write_text(path: PathLike, text: str, mode: int = 0o644) -> Path:
+    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_json(path: PathLike, data: Any, indent: Union[int, None] = 2) -> Path:
+    """Serialise ``data`` as UTF-8 JSON and write it atomically."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    return atomic_write_text(path, text + "\n")

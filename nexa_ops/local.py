@@ -1,0 +1,69 @@
+"""Run a planned sweep on this machine: the same worker and log layout as on Slurm."""
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .fs import atomic_write_json
+from .plan.sbatch import WORKER_STUB
+from .resources import package_root
+
+
+@dataclass
+class TaskResult:
+    index: int
+    exit_code: int
+    seconds: float
+    log: str
+
+
+def worker_argv(spec_path: Path, index: int) -> List[str]:
+    return [sys.executable, "-S", "-c", WORKER_STUB, str(package_root()), "--spec", str(spec_path), "--task-id", str(index)]
+
+
+def run_local(spec_path: Path, run_dir: Path, count: int, max_parallel: Optional[int] = None, log_dir: Optional[Path] = None) -> List[TaskResult]:
+    """Run tasks 0..count-1, at most ``max_parallel`` at a time (default: CPU count).
+
+    Output goes to ``logs/local_<i>.out|err``; each task's end is recorded like the sbatch
+    script does. Ctrl-C stops launching and terminates the running tasks.
+    """
+    parallel = max(1, max_parallel or os.cpu_count() or 1)
+    log_dir = log_dir or run_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, NEXA_RUN_DIR=str(run_dir))
+    pending = list(range(count))
+    pending.reverse()
+    running: Dict[int, tuple] = {}
+    results: List[TaskResult] = []
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                index = pending.pop()
+                out = open(log_dir / f"local_{index}.out", "wb")
+                err = open(log_dir / f"local_{index}.err", "wb")
+                popen = subprocess.Popen(worker_argv(spec_path, index), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+                running[index] = (popen, time.monotonic(), out, err)
+            for index, (popen, started, out, err) in list(running.items()):
+                code = popen.poll()
+                if code is None:
+                    continue
+                out.close()
+                err.close()
+                del running[index]
+                atomic_write_json(run_dir / "tasks" / f"{index}.end.json", {"index": index, "exit_code": code, "end": time.time(), "job_id": "local"}, indent=None)
+                results.append(TaskResult(index, code, time.monotonic() - started, str(log_dir / f"local_{index}.out")))
+            if running:
+                time.sleep(0.01)
+    finally:
+        for popen, _, out, err in running.values():
+            popen.terminate()
+            popen.wait()
+            out.close()
+            err.close()
+    results.sort(key=lambda r: r.index)
+    return results

@@ -1,0 +1,112 @@
+"""The one subprocess wrapper every external tool goes through.
+
+``run`` resolves the program on PATH first (a clear ``ToolMissing`` if absent), logs the exact
+command shell-quoted, honours ``dry_run`` by printing instead of running, never uses a shell,
+and raises one ``ToolError`` carrying the tool, exit code and the tail of stderr.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Callable, Collection, Dict, Mapping, Optional, Sequence, TextIO
+
+from .errors import ToolError, ToolMissing
+
+#: Set by the CLI from ``-v``/``NEXA_VERBOSE``: echo every command to stderr before running it.
+VERBOSE = bool(os.environ.get("NEXA_VERBOSE"))
+
+
+@dataclass
+class Result:
+    """What a finished command returned. ``stdout``/``stderr`` are None when not captured."""
+
+    argv: Sequence[str]
+    returncode: int
+    stdout: Optional[str] = None
+    stderr: Optional[str] = None
+
+
+def quote(argv: Sequence[str]) -> str:
+    """The command as a user would paste it into a shell."""
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def which(tool: str, hint: str = "") -> str:
+    """Absolute path of ``tool`` on PATH, or ``ToolMissing``."""
+    found = shutil.which(tool)
+    if not found:
+        raise ToolMissing(tool, hint)
+    return found
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Optional[Mapping[str, Optional[str]]] = None,
+    cwd: Optional[str] = None,
+    capture: bool = True,
+    input: Optional[str] = None,
+    success_codes: Collection[int] = (0,),
+    dry_run: bool = False,
+    timeout: Optional[float] = None,
+    hint: str = "",
+    explain: Optional[Callable[[int, str], str]] = None,
+    log: TextIO = sys.stderr,
+) -> Result:
+    """Run ``argv`` (no shell) and return its ``Result``.
+
+    ``env`` entries are added to the current environment; a None value removes the variable.
+    With ``capture=False`` the tool's output goes straight to the terminal (stderr is then
+    not available for the error tail). With ``dry_run`` the quoted command is printed to
+    stdout and nothing runs. ``explain(code, stderr)`` may return a one-line cause that is
+    put into the ``ToolError``.
+    """
+    argv = [str(a) for a in argv]
+    tool = os.path.basename(argv[0])
+    if dry_run:
+        print(quote(argv))
+        return Result(argv, 0, "", "")
+    program = which(argv[0], hint)
+    if VERBOSE:
+        print(f"+ {quote(argv)}", file=log)
+    full_env = merged_env(env) if env else None
+    pipe = subprocess.PIPE if capture else None
+    try:
+        proc = subprocess.run(
+            [program] + argv[1:],
+            env=full_env,
+            cwd=cwd,
+            stdout=pipe,
+            stderr=pipe,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL if capture else None,
+            universal_newlines=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ToolError(tool, argv, 124, _text(exc.stderr), f"timed out after {timeout:g} s")
+    if proc.returncode not in success_codes:
+        stderr = proc.stderr or ""
+        cause = explain(proc.returncode, stderr) if explain else ""
+        raise ToolError(tool, argv, proc.returncode, stderr, cause)
+    return Result(argv, proc.returncode, proc.stdout, proc.stderr)
+
+
+def _text(data: object) -> str:
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return data or ""  # type: ignore[return-value]
+
+
+def merged_env(extra: Mapping[str, Optional[str]]) -> Dict[str, str]:
+    """``os.environ`` with ``extra`` applied (None deletes), for ``Popen`` callers."""
+    env = dict(os.environ)
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env

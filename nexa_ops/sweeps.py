@@ -1,0 +1,216 @@
+"""Plan, write and submit (or run locally) a sweep: the library behind ``nexa sweep``."""
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from . import runs
+from .config import NexaConfig, SweepDefinition, load_config, load_sweep
+from .errors import ConfigError
+from .fs import atomic_write_text
+from .plan import sbatch as plan_sbatch
+from .plan.sweep import Task, expand
+from .resources import package_root
+
+SPEC_SCHEMA = 1
+
+
+@dataclass
+class Chunk:
+    """One array submission: tasks ``offset .. offset+count-1`` as indices ``0..count-1``."""
+
+    offset: int
+    count: int
+    job_id: Optional[str] = None
+
+
+@dataclass
+class SweepArtifacts:
+    """What ``launch_slurm_sweep`` planned, wrote and submitted."""
+
+    name: str
+    run_id: str
+    run_dir: Path
+    spec_path: Path
+    script_paths: List[Path]
+    tasks: List[Task]
+    chunks: List[Chunk] = field(default_factory=list)
+    job_ids: List[str] = field(default_factory=list)
+    local_results: List[Any] = field(default_factory=list)
+    cost: Optional[Any] = None
+    submitted: bool = False
+
+    @property
+    def job_count(self) -> int:
+        """Number of array tasks (one per sweep task)."""
+        return len(self.tasks)
+
+
+def worker_path(config: NexaConfig) -> str:
+    """Where compute nodes import the worker from.
+
+    ``[cluster] pyz_path`` when set; else this nexa.pyz when running from one (it sits on
+    the shared filesystem, while its extraction cache is often node-local); else the folder
+    holding the ``nexa_ops`` package.
+    """
+    if config.cluster.pyz_path:
+        return os.path.expanduser(config.cluster.pyz_path) + "/site-packages"
+    argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if argv0.endswith(".pyz") and os.path.isfile(argv0):
+        return argv0 + "/site-packages"
+    return str(package_root())
+
+
+def spec_document(defn: SweepDefinition, tasks: List[Task], run_dir: Path, workdir: Path) -> Dict[str, Any]:
+    return {
+        "schema": SPEC_SCHEMA,
+        "name": defn.name,
+        "campaign": defn.campaign,
+        "command": defn.command,
+        "workdir": str(workdir),
+        "run_dir": str(run_dir),
+        "count": len(tasks),
+        "tasks": [{"index": t.index, "params": t.params, "argv": t.argv} for t in tasks],
+    }
+
+
+def chunk(count: int, max_array_size: int) -> List[Chunk]:
+    """Split ``count`` tasks so every array index stays below ``max_array_size``."""
+    size = max(1, max_array_size)
+    return [Chunk(offset, min(size, count - offset)) for offset in range(0, count, size)]
+
+
+def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = None) -> SweepArtifacts:
+    """Expand the sweep and write ``spec.json`` and the sbatch script into the run folder."""
+    tasks = expand(defn, _launcher_prefix(defn))
+    if not tasks:
+        raise ConfigError("every combination is excluded: nothing to run", str(defn.path or "sweep"), "exclude")
+    if out is not None:
+        run_dir = Path(out).resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = runs.create_run_dir(config.runs_dir, defn.name)
+    log_dir = Path(config.cluster.log_dir).expanduser().resolve() if config.cluster.log_dir else run_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "tasks").mkdir(exist_ok=True)
+    workdir = config.root
+    spec_path = run_dir / runs.SPEC
+    text = json.dumps(spec_document(defn, tasks, run_dir, workdir), ensure_ascii=False)
+    atomic_write_text(spec_path, text + "\n")
+    script = plan_sbatch.render_array_script(
+        name=defn.name,
+        res=defn.resources,
+        cluster=config.cluster,
+        count=len(tasks),
+        spec_path=str(spec_path),
+        run_dir=str(run_dir),
+        log_dir=str(log_dir),
+        workdir=str(workdir),
+        worker_path=worker_path(config),
+        python=config.cluster.python,
+    )
+    script_path = atomic_write_text(run_dir / f"{defn.name}.sbatch", script, mode=0o755)
+    return SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, [script_path], tasks)
+
+
+def _launcher_prefix(defn: SweepDefinition) -> List[str]:
+    if defn.launcher.kind != "torchrun":
+        return []
+    nproc = defn.launcher.nproc_per_node or max(1, defn.resources.gpus_per_node)
+    return ["torchrun", "--standalone", f"--nproc-per-node={nproc}"]
+
+
+def submit_sweep(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig, *, dry_run: bool = False) -> SweepArtifacts:
+    """Submit as one array, or as offset chunks when larger than the cluster's MaxArraySize.
+
+    The manifest is rewritten after every accepted chunk, so a refusal half-way still leaves
+    a true record of what was submitted.
+    """
+    from .tools import slurm
+
+    limit = config.cluster.max_array_size or (1001 if dry_run else slurm.max_array_size())
+    artifacts.chunks = chunk(len(artifacts.tasks), limit)
+    script = str(artifacts.script_paths[0])
+    manifest = _manifest(artifacts, defn, backend="slurm")
+    for part in artifacts.chunks:
+        options = []
+        if len(artifacts.chunks) > 1:
+            options.append(f"--array={plan_sbatch.array_spec(part.count, defn.resources.max_parallel)}")
+        part.job_id = slurm.sbatch(script, options=options, args=[str(part.offset)], dry_run=dry_run)
+        artifacts.job_ids.append(part.job_id)
+        if not dry_run:
+            manifest["chunks"] = [vars(c) for c in artifacts.chunks if c.job_id]
+            manifest["job_ids"] = list(artifacts.job_ids)
+            runs.write_manifest(artifacts.run_dir, manifest)
+    artifacts.submitted = not dry_run
+    return artifacts
+
+
+def _manifest(artifacts: SweepArtifacts, defn: SweepDefinition, backend: str) -> Dict[str, Any]:
+    return {
+        "run_id": artifacts.run_id,
+        "name": defn.name,
+        "campaign": defn.campaign,
+        "backend": backend,
+        "user": runs.user(),
+        "submitted_at": runs.now_iso(),
+        "spec": str(artifacts.spec_path),
+        "script": str(artifacts.script_paths[0]),
+        "tasks": len(artifacts.tasks),
+        "job_ids": [],
+        "chunks": [],
+    }
+
+
+def run_sweep_locally(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig) -> SweepArtifacts:
+    from .local import run_local
+
+    manifest = _manifest(artifacts, defn, backend="local")
+    runs.write_manifest(artifacts.run_dir, manifest)
+    artifacts.local_results = run_local(artifacts.spec_path, artifacts.run_dir, len(artifacts.tasks), defn.resources.max_parallel)
+    manifest["exit_codes"] = {str(r.index): r.exit_code for r in artifacts.local_results}
+    runs.write_manifest(artifacts.run_dir, manifest)
+    return artifacts
+
+
+def launch_slurm_sweep(
+    path_or_definition: Union[str, Path, SweepDefinition],
+    *,
+    submit: bool = False,
+    local: bool = False,
+    out: Optional[Union[str, Path]] = None,
+    max_cost: Optional[float] = None,
+    config: Optional[Union[NexaConfig, str, Path]] = None,
+    dry_run: bool = False,
+) -> SweepArtifacts:
+    """Plan a sweep and, with ``submit``, send it to Slurm as one job array.
+
+    Args:
+        path_or_definition: a sweep TOML file or an already parsed ``SweepDefinition``.
+        submit: submit with ``sbatch --parsable`` (chunked above MaxArraySize).
+        local: run the tasks on this machine instead, through the same worker.
+        out: the run folder (default: a new folder under the runs directory).
+        max_cost: refuse to submit when the estimate exceeds this many USD.
+        config: a ``NexaConfig`` or the path of ``nexa.toml`` (default: found as the CLI does).
+        dry_run: print the sbatch commands instead of running them.
+
+    Returns:
+        ``SweepArtifacts`` with the run folder, spec and script paths, job ids and results.
+
+    Raises:
+        ConfigError: the sweep or config is invalid. ToolError: Slurm refused the job.
+        Refused: the estimate is above ``max_cost``.
+    """
+    cfg = config if isinstance(config, NexaConfig) else load_config(config)
+    defn = path_or_definition if isinstance(path_or_definition, SweepDefinition) else load_sweep(path_or_definition)
+    if submit and local:
+        raise ConfigError("choose one of --submit and --local")
+    artifacts = plan_sweep(defn, cfg, Path(out) if out is not None else None)
+    if submit:
+        submit_sweep(artifacts, defn, cfg, dry_run=dry_run)
+    elif local:
+        run_sweep_locally(artifacts, defn, cfg)
+    return artifacts

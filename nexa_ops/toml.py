@@ -1,0 +1,28 @@
+"""Read TOML with ``tomllib`` (3.11+) or the ``tomli`` backport; errors name the file."""
+
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib as _toml
+else:  # pragma: no cover - exercised on older interpreters through nexa.pyz
+    import tomli as _toml
+
+
+def load(path: Path) -> Dict[str, Any]:
+    """Parse ``path``; a missing file or a syntax error is a ``ConfigError``."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("file not found", str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from None
+    try:
+        return _toml.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", str(path)) from None
+    except _toml.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", str(path)) from None

@@ -1,0 +1,68 @@
+"""sbatch, scontrol, squeue, scancel: the few Slurm calls nexa needs."""
+
+import re
+from typing import Dict, List, Optional, Sequence
+
+from .. import proc
+from ..errors import ToolError
+
+HINT = "install the Slurm client or run with --local"
+
+
+def _explain(code: int, stderr: str) -> str:
+    for line in reversed(stderr.strip().splitlines()):
+        if "error:" in line:
+            return line.split("error:", 1)[1].strip()
+    return ""
+
+
+def sbatch(script: str, *, options: Sequence[str] = (), args: Sequence[str] = (), dry_run: bool = False) -> str:
+    """Submit ``script`` with ``sbatch --parsable``; return the job id ('DRYRUN' when dry)."""
+    argv = ["sbatch", "--parsable", *options, script, *args]
+    result = proc.run(argv, dry_run=dry_run, hint=HINT, explain=_explain)
+    if dry_run:
+        return "DRYRUN"
+    out = (result.stdout or "").strip().splitlines()
+    if not out:
+        raise ToolError("sbatch", argv, 0, result.stderr or "", "no job id printed")
+    return out[-1].split(";", 1)[0].strip()
+
+
+def show_config() -> Dict[str, str]:
+    """``scontrol show config`` as a dict."""
+    out = proc.run(["scontrol", "show", "config"], hint=HINT).stdout or ""
+    conf = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            conf[key.strip()] = value.strip()
+    return conf
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (array indices must stay below it)."""
+    value = show_config().get("MaxArraySize", "1001")
+    match = re.match(r"\d+", value)
+    return int(match.group()) if match else 1001
+
+
+def hostnames(nodelist: str) -> List[str]:
+    out = proc.run(["scontrol", "show", "hostnames", nodelist], hint=HINT).stdout or ""
+    return out.split()
+
+
+def squeue(job_ids: Sequence[str], fmt: str = "%i|%T|%r|%N") -> List[List[str]]:
+    """Rows of ``squeue -h -r`` for these jobs; jobs Slurm has forgotten are just absent."""
+    if not job_ids:
+        return []
+    result = proc.run(
+        ["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", fmt], hint=HINT, success_codes=(0, 1)
+    )
+    return [line.split("|") for line in (result.stdout or "").splitlines() if line.strip()]
+
+
+def scancel(job_ids: Sequence[str], *, dry_run: bool = False, signal: Optional[str] = None) -> None:
+    """Cancel jobs (``123``, ``123_4``); an already finished job is not an error."""
+    if job_ids:
+        argv = ["scancel"] + ([f"--signal={signal}"] if signal else []) + list(job_ids)
+        proc.run(argv, dry_run=dry_run, hint=HINT)
