@@ -97,3 +97,6 @@ def worker(c, spec=None, task_id=None, offset=0, dry_run=False):
         argv.append("--dry-run")
     code: Optional[int] = w.main(argv)
     sys.exit(code or 0)
+
+
+TASKS = [sweep, worker]
