@@ -41,11 +41,14 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class CostConfig:
-    provider: Optional[str] = None
-    max_cost: Optional[float] = None
-    rates: Dict[str, float] = field(default_factory=dict)  # gpu_type -> USD per GPU-hour
+    """``[cost]``: which price applies; checked in ``plan.cost.check_cost_config``."""
+
+    provider: Optional[str] = None  # a provider of the price table, or your own cluster's name
+    max_cost: Optional[float] = None  # default for --max-cost (USD per submission)
+    rates: Dict[str, float] = field(default_factory=dict)  # gpu_type -> USD per GPU-hour (wins)
     gpu_type: Optional[str] = None  # default GPU type when [resources] has none
-    currency: str = "USD"
+    currency: str = "USD"  # only USD: the shipped table and the reports are in USD
+    prices: Optional[str] = None  # extra price table (same format as data/prices.toml)
 
 
 @dataclass(frozen=True)
@@ -80,11 +83,18 @@ class ContainersConfig:
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    targets: List[str] = field(default_factory=list)
+    """``[monitor]``: what ``nexa monitor-config`` scrapes (checked in ``nexa_ops.monitor``)."""
+
+    targets: List[str] = field(default_factory=list)  # node hostnames/addresses, no ports
+    exporters: List[str] = field(default_factory=lambda: ["dcgm", "node", "nexa"])
     dcgm_port: int = 9400
     node_exporter_port: int = 9100
     nexa_exporter_port: int = 9835
     from_slurm: bool = False
+    partition: Optional[str] = None  # with from_slurm: only this partition's nodes
+    scrape_interval: str = "15s"
+    evaluation_interval: str = "15s"
+    out: str = "monitoring"  # where monitor-config writes, relative to nexa.toml
 
 
 @dataclass(frozen=True)
@@ -289,7 +299,7 @@ def parse_sweep(table: Dict[str, Any], where: str, path: Optional[Path] = None) 
     if raw.campaign is not None and not NAME_RE.match(raw.campaign):
         raise ConfigError(f"expected letters, digits, '.', '_' or '-', got {raw.campaign!r}", where, "campaign")
     if not raw.command or not raw.command[0]:
-        raise ConfigError("expected a non-empty argv list like [\"python\", \"train.py\"]", where, "command")
+        raise ConfigError('expected a non-empty argv list like ["python", "train.py"]', where, "command")
     _check_arg_format(raw.arg_format, where)
     seen: Dict[str, str] = {}
     for section, keys in (("fixed", raw.fixed), ("grid", raw.grid)):
@@ -352,7 +362,11 @@ def _check_arg_format(fmt: str, where: str) -> None:
 
 
 def _parse_random(table: Dict[str, Any], seen: Dict[str, str], where: str) -> RandomSpec:
-    spec = from_table(RandomSpec, {k: v for k, v in table.items() if k != "params"}, where, "random") if set(table) - {"params"} else RandomSpec()
+    spec = (
+        from_table(RandomSpec, {k: v for k, v in table.items() if k != "params"}, where, "random")
+        if set(table) - {"params"}
+        else RandomSpec()
+    )
     if spec.samples < 1:
         raise ConfigError("expected an integer >= 1", where, "random.samples")
     params_table = table.get("params", {})
@@ -363,10 +377,19 @@ def _parse_random(table: Dict[str, Any], seen: Dict[str, str], where: str) -> Ra
         full = f"random.params.{key}"
         _check_key(key, "random.params", seen, where)
         if not isinstance(dist, dict) or len(dist) != 1:
-            raise ConfigError("expected one of { uniform = [lo, hi] }, { log_uniform = [lo, hi] }, { int_uniform = [lo, hi] }, { choice = [...] }", where, full)
-        (kind, args), = dist.items()
+            raise ConfigError(
+                "expected one of { uniform = [lo, hi] }, { log_uniform = [lo, hi] }, { int_uniform = [lo, hi] }, { choice = [...] }",
+                where,
+                full,
+            )
+        ((kind, args),) = dist.items()
         if kind not in RANDOM_KINDS:
-            raise ConfigError(f"unknown distribution {kind!r}{_did_you_mean(kind, dict.fromkeys(RANDOM_KINDS, ''))}; expected one of {', '.join(RANDOM_KINDS)}", where, full)
+            hint = _did_you_mean(kind, dict.fromkeys(RANDOM_KINDS, ""))
+            raise ConfigError(
+                f"unknown distribution {kind!r}{hint}; expected one of {', '.join(RANDOM_KINDS)}",
+                where,
+                full,
+            )
         _check_dist(kind, args, where, f"{full}.{kind}")
         params[key] = RandomParam(kind, list(args))
     return RandomSpec(samples=spec.samples, seed=spec.seed, params=params)

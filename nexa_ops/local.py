@@ -25,7 +25,9 @@ def worker_argv(spec_path: Path, index: int) -> List[str]:
     return [sys.executable, "-S", "-c", WORKER_STUB, str(package_root()), "--spec", str(spec_path), "--task-id", str(index)]
 
 
-def run_local(spec_path: Path, run_dir: Path, count: int, max_parallel: Optional[int] = None, log_dir: Optional[Path] = None) -> List[TaskResult]:
+def run_local(
+    spec_path: Path, run_dir: Path, count: int, max_parallel: Optional[int] = None, log_dir: Optional[Path] = None
+) -> List[TaskResult]:
     """Run tasks 0..count-1, at most ``max_parallel`` at a time (default: CPU count).
 
     Output goes to ``logs/local_<i>.out|err``; each task's end is recorded like the sbatch
@@ -55,7 +57,11 @@ def run_local(spec_path: Path, run_dir: Path, count: int, max_parallel: Optional
                 out.close()
                 err.close()
                 del running[index]
-                atomic_write_json(run_dir / "tasks" / f"{index}.end.json", {"index": index, "exit_code": code, "end": time.time(), "job_id": "local"}, indent=None)
+                atomic_write_json(
+                    run_dir / "tasks" / f"{index}.end.json",
+                    {"index": index, "exit_code": code, "end": time.time(), "job_id": "local"},
+                    indent=None,
+                )
                 results.append(TaskResult(index, code, time.monotonic() - started, str(log_dir / f"local_{index}.out")))
             if running:
                 time.sleep(0.01)

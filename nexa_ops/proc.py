@@ -83,11 +83,11 @@ def run(
             stderr=pipe,
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL if capture else None,
-            universal_newlines=True,
+            text=True,
             timeout=timeout,
         )
     except subprocess.TimeoutExpired as exc:
-        raise ToolError(tool, argv, 124, _text(exc.stderr), f"timed out after {timeout:g} s")
+        raise ToolError(tool, argv, 124, _text(exc.stderr), f"timed out after {timeout:g} s") from None
     if proc.returncode not in success_codes:
         stderr = proc.stderr or ""
         cause = explain(proc.returncode, stderr) if explain else ""

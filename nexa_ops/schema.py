@@ -40,7 +40,7 @@ def describe(tp: Any) -> str:
 def _plural(words: str) -> str:
     for article in ("an ", "a "):
         if words.startswith(article):
-            return words[len(article):] + "s"
+            return words[len(article) :] + "s"
     return words
 
 
@@ -49,7 +49,10 @@ def key_path(prefix: str, key: str) -> str:
 
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close and len(word) >= 3:  # 'gpus' -> 'gpus_per_node'
+        close = [c for c in choices if c.startswith(word)][:1]
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -16,9 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE = os.environ.get("NEXA_REQUIRE_TOOLS") == "1"
 
-pytest_plugins = sorted(
-    f"tests.services.{p.stem}" for p in (ROOT / "tests" / "services").glob("*.py") if p.stem != "__init__"
-)
+pytest_plugins = sorted(f"tests.services.{p.stem}" for p in (ROOT / "tests" / "services").glob("*.py") if p.stem != "__init__")
 
 
 def require(condition: bool, reason: str) -> None:

@@ -2,7 +2,7 @@
 
 import functools
 import sys
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
 from invoke import Exit, task
 
@@ -43,3 +43,15 @@ def remainder() -> List[str]:
 
 def echo(text: str = "") -> None:
     print(text, flush=True)
+
+
+def parse_float(text: Any, option: str) -> Optional[float]:
+    """An option's number, or a ``ConfigError`` naming the option."""
+    from ..errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option}: expected a number, got {text!r}") from None

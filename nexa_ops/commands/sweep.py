@@ -2,7 +2,7 @@
 
 from typing import Any, List, Optional
 
-from .common import echo, nexa_task
+from .common import echo, nexa_task, parse_float
 
 SHOW_ROWS = 5
 
@@ -30,7 +30,7 @@ def sweep(c, config=None, project=None, out=None, submit=False, local=False, max
         raise ConfigError("choose one of --submit and --local")
     cfg = load_config(project)
     defn = load_sweep(config)
-    max_cost = float(max_cost) if max_cost is not None else None
+    max_cost = parse_float(max_cost, "--max-cost")
     artifacts = plan_sweep(defn, cfg, out)
     _print_plan(artifacts, defn)
     if submit:
@@ -59,7 +59,10 @@ def _print_plan(artifacts: Any, defn: Any) -> None:
     echo(f"Sweep {defn.name}: {len(tasks)} task(s)  ->  {artifacts.run_dir}")
     echo(tabulate(rows, headers=["task"] + keys, disable_numparse=True))
     res = defn.resources
-    items = [(k, getattr(res, k)) for k in ("nodes", "gpus_per_node", "gpu_type", "cpus_per_task", "mem", "time", "partition", "account", "max_parallel")]
+    items = [
+        (k, getattr(res, k))
+        for k in ("nodes", "gpus_per_node", "gpu_type", "cpus_per_task", "mem", "time", "partition", "account", "max_parallel")
+    ]
     echo("Resources: " + ", ".join(f"{k}={v}" for k, v in items if v not in (None, 0)))
     echo(f"Spec: {artifacts.spec_path}")
     echo(f"Script: {artifacts.script_paths[0]}")

@@ -55,9 +55,7 @@ def squeue(job_ids: Sequence[str], fmt: str = "%i|%T|%r|%N") -> List[List[str]]:
     """Rows of ``squeue -h -r`` for these jobs; jobs Slurm has forgotten are just absent."""
     if not job_ids:
         return []
-    result = proc.run(
-        ["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", fmt], hint=HINT, success_codes=(0, 1)
-    )
+    result = proc.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", fmt], hint=HINT, success_codes=(0, 1))
     return [line.split("|") for line in (result.stdout or "").splitlines() if line.strip()]
 
 

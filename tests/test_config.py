@@ -1,0 +1,112 @@
+"""nexa.toml and sweep-file validation: one line naming file, key and expectation; exit 2."""
+
+import pytest
+
+from nexa_ops.config import load_config, load_sweep, time_to_hours
+from nexa_ops.errors import ConfigError
+
+GOOD = """
+name = "lr-grid"
+command = ["python", "train.py"]
+[grid]
+lr = [0.1, 0.01]
+"""
+
+
+def write(tmp_path, text, name="s.toml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(func, *args):
+    with pytest.raises(ConfigError) as info:
+        func(*args)
+    return str(info.value)
+
+
+def test_defaults_without_file(tmp_path):
+    cfg = load_config(cwd=tmp_path)
+    assert cfg.path is None
+    assert cfg.runs_dir == (tmp_path / "runs").resolve()
+
+
+def test_project_file_found_in_cwd_and_env(tmp_path, monkeypatch):
+    write(tmp_path, '[cluster]\npartition = "gpu"\naccount = "ml"\nruns_dir = "out"\npyz_path = "~/nexa.pyz"\n', "nexa.toml")
+    cfg = load_config(cwd=tmp_path)
+    assert cfg.cluster.partition == "gpu" and cfg.cluster.account == "ml"
+    assert cfg.runs_dir == (tmp_path / "out").resolve()
+    other = write(tmp_path, '[cluster]\npartition = "cpu"\n', "other.toml")
+    monkeypatch.setenv("NEXA_CONFIG", str(other))
+    assert load_config(cwd=tmp_path).cluster.partition == "cpu"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('[cluster]\npartiton = "gpu"\n', "cluster.partiton: unknown key (did you mean 'partition'?)"),
+        ("[cluster]\npartition = 3\n", "cluster.partition: expected a string, got integer 3"),
+        ('[clustr]\npartition = "x"\n', "clustr: unknown key (did you mean 'cluster'?)"),
+        ('[cost]\nmax_cost = "lots"\n', "cost.max_cost: expected a number, got string 'lots'"),
+        ("[teardown.c1]\n", "teardown.c1.tf_dir: missing required key (expected a string)"),
+        ("[cluster\n", "invalid TOML"),
+    ],
+)
+def test_project_file_errors(tmp_path, text, expected):
+    path = write(tmp_path, text, "nexa.toml")
+    message = error_of(load_config, path)
+    assert message.startswith(str(path) + ": ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_sweep_parses(tmp_path):
+    defn = load_sweep(write(tmp_path, GOOD))
+    assert defn.name == "lr-grid" and defn.grid == {"lr": [0.1, 0.01]}
+    assert defn.arg_format == "--{key}={value}"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('command = ["x"]\n', "name: missing required key (expected a string)"),
+        ('name = "a b"\ncommand = ["x"]\n', "name: expected letters, digits"),
+        ('name = "a"\ncommand = []\n', "command: expected a non-empty argv list"),
+        ('name = "a"\ncommand = "python train.py"\n', "command: expected a list of strings"),
+        ('name = "a"\ncomand = ["x"]\n', "comand: unknown key (did you mean 'command'?)"),
+        ('name = "a"\ncommand = ["x"]\n[grid]\nlr = 0.1\n', "grid.lr: expected a list of values"),
+        ('name = "a"\ncommand = ["x"]\n[grid]\nlr = []\n', "grid.lr: expected a non-empty list"),
+        ('name = "a"\ncommand = ["x"]\n[grid]\nlr = [[1]]\n', "grid.lr: expected a string, number or boolean"),
+        ('name = "a"\ncommand = ["x"]\n[grid]\nlr = [1]\n[fixed]\nlr = 2\n', "grid.lr: parameter also set in [fixed]"),
+        ('name = "a"\ncommand = ["x"]\n[grid]\nlr = [1]\n[[exclude]]\nlrr = 1\n', "exclude[0].lrr: unknown parameter (did you mean 'lr'?)"),
+        ('name = "a"\ncommand = ["x"]\n[resources]\ngpus = 8\n', "resources.gpus: unknown key (did you mean 'gpus_per_node'?)"),
+        ('name = "a"\ncommand = ["x"]\n[resources]\nnodes = "2"\n', "resources.nodes: expected an integer, got string '2'"),
+        ('name = "a"\ncommand = ["x"]\n[resources]\ntime = "4h"\n', "resources.time: expected a Slurm time"),
+        ('name = "a"\ncommand = ["x"]\n[resources]\nmem = "lots"\n', "resources.mem: expected a size"),
+        ('name = "a"\ncommand = ["x"]\n[resources]\nextra = ["qos=high"]\n', "resources.extra[0]: expected a directive"),
+        ('name = "a"\ncommand = ["x"]\narg_format = "--{key}"\n', "arg_format: expected a template containing '{value}'"),
+        ('name = "a"\ncommand = ["x"]\n[random]\nsamples = 0\n', "random.samples: expected an integer >= 1"),
+        ('name = "a"\ncommand = ["x"]\n[random.params]\nd = { normal = [0, 1] }\n', "random.params.d: unknown distribution 'normal'"),
+        (
+            'name = "a"\ncommand = ["x"]\n[random.params]\nd = { log_uniform = [0, 1] }\n',
+            "random.params.d.log_uniform: expected [low, high] numbers > 0",
+        ),
+        ('name = "a"\ncommand = ["x"]\n[random.params]\nd = { uniform = [1] }\n', "random.params.d.uniform: expected [low, high] numbers"),
+        ('name = "a"\ncommand = ["x"]\nlauncher = "mpirun"\n', "launcher.kind: expected 'direct' or 'torchrun'"),
+    ],
+)
+def test_sweep_errors(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    message = error_of(load_sweep, path)
+    assert message.startswith(str(path) + ": "), message
+    assert expected in message, message
+    assert "\n" not in message
+
+
+def test_missing_sweep_file(tmp_path):
+    assert error_of(load_sweep, tmp_path / "nope.toml") == f"{tmp_path / 'nope.toml'}: file not found"
+
+
+@pytest.mark.parametrize("text, hours", [("90", 1.5), ("04:00:00", 4.0), ("1-12:00:00", 36.0), ("30:00", 0.5), ("2-0", 48.0)])
+def test_time_to_hours(text, hours):
+    assert time_to_hours(text) == pytest.approx(hours)

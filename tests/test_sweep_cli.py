@@ -1,0 +1,103 @@
+"""`nexa sweep` from the command line: planning, --local runs, and bad input."""
+
+import json
+import sys
+
+from tests.conftest import ROOT
+
+PROBE = ROOT / "tests" / "data" / "argv_probe.py"
+HOSTILE = ["a b", "it's", 'say "hi"', "$(touch pwned)", "x; rm -rf /", "ünïcødé ✓", "--leading-dash", "`id`", "*"]
+
+
+def sweep_file(tmp_path, extra=""):
+    text = f"""
+name = "cli-test"
+command = [{json.dumps(sys.executable)}, {json.dumps(str(PROBE))}]
+[grid]
+msg = {json.dumps(HOSTILE, ensure_ascii=False)}
+n = [1, 2]
+[[exclude]]
+msg = "*"
+n = 2
+[resources]
+max_parallel = 4
+{extra}
+"""
+    path = tmp_path / "sweep.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_plan_only_writes_spec_and_script(nexa_cli, tmp_path):
+    out = nexa_cli("sweep", "--config", str(sweep_file(tmp_path)), "--out", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr
+    assert "17 task(s)" in out.stdout and "..." in out.stdout
+    spec = json.loads((tmp_path / "run" / "spec.json").read_text())
+    assert spec["schema"] == 1 and spec["name"] == "cli-test" and spec["count"] == 17
+    assert spec["tasks"][0]["argv"][-2:] == ["--msg=a b", "--n=1"]
+    script = (tmp_path / "run" / "cli-test.sbatch").read_text()
+    assert "#SBATCH --array=0-16%4" in script
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_local_run_passes_every_value_literally(nexa_cli, tmp_path):
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    out = nexa_cli(
+        "sweep", "--config", str(sweep_file(tmp_path)), "--local", "--out", str(tmp_path / "run"), env={"PROBE_DIR": str(probe_dir)}
+    )
+    assert out.returncode == 0, out.stderr
+    assert "17 succeeded, 0 failed" in out.stdout
+    spec = json.loads((tmp_path / "run" / "spec.json").read_text())
+    for task in spec["tasks"]:
+        seen = json.loads((probe_dir / f"{task['index']}.json").read_text())
+        assert seen["argv"] == task["argv"][2:]
+        assert seen["cwd"] == str(tmp_path)
+    assert not (tmp_path / "pwned").exists()
+    assert (tmp_path / "run" / "logs" / "local_0.out").exists()
+    ends = json.loads((tmp_path / "run" / "tasks" / "16.end.json").read_text())
+    assert ends["exit_code"] == 0
+
+
+def test_local_failure_exits_non_zero_with_summary(nexa_cli, tmp_path):
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    out = nexa_cli("sweep", "--config", str(sweep_file(tmp_path)), "--local", env={"PROBE_DIR": str(probe_dir), "PROBE_FAIL_TASKS": "3,5"})
+    assert out.returncode == 1
+    assert "15 succeeded, 2 failed" in out.stdout
+    assert "2 of 17 task(s) failed" in out.stderr
+
+
+def test_bad_sweep_exit_2_one_line_nothing_written(nexa_cli, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\ncommand = ["p"]\n[grid]\nlr = [1]\n[resources]\ngpus = 2\n')
+    out = nexa_cli("sweep", "--config", str(bad))
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"nexa: error: {bad}: resources.gpus: unknown key (did you mean 'gpus_per_node'?)"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_project_file_exit_2(nexa_cli, tmp_path):
+    (tmp_path / "nexa.toml").write_text("[cluster]\nruns_dir = 5\n")
+    out = nexa_cli("sweep", "--config", str(sweep_file(tmp_path)))
+    assert out.returncode == 2
+    assert "nexa.toml: cluster.runs_dir: expected a string, got integer 5" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_config_option(nexa_cli):
+    out = nexa_cli("sweep")
+    assert out.returncode == 2 and "--config FILE is required" in out.stderr
+
+
+def test_bad_max_cost(nexa_cli, tmp_path):
+    out = nexa_cli("sweep", "--config", str(sweep_file(tmp_path)), "--max-cost", "lots")
+    assert out.returncode == 2 and "--max-cost: expected a number" in out.stderr
+
+
+def test_help_lists_tasks_and_options(nexa_cli):
+    out = nexa_cli("--help")
+    assert out.returncode == 0 and "sweep" in out.stdout and "worker" in out.stdout
+    out = nexa_cli("sweep", "--help")
+    for option in ("--config", "--out", "--submit", "--local", "--max-cost", "--dry-run"):
+        assert option in out.stdout

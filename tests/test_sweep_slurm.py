@@ -1,0 +1,148 @@
+"""Sweeps on the real local Slurm: arrays really run and every task gets exactly its argv."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nexa_ops import launch_slurm_sweep
+from nexa_ops.errors import ToolError
+from tests.conftest import ROOT
+
+PROBE = ROOT / "tests" / "data" / "argv_probe.py"
+HOSTILE = ["a b", "it's", 'say "hi"', "$(touch pwned)", "x; rm -rf /", "ünïcødé ✓", "--leading-dash", "`id`", "*", "tab\there"]
+
+pytestmark = pytest.mark.slurm
+
+
+def write_sweep(tmp_path, grid, resources="", extra=""):
+    lines = [
+        'name = "e2e"',
+        f"command = [{json.dumps(sys.executable)}, {json.dumps(str(PROBE))}]",
+        extra,
+        "[grid]",
+    ]
+    lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in grid.items()]
+    lines += ["[resources]", 'time = "00:05:00"', resources]
+    path = tmp_path / "sweep.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def probe_dir(tmp_path, monkeypatch):
+    path = tmp_path / "probe"
+    path.mkdir()
+    monkeypatch.setenv("PROBE_DIR", str(path))
+    return path
+
+
+def read_probes(probe_dir):
+    return {int(p.stem): json.loads(p.read_text()) for p in probe_dir.glob("*.json")}
+
+
+def test_hostile_grid_with_excludes_runs_as_one_array(slurm_cluster, tmp_path, probe_dir, nexa_cli):
+    path = write_sweep(tmp_path, {"msg": HOSTILE, "n": [1, 2]}, "max_parallel = 4", extra='[[exclude]]\nmsg = "*"\nn = 1')
+    out = nexa_cli("sweep", "--config", str(path), "--submit", "--out", str(tmp_path / "run"), env={"PROBE_DIR": str(probe_dir)})
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert len(manifest["job_ids"]) == 1 and manifest["tasks"] == 19
+    assert manifest["user"] and manifest["spec"].endswith("spec.json") and manifest["submitted_at"]
+    job = manifest["job_ids"][0]
+    throttle = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "ArrayTaskThrottle=4" in throttle
+    slurm_cluster.wait([job])
+    spec = json.loads((tmp_path / "run" / "spec.json").read_text())
+    probes = read_probes(probe_dir)
+    assert sorted(probes) == list(range(19))
+    for task in spec["tasks"]:
+        assert probes[task["index"]]["argv"] == task["argv"][2:]
+        assert probes[task["index"]]["env"]["SLURM_ARRAY_TASK_ID"] == str(task["index"])
+    assert not (tmp_path / "pwned").exists()
+    assert (tmp_path / "run" / "logs" / f"{job}_0.out").exists()
+    end = json.loads((tmp_path / "run" / "tasks" / "18.end.json").read_text())
+    assert end["exit_code"] == 0
+
+
+def test_larger_than_max_array_size_is_chunked(slurm_cluster, tmp_path, probe_dir):
+    count = 2 * slurm_cluster.max_array_size + 7
+    path = write_sweep(tmp_path, {"i": list(range(count))}, "cpus_per_task = 1")
+    artifacts = launch_slurm_sweep(path, submit=True, out=tmp_path / "run")
+    assert artifacts.job_count == count
+    assert [c.offset for c in artifacts.chunks] == [0, 25, 50]
+    assert [c.count for c in artifacts.chunks] == [25, 25, 7]
+    assert len(artifacts.job_ids) == 3 and artifacts.submitted
+    slurm_cluster.wait(artifacts.job_ids, timeout=180)
+    probes = read_probes(probe_dir)
+    assert sorted(probes) == list(range(count))
+    for index, probe in probes.items():
+        assert probe["argv"] == [f"--i={index}"]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert [c["offset"] for c in manifest["chunks"]] == [0, 25, 50]
+
+
+def test_gpu_jobs_see_their_devices(slurm_cluster, tmp_path, probe_dir):
+    path = write_sweep(tmp_path, {"i": [0, 1]}, "gpus_per_node = 2")
+    artifacts = launch_slurm_sweep(path, submit=True, out=tmp_path / "run")
+    slurm_cluster.wait(artifacts.job_ids)
+    for probe in read_probes(probe_dir).values():
+        assert probe["env"]["CUDA_VISIBLE_DEVICES"] == "0,1"
+
+
+def test_typed_gres(slurm_cluster, tmp_path, probe_dir):
+    path = write_sweep(tmp_path, {"i": [0]}, 'gpus_per_node = 1\ngpu_type = "fake"')
+    artifacts = launch_slurm_sweep(path, submit=True, out=tmp_path / "run")
+    assert "#SBATCH --gres=gpu:fake:1" in artifacts.script_paths[0].read_text()
+    slurm_cluster.wait(artifacts.job_ids)
+    assert read_probes(probe_dir)[0]["env"]["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+@pytest.mark.parametrize(
+    "resources, message",
+    [
+        ('partition = "nope"', "Invalid partition name specified"),
+        ("gpus_per_node = 3", "Requested node configuration is not available"),
+        ("nodes = 3", "Node count specification invalid"),
+    ],
+)
+def test_refused_submission_keeps_spec(slurm_cluster, tmp_path, nexa_cli, resources, message):
+    path = write_sweep(tmp_path, {"i": [0, 1]}, resources)
+    out = nexa_cli("sweep", "--config", str(path), "--submit", "--out", str(tmp_path / "run"))
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert (tmp_path / "run" / "spec.json").exists() and (tmp_path / "run" / "e2e.sbatch").exists()
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_refusal_through_the_api_is_a_tool_error(slurm_cluster, tmp_path):
+    path = write_sweep(tmp_path, {"i": [0]}, 'partition = "nope"')
+    with pytest.raises(ToolError) as info:
+        launch_slurm_sweep(path, submit=True, out=tmp_path / "run")
+    assert info.value.tool == "sbatch" and info.value.returncode == 1
+    assert "Invalid partition name specified" in str(info.value)
+
+
+def test_dry_run_submits_nothing(slurm_cluster, tmp_path, nexa_cli):
+    path = write_sweep(tmp_path, {"i": [0, 1]})
+    out = nexa_cli("sweep", "--config", str(path), "--submit", "--dry-run", "--out", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr
+    assert "sbatch --parsable" in out.stdout and str(tmp_path / "run" / "e2e.sbatch") in out.stdout
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_project_defaults_reach_the_script(slurm_cluster, tmp_path, probe_dir):
+    (tmp_path / "nexa.toml").write_text('[cluster]\npartition = "debug"\nruns_dir = "my runs"\n')
+    path = write_sweep(tmp_path, {"i": [0]})
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        artifacts = launch_slurm_sweep(path, submit=True)
+    finally:
+        os.chdir(cwd)
+    assert artifacts.run_dir.parent == tmp_path / "my runs"
+    assert "#SBATCH --partition=debug" in artifacts.script_paths[0].read_text()
+    slurm_cluster.wait(artifacts.job_ids)
+    assert read_probes(probe_dir)[0]["argv"] == ["--i=0"]

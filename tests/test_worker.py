@@ -1,0 +1,82 @@
+"""The compute-node worker: index resolution, dry-run, errors, exec."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nexa_ops import worker
+from nexa_ops.plan.sbatch import WORKER_STUB
+from nexa_ops.resources import package_root
+
+
+@pytest.fixture
+def spec(tmp_path):
+    tasks = [
+        {
+            "index": i,
+            "params": {"i": i},
+            "argv": [sys.executable, "-c", "import sys; print(sys.argv[1:]); sys.exit(int(sys.argv[1]))", str(i), "a b"],
+        }
+        for i in range(3)
+    ]
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"schema": 1, "name": "t", "workdir": str(tmp_path), "run_dir": str(tmp_path), "tasks": tasks}))
+    return path
+
+
+def run_worker(*args, env=None):
+    """The worker exactly as the sbatch script starts it: python -S -c STUB <pkg> ..."""
+    return subprocess.run([sys.executable, "-S", "-c", WORKER_STUB, str(package_root()), *args], capture_output=True, text=True, env=env)
+
+
+def test_dry_run_prints_argv_as_json(spec):
+    out = run_worker("--spec", str(spec), "--task-id", "1", "--dry-run")
+    assert out.returncode == 0
+    assert json.loads(out.stdout)[-2:] == ["1", "a b"]
+
+
+def test_slurm_array_id_plus_offset(spec):
+    env = {"SLURM_ARRAY_TASK_ID": "0", "PATH": "/usr/bin:/bin"}
+    out = run_worker("--spec", str(spec), "--offset", "2", "--dry-run", env=env)
+    assert json.loads(out.stdout)[-2] == "2"
+
+
+def test_exec_passes_exit_code_and_records_start(spec, tmp_path):
+    out = run_worker("--spec", str(spec), "--task-id", "2")
+    assert out.returncode == 2
+    assert "['2', 'a b']" in out.stdout
+    record = json.loads((tmp_path / "tasks" / "2.start.json").read_text())
+    assert record["index"] == 2 and record["start"] > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--spec", "/nonexistent/spec.json", "--task-id", "0"], "/nonexistent/spec.json: spec file not found"),
+        (["--task-id", "0"], "--spec FILE is required"),
+        (["--spec", "{spec}", "--task-id", "3"], "task index 3 out of range (0..2)"),
+        (["--spec", "{spec}"], "no task id: pass --task-id N"),
+        (["--spec", "{spec}", "--task-id", "x"], "--task-id must be an integer"),
+    ],
+)
+def test_errors_are_one_line_exit_2(spec, args, message):
+    args = [a.replace("{spec}", str(spec)) for a in args]
+    out = run_worker(*args, env={"PATH": "/usr/bin:/bin"})
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_worker_imports_only_the_standard_library():
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); before = set(sys.modules); import nexa_ops.worker; "
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith('nexa_ops')))"
+    )
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(package_root())], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['nexa_ops', 'nexa_ops.worker']"
+
+
+def test_parse_args_equals_form():
+    assert worker.parse_args(["--spec=x", "--task-id=4"])["task_id"] == "4"
