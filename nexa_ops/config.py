@@ -53,13 +53,17 @@ class CostConfig:
 
 @dataclass(frozen=True)
 class SyncConfig:
+    """``[sync]``: where ``nexa sync`` copies the project (see docs/sync.md)."""
+
     host: Optional[str] = None
     user: Optional[str] = None
     port: Optional[int] = None
     identity: Optional[str] = None
-    dest: Optional[str] = None
-    exclude: List[str] = field(default_factory=list)
+    dest: Optional[str] = None  # default: the project folder's name, under the remote home
+    exclude: List[str] = field(default_factory=list)  # extra rsync exclude patterns
     delete: bool = False
+    ssh_options: List[str] = field(default_factory=list)  # extra `ssh -o` options, e.g. "ProxyJump=bastion"
+    rsync_path: Optional[str] = None  # rsync on the remote when not on its PATH
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,11 @@ class TeardownCampaign:
 
 @dataclass(frozen=True)
 class ContainerService:
+    """Per-service override in ``[containers.services.<name or alias>]``."""
+
     tag: Optional[str] = None
-    dockerfile: Optional[str] = None
+    dockerfile: Optional[str] = None  # relative to the project root
+    context: Optional[str] = None  # build context of an overridden dockerfile (default: project root)
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,11 @@ class ContainersConfig:
     mounts: List[str] = field(default_factory=list)  # extra "HOST:CONTAINER[:ro]" mounts
     nvme: str = "/mnt/nvme"
     shm_size: str = "16g"
+    ulimits: List[str] = field(default_factory=lambda: ["memlock=-1", "stack=67108864"])
+    env: List[str] = field(default_factory=list)  # extra variable names passed by name when set
+    network: Optional[str] = None  # docker --network (e.g. "host" for multi-node NCCL)
+    workspace: Optional[str] = None  # mounted at /workspace (default: the project root)
+    docker: str = "docker"  # the Docker CLI (name on PATH or path)
 
 
 @dataclass(frozen=True)
