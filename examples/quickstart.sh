@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Quick start: install nexa into .venv, plan and run the example sweep on this machine with
+# the local backend (no cluster needed), then show each task's result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ ! -x .venv/bin/nexa ]]; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -e . 2>&1 | grep -v '^WARNING: Location' || true
+fi
+export PATH="$PWD/.venv/bin:$PATH"
+run=runs/quickstart
+rm -rf "$run"  # this script's own run folder, replaced on every run
+nexa sweep --config examples/sweeps/lr_grid.toml --local --out "$run"
+echo
+echo "Results ($run/logs/local_*.out):"
+printf '%s\0' "$run"/logs/local_*.out | sort -zV | xargs -0 cat

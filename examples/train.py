@@ -1,0 +1,25 @@
+"""A stand-in training program for the quick start: a few 'epochs' of a fake loss curve.
+
+It takes the sweep's arguments like a real trainer (argparse), so what it prints shows that
+every task got its own values.
+"""
+
+import argparse
+import math
+import os
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float, required=True)
+parser.add_argument("--batch_size", type=int, required=True)
+parser.add_argument("--epochs", type=int, default=3)
+parser.add_argument("--dropout", type=float, default=0.0)
+parser.add_argument("--optimizer", default="adam")
+args = parser.parse_args()
+
+loss = 2.5
+for epoch in range(args.epochs):
+    loss *= 1 - min(0.9, args.lr * 5) * (0.9 if args.optimizer == "adam" else 0.7) / (1 + args.batch_size / 64)
+    loss += args.dropout * 0.05
+task = os.environ.get("NEXA_TASK_INDEX", "?")
+print(f"task {task}: lr={args.lr} batch_size={args.batch_size} optimizer={args.optimizer} "
+      f"dropout={args.dropout:.3f} final_loss={loss:.4f} ppl={math.exp(loss):.2f}")
