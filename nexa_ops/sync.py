@@ -1,0 +1,319 @@
+"""``nexa sync``: copy the project to the cluster's head node with rsync over ssh.
+
+The plan (options -> ``SyncPlan`` -> rsync argv) and the ``--delete`` guards are pure; the
+only I/O is one optional probe of the destination over ssh (when deletion is on) and the
+rsync run itself, both in ``tools/rsync.py``.
+
+A marker file, ``.nexa-sync``, travels with every sync as a second rsync source (a tiny
+folder with a fixed mtime, so re-syncs never resend it). Its presence on the remote is what
+tells a later ``--delete`` that the destination is a nexa copy and safe to prune.
+"""
+
+import os
+import posixpath
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .config import NexaConfig, SyncConfig, load_config
+from .errors import ConfigError, Refused
+from .tools import rsync as rs
+
+MARKER = ".nexa-sync"
+MARKER_TEXT = (
+    "This folder is a copy of a project kept up to date by `nexa sync`.\n"
+    "`nexa sync --delete` may remove files here that are not in the project.\n"
+)
+MARKER_MTIME = 1577836800  # 2020-01-01 UTC: fixed, so rsync's quick check never resends it
+
+#: Always excluded (the runs folder is added, anchored, by ``default_excludes``).
+BASE_EXCLUDES = ("__pycache__/", "*.pyc", ".git/")
+#: Per-directory ignore files honoured as exclude lists (gitignore syntax, rsync semantics).
+IGNORE_FILES = (".gitignore", ".nexaignore")
+
+HOME_RE = re.compile(r"^(~[^/]*|\$HOME|\$\{HOME\}|/root|/home/[^/]+|/Users/[^/]+|/u/[^/]+)$")
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """Everything the sync will do, decided before anything runs."""
+
+    source: Path
+    remote: rs.Remote
+    dest: str  # as rsync gets it: relative to the remote home, or absolute
+    excludes: List[str]
+    delete: bool
+    dry_run: bool
+    force: bool
+    rsync_path: Optional[str] = None
+
+    @property
+    def destination(self) -> str:
+        return f"{self.remote.login}:{self.dest}"
+
+
+@dataclass
+class SyncResult:
+    """What a sync did (or, with ``dry_run``, would do)."""
+
+    source: str
+    destination: str
+    argv: List[str]
+    dry_run: bool
+    delete: bool
+    itemized: List[str] = field(default_factory=list)  # rsync's itemized lines, verbatim
+    sent: List[str] = field(default_factory=list)  # files whose data went (or would go) over
+    created: List[str] = field(default_factory=list)
+    deleted: List[str] = field(default_factory=list)
+    stats: Dict[str, int] = field(default_factory=dict)  # rsync --stats counters
+    seconds: float = 0.0
+    probe: Optional[rs.DestProbe] = None
+
+    @property
+    def files_transferred(self) -> int:
+        return self.stats.get("number_of_regular_files_transferred", len(self.sent))
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.stats.get("total_bytes_sent", 0)
+
+
+# --- planning (pure) -----------------------------------------------------------------------
+
+
+def normalize_dest(dest: str) -> str:
+    """Trim and turn ``~/x`` into ``x`` (rsync over ssh resolves relative paths from the remote
+    home, and no remote shell then has to expand a tilde)."""
+    text = dest.strip()
+    if text.startswith("~/"):
+        text = text[2:].lstrip("/") or "."
+    if len(text) > 1:
+        text = text.rstrip("/") or "/"
+    return text
+
+
+def default_excludes(source: Path, runs_dir: Optional[Path]) -> List[str]:
+    """The fixed excludes plus the runs folder, anchored at the project root when inside it."""
+    excludes = ["/runs/"]
+    if runs_dir is not None:
+        try:
+            rel = runs_dir.resolve().relative_to(source.resolve())
+        except ValueError:
+            rel = None
+        if rel is not None and str(rel) not in (".", "runs"):
+            excludes.append(f"/{rel.as_posix()}/")
+    return excludes + list(BASE_EXCLUDES)
+
+
+def make_plan(
+    cfg: SyncConfig,
+    *,
+    source: Path,
+    runs_dir: Optional[Path] = None,
+    host: Optional[str] = None,
+    user: Optional[str] = None,
+    port: Optional[int] = None,
+    identity: Optional[str] = None,
+    dest: Optional[str] = None,
+    delete: Optional[bool] = None,
+    dry_run: bool = False,
+    force: bool = False,
+    where: str = "nexa.toml",
+) -> SyncPlan:
+    """Merge options over ``[sync]`` and validate them; raise ``ConfigError`` on bad input."""
+    host = host or cfg.host
+    user = user or cfg.user
+    if not host:
+        raise ConfigError("no host to sync to: pass --host or set host in [sync]", where, "sync.host")
+    if "@" in host:
+        at_user, host = host.rsplit("@", 1)
+        user = user or at_user
+    if not host or host.startswith("-") or any(c.isspace() for c in host):
+        raise ConfigError(f"expected a host name, got {host!r}", where, "sync.host")
+    if user is not None and (not user or user.startswith("-") or any(c.isspace() for c in user)):
+        raise ConfigError(f"expected a user name, got {user!r}", where, "sync.user")
+    port = cfg.port if port is None else port
+    if port is not None:
+        try:
+            port = int(port)
+        except ValueError:
+            port = -1
+        if not 0 < port < 65536:
+            raise ConfigError("expected a port between 1 and 65535", where, "sync.port")
+    identity = identity or cfg.identity
+    if identity:
+        identity = os.path.expanduser(identity)
+        if not os.path.isfile(identity):
+            raise ConfigError(f"identity file {identity!r} does not exist", where, "sync.identity")
+    if not source.is_dir():
+        raise ConfigError(f"source folder {str(source)!r} does not exist")
+    raw_dest = dest if dest is not None else cfg.dest
+    if raw_dest is None:
+        raw_dest = source.resolve().name
+    if not raw_dest.strip():
+        raise ConfigError("expected a destination path, got an empty string", where, "sync.dest")
+    for i, option in enumerate(cfg.ssh_options):
+        if "=" not in option or option.startswith("-"):
+            raise ConfigError(f"expected an ssh option like 'ProxyJump=bastion', got {option!r}", where, f"sync.ssh_options[{i}]")
+    remote = rs.Remote(host=host, user=user, port=port, identity=identity, ssh_options=tuple(cfg.ssh_options))
+    excludes = default_excludes(source, runs_dir) + list(cfg.exclude)
+    return SyncPlan(
+        source=source,
+        remote=remote,
+        dest=normalize_dest(raw_dest),
+        excludes=excludes,
+        delete=cfg.delete if delete is None else delete,
+        dry_run=dry_run,
+        force=force,
+        rsync_path=cfg.rsync_path,
+    )
+
+
+def rsync_argv(plan: SyncPlan, marker_dir: Optional[str] = None) -> List[str]:
+    """The exact rsync command for ``plan``.
+
+    ``-a`` plus compression and ``--mkpath``; ``-i --stats`` so the result can say what moved;
+    excludes first, then the per-directory ignore files (``:-`` = dir-merge, excludes only).
+    Excluded files on the remote are never deleted (rsync protects them without
+    ``--delete-excluded``), so a remote ``runs/`` survives ``--delete``.
+    """
+    argv = ["rsync", "-a", "-z", "--mkpath", "--itemize-changes", "--stats"]
+    if plan.dry_run:
+        argv.append("--dry-run")
+    if plan.delete:
+        argv.append("--delete")
+    argv += ["-e", rs.ssh_command(plan.remote)]
+    if plan.rsync_path:
+        argv.append(f"--rsync-path={plan.rsync_path}")
+    argv += [f"--exclude={pattern}" for pattern in plan.excludes]
+    argv += [f"--filter=:- {name}" for name in IGNORE_FILES]
+    argv.append(str(plan.source).rstrip("/") + "/")
+    if marker_dir:
+        argv.append(marker_dir.rstrip("/") + "/")
+    dest = plan.dest if plan.dest == "/" else plan.dest + "/"
+    argv.append(f"{plan.remote.login}:{dest}")
+    return argv
+
+
+def check_dest_text(dest: str) -> None:
+    """The guards that need no remote: ``/`` and a home directory, whatever ``--force`` says."""
+    norm = posixpath.normpath(normalize_dest(dest) or ".")
+    if norm.startswith("/") and not norm.strip("/"):
+        raise Refused(
+            f"refusing to sync with --delete into {dest!r}: it is '/' and everything else there would be deleted; "
+            "pick a project folder"
+        )
+    if norm == "." or HOME_RE.match(norm):
+        raise Refused(
+            f"refusing to sync with --delete into {dest!r}: it is a home directory and everything not in the project "
+            "would be deleted; use a subfolder such as ~/projects/NAME"
+        )
+
+
+def check_dest_probe(dest: str, found: rs.DestProbe, force: bool) -> None:
+    """The guards that need the remote's answer (``DestProbe``)."""
+    if found.realpath == "/":
+        raise Refused(f"refusing to sync with --delete into {dest!r}: it resolves to '/' on the remote")
+    if found.realpath and found.home and found.realpath == found.home:
+        raise Refused(
+            f"refusing to sync with --delete into {dest!r}: it is the remote home directory ({found.home}); use a subfolder"
+        )
+    if found.state == "notdir":
+        raise Refused(f"refusing to sync into {dest!r}: it exists on the remote and is not a folder")
+    if found.state == "nonempty" and not force:
+        raise Refused(
+            f"refusing to sync with --delete into {dest!r}: it is not empty and has no {MARKER} marker, so it was not "
+            "made by nexa sync and its other files would be deleted; check it, then re-run with --force "
+            "(or sync once without --delete to adopt it)"
+        )
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+def _marker_dir() -> str:
+    folder = tempfile.mkdtemp(prefix="nexa-sync-")
+    path = os.path.join(folder, MARKER)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(MARKER_TEXT)
+    os.chmod(path, 0o644)
+    os.utime(path, (MARKER_MTIME, MARKER_MTIME))
+    return folder
+
+
+def execute(plan: SyncPlan) -> SyncResult:
+    """Run the guards (probing the remote when deleting), then rsync."""
+    found: Optional[rs.DestProbe] = None
+    if plan.delete:
+        check_dest_text(plan.dest)
+        found = rs.probe(plan.remote, plan.dest, MARKER)
+        check_dest_probe(plan.dest, found, plan.force)
+    marker_dir = _marker_dir()
+    try:
+        argv = rsync_argv(plan, marker_dir)
+        start = time.monotonic()
+        result = rs.run_rsync(argv)
+        seconds = time.monotonic() - start
+    finally:
+        shutil.rmtree(marker_dir, ignore_errors=True)
+    parsed = rs.parse_output(result.stdout or "")
+    return SyncResult(
+        source=str(plan.source),
+        destination=plan.destination,
+        argv=argv,
+        dry_run=plan.dry_run,
+        delete=plan.delete,
+        itemized=parsed.lines,
+        sent=parsed.sent,
+        created=parsed.created,
+        deleted=parsed.deleted,
+        stats=parsed.stats,
+        seconds=seconds,
+        probe=found,
+    )
+
+
+def sync_repository(
+    config: Optional[NexaConfig] = None,
+    *,
+    source: Optional[Path] = None,
+    host: Optional[str] = None,
+    user: Optional[str] = None,
+    port: Optional[int] = None,
+    identity: Optional[str] = None,
+    dest: Optional[str] = None,
+    delete: Optional[bool] = None,
+    dry_run: bool = False,
+    force: bool = False,
+    exclude: Sequence[str] = (),
+) -> SyncResult:
+    """Sync the project folder (``source``, default: the folder of nexa.toml) to the remote.
+
+    Options override ``[sync]`` of nexa.toml; ``delete=None`` keeps the file's setting.
+    Raises ``ConfigError`` (bad options), ``Refused`` (a ``--delete`` guard) or ``ToolError``
+    (rsync/ssh failed, with a one-line cause and rsync's own message).
+    """
+    cfg = config or load_config()
+    sync_cfg = cfg.sync
+    if exclude:
+        sync_cfg = replace(sync_cfg, exclude=list(sync_cfg.exclude) + list(exclude))
+    where = str(cfg.path) if cfg.path else "nexa.toml"
+    plan = make_plan(
+        sync_cfg,
+        source=Path(source) if source is not None else cfg.root,
+        runs_dir=cfg.runs_dir,
+        host=host,
+        user=user,
+        port=port,
+        identity=identity,
+        dest=dest,
+        delete=delete,
+        dry_run=dry_run,
+        force=force,
+        where=where,
+    )
+    return execute(plan)

@@ -1,0 +1,191 @@
+"""rsync and ssh: the ``-e`` command, output parsing, exit-code causes, and the calls.
+
+Building the argv and parsing rsync's itemized output are pure functions (tested without a
+network); ``run_rsync`` and ``probe`` are the only places that start a process, both through
+``proc.run``.
+"""
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from .. import proc
+
+RSYNC_HINT = "install rsync >= 3.2.3 (apt-get install rsync)"
+SSH_HINT = "install the OpenSSH client (apt-get install openssh-client)"
+
+#: rsync's exit codes that get a one-line cause; rsync's own message is kept below it.
+RSYNC_CAUSES = {
+    1: "rsync rejected its arguments (an rsync older than 3.2.3 on either side lacks --mkpath)",
+    2: "rsync protocol mismatch (the remote login prints text, or its rsync is incompatible)",
+    3: "a source or destination path could not be selected",
+    5: "the remote rsync could not be started",
+    10: "socket I/O error",
+    11: "file I/O error on the remote (disk full, quota exceeded, read-only or not a directory)",
+    12: "the data stream to the remote rsync broke (it died, is missing, or ran out of disk/quota)",
+    20: "rsync was interrupted by a signal",
+    23: "partial transfer: some files or attributes could not be read or written (see the lines below)",
+    24: "partial transfer: some source files vanished while rsync ran (something writes into the tree)",
+    30: "timeout while sending or receiving data",
+    127: "the remote rsync was not found (set rsync_path in [sync] of nexa.toml)",
+    255: "ssh could not connect or authenticate",
+}
+
+#: ssh's own words -> what they mean for the user (first match wins).
+SSH_CAUSES = (
+    ("Connection refused", "nothing listens on that host and port"),
+    ("Connection timed out", "the host did not answer (wrong host/port, or a firewall)"),
+    ("No route to host", "no route to the host"),
+    ("Could not resolve hostname", "the host name does not resolve"),
+    ("Host key verification failed", "the host key is unknown or changed: run `ssh` once by hand to check and accept it"),
+    ("Permission denied", "the server refused the key: check --user and --identity"),
+    ("Too many authentication failures", "too many keys offered: pass --identity"),
+    ("Connection closed", "the server closed the connection"),
+    ("Identity file", "the identity file could not be read"),
+)
+
+ITEM_RE = re.compile(r"^(\*deleting  |[<>ch.][fdLDS][^ ]{9}) (.*)$")  # the code is padded to 11 characters
+STAT_RE = re.compile(r"^([A-Z][A-Za-z ]+): ([\d,]+)")
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Where ssh connects: host, optional user/port/key, extra ``-o`` options."""
+
+    host: str
+    user: Optional[str] = None
+    port: Optional[int] = None
+    identity: Optional[str] = None
+    ssh_options: Sequence[str] = ()
+
+    @property
+    def login(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    def describe(self) -> str:
+        return f"{self.login}:{self.port}" if self.port else self.login
+
+
+def ssh_argv(remote: Remote) -> List[str]:
+    """``ssh`` with BatchMode (never prompt: a sync must fail, not hang) and the given port/key."""
+    argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    if remote.port:
+        argv += ["-p", str(remote.port)]
+    if remote.identity:
+        argv += ["-i", remote.identity, "-o", "IdentitiesOnly=yes"]
+    for option in remote.ssh_options:
+        argv += ["-o", option]
+    return argv
+
+
+def ssh_command(remote: Remote) -> str:
+    """``ssh_argv`` as the one string rsync's ``-e`` wants; rsync splits it like a shell
+    (quotes are honoured), so a key path with spaces survives."""
+    return " ".join(shlex.quote(a) for a in ssh_argv(remote))
+
+
+def explain_rsync(code: int, stderr: str) -> str:
+    """One-line cause for rsync's exit ``code``; ssh failures say which of them it was."""
+    cause = RSYNC_CAUSES.get(code, "")
+    if code == 255:
+        detail = _ssh_detail(stderr)
+        return f"{cause}: {detail}" if detail else cause
+    return cause
+
+
+def _ssh_detail(stderr: str) -> str:
+    for needle, meaning in SSH_CAUSES:
+        if needle in stderr:
+            return meaning
+    return ""
+
+
+@dataclass
+class Itemized:
+    """rsync's ``--itemize-changes`` output and ``--stats`` counters, parsed."""
+
+    lines: List[str] = field(default_factory=list)  # every itemized line, as rsync printed it
+    sent: List[str] = field(default_factory=list)  # files whose data was (or would be) sent
+    created: List[str] = field(default_factory=list)  # directories/links created on the remote
+    deleted: List[str] = field(default_factory=list)
+    stats: Dict[str, int] = field(default_factory=dict)
+    other: List[str] = field(default_factory=list)  # anything else rsync printed
+
+
+def parse_output(stdout: str) -> Itemized:
+    """Split rsync's stdout into itemized changes, ``--stats`` counters and other lines."""
+    out = Itemized()
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        match = ITEM_RE.match(line)
+        if match:
+            code, name = match.groups()
+            out.lines.append(line)
+            if code.startswith("*deleting"):
+                out.deleted.append(name)
+            elif code[0] in "<>" and code[1] == "f":
+                out.sent.append(name)
+            elif code[0] == "c":
+                out.created.append(name)
+            continue
+        stat = STAT_RE.match(line)
+        if stat:
+            out.stats[stat.group(1).strip().lower().replace(" ", "_")] = int(stat.group(2).replace(",", ""))
+            continue
+        out.other.append(line)
+    return out
+
+
+def run_rsync(argv: Sequence[str], *, timeout: Optional[float] = None) -> proc.Result:
+    """Run an rsync argv built by ``nexa_ops.sync.rsync_argv``; failures carry a cause."""
+    return proc.run(argv, hint=RSYNC_HINT, explain=explain_rsync, timeout=timeout)
+
+
+# --- remote destination probe (only when deletion is on) ---------------------------------
+
+PROBE_SCRIPT = r"""d=$1
+h=$(cd && pwd -P)
+if [ -d "$d" ]; then r=$(cd "$d" && pwd -P); else r=; fi
+if [ -e "$d/{marker}" ]; then s=marker
+elif [ ! -e "$d" ]; then s=absent
+elif [ ! -d "$d" ]; then s=notdir
+elif [ -z "$(ls -A "$d" 2>/dev/null)" ]; then s=empty
+else s=nonempty; fi
+printf '%s\n%s\n%s\n' "$h" "$r" "$s"
+"""
+
+
+@dataclass(frozen=True)
+class DestProbe:
+    """What the remote says about the destination before a ``--delete`` sync."""
+
+    home: str  # the remote user's home, symlinks resolved
+    realpath: str  # the destination, resolved; "" when it does not exist
+    state: str  # marker | absent | notdir | empty | nonempty
+
+
+def probe_argv(remote: Remote, dest: str, marker: str) -> List[str]:
+    """``ssh ... sh -c SCRIPT nexa-probe DEST``: one round trip, POSIX sh on the remote.
+
+    ssh joins its remote words with spaces for the login shell, so each is shell-quoted."""
+    script = PROBE_SCRIPT.replace("{marker}", marker)
+    words = ["sh", "-c", script, "nexa-probe", dest]
+    return ssh_argv(remote) + [remote.login, " ".join(shlex.quote(w) for w in words)]
+
+
+def probe(remote: Remote, dest: str, marker: str, *, timeout: Optional[float] = 60) -> DestProbe:
+    """Ask the remote where ``dest`` resolves to and whether it is empty or ours already."""
+    result = proc.run(probe_argv(remote, dest, marker), hint=SSH_HINT, explain=explain_ssh, timeout=timeout)
+    lines = (result.stdout or "").splitlines()[-3:]
+    while len(lines) < 3:
+        lines.insert(0, "")
+    return DestProbe(home=lines[0], realpath=lines[1], state=lines[2])
+
+
+def explain_ssh(code: int, stderr: str) -> str:
+    if code == 255:
+        detail = _ssh_detail(stderr)
+        return f"{RSYNC_CAUSES[255]}: {detail}" if detail else RSYNC_CAUSES[255]
+    return "the destination check on the remote failed"

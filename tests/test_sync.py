@@ -1,0 +1,363 @@
+"""nexa sync: pure planning, then real rsync over a real sshd on 127.0.0.1."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nexa_ops.config import SyncConfig, load_config
+from nexa_ops.errors import ConfigError, Refused, ToolError
+from nexa_ops.sync import (
+    MARKER,
+    check_dest_probe,
+    check_dest_text,
+    make_plan,
+    normalize_dest,
+    rsync_argv,
+    sync_repository,
+)
+from nexa_ops.tools import rsync as rs
+from tests.services.sshd import free_port
+
+SMALL_FILES = 2000
+
+# --- pure ----------------------------------------------------------------------------------
+
+
+def _plan(tmp_path, **kw):
+    cfg = SyncConfig(host="head", user="me", port=2222, dest="~/proj", exclude=["*.ckpt"], ssh_options=["ProxyJump=gw"])
+    return make_plan(cfg, source=tmp_path, runs_dir=tmp_path / "runs", **kw)
+
+
+def test_argv_has_archive_compression_mkpath_excludes_and_ignore_files(tmp_path):
+    argv = rsync_argv(_plan(tmp_path))
+    assert argv[:4] == ["rsync", "-a", "-z", "--mkpath"]
+    for pattern in ("/runs/", "__pycache__/", "*.pyc", ".git/", "*.ckpt"):
+        assert f"--exclude={pattern}" in argv
+    assert "--filter=:- .gitignore" in argv and "--filter=:- .nexaignore" in argv
+    assert "--delete" not in argv and "--dry-run" not in argv
+    assert argv[-2] == str(tmp_path) + "/"
+    assert argv[-1] == "me@head:proj/"  # ~/ dropped: relative paths are under the remote home
+    ssh = argv[argv.index("-e") + 1]
+    assert ssh == "ssh -o BatchMode=yes -o ConnectTimeout=10 -p 2222 -o ProxyJump=gw"
+
+
+def test_argv_delete_dry_run_marker_and_quoted_identity(tmp_path):
+    key = tmp_path / "my keys" / "id"
+    key.parent.mkdir()
+    key.write_text("k")
+    argv = rsync_argv(_plan(tmp_path, delete=True, dry_run=True, identity=str(key)), marker_dir="/tmp/m")
+    assert "--delete" in argv and "--dry-run" in argv
+    assert argv[-2] == "/tmp/m/"
+    assert f"-i '{key}' -o IdentitiesOnly=yes" in argv[argv.index("-e") + 1]
+
+
+def test_runs_dir_elsewhere_in_the_tree_is_excluded_too(tmp_path):
+    plan = make_plan(SyncConfig(host="h"), source=tmp_path, runs_dir=tmp_path / "out" / "runs")
+    assert "/runs/" in plan.excludes and "/out/runs/" in plan.excludes
+    assert plan.dest == tmp_path.name
+
+
+@pytest.mark.parametrize(
+    "kw, key",
+    [
+        ({"host": None}, "sync.host"),
+        ({"host": "-oProxyCommand=x"}, "sync.host"),
+        ({"port": 70000}, "sync.port"),
+        ({"identity": "/nonexistent/key"}, "sync.identity"),
+        ({"dest": "  "}, "sync.dest"),
+    ],
+)
+def test_bad_options_name_the_key(tmp_path, kw, key):
+    cfg = SyncConfig(host=None)
+    args = {"host": "h"}
+    args.update(kw)
+    with pytest.raises(ConfigError, match=key):
+        make_plan(cfg, source=tmp_path, **args)
+
+
+def test_user_at_host_and_dest_normalisation(tmp_path):
+    plan = make_plan(SyncConfig(), source=tmp_path, host="alice@head", dest="/scratch/alice/proj/")
+    assert plan.remote.login == "alice@head" and plan.dest == "/scratch/alice/proj"
+    assert normalize_dest("~/") == "." and normalize_dest("~/a/b/") == "a/b" and normalize_dest("//") == "/"
+
+
+@pytest.mark.parametrize("dest", ["/", "//", "/tmp/..", "~", "~/", ".", "", "~bob", "$HOME", "/root", "/home/alice/", "x/.."])
+def test_guard_refuses_root_and_home_whatever_force_says(dest):
+    with pytest.raises(Refused, match="refusing to sync with --delete"):
+        check_dest_text(dest)
+
+
+@pytest.mark.parametrize("dest", ["proj", "~/proj", "/home/alice/proj", "/scratch/x"])
+def test_guard_accepts_project_folders(dest):
+    check_dest_text(dest)
+
+
+def test_guard_on_probe_answers():
+    home = "/home/a"
+    check_dest_probe("p", rs.DestProbe(home, "", "absent"), force=False)
+    check_dest_probe("p", rs.DestProbe(home, "/home/a/p", "empty"), force=False)
+    check_dest_probe("p", rs.DestProbe(home, "/home/a/p", "marker"), force=False)
+    check_dest_probe("p", rs.DestProbe(home, "/home/a/p", "nonempty"), force=True)
+    with pytest.raises(Refused, match="not empty and has no .nexa-sync marker.*--force"):
+        check_dest_probe("p", rs.DestProbe(home, "/home/a/p", "nonempty"), force=False)
+    with pytest.raises(Refused, match="remote home"):
+        check_dest_probe("link", rs.DestProbe(home, home, "nonempty"), force=True)
+    with pytest.raises(Refused, match="resolves to '/'"):
+        check_dest_probe("link", rs.DestProbe(home, "/", "nonempty"), force=True)
+
+
+def test_parse_itemized_output_and_stats():
+    out = (
+        "Created 1 directory for /x\n"
+        "<f+++++++++ a b.txt\n"
+        "cd+++++++++ sub dir/\n"
+        "<f.st...... sub dir/c\n"
+        "*deleting   old file\n"
+        ".d..t...... ./\n"
+        "\nNumber of files: 2,010 (reg: 2,000, dir: 10)\n"
+        "Number of regular files transferred: 1,234\n"
+        "Total bytes sent: 56,789\n"
+    )
+    parsed = rs.parse_output(out)
+    assert parsed.sent == ["a b.txt", "sub dir/c"]
+    assert parsed.created == ["sub dir/"]
+    assert parsed.deleted == ["old file"]
+    assert len(parsed.lines) == 5
+    assert parsed.stats["number_of_files"] == 2010
+    assert parsed.stats["number_of_regular_files_transferred"] == 1234
+    assert parsed.stats["total_bytes_sent"] == 56789
+
+
+def test_exit_codes_are_explained():
+    refused = "ssh: connect to host 127.0.0.1 port 1: Connection refused\nrsync: connection unexpectedly closed"
+    assert rs.explain_rsync(255, refused) == "ssh could not connect or authenticate: nothing listens on that host and port"
+    assert "refused the key" in rs.explain_rsync(255, "root@h: Permission denied (publickey).")
+    assert "host key" in rs.explain_rsync(255, "Host key verification failed.")
+    assert "I/O error on the remote" in rs.explain_rsync(11, "")
+    assert "data stream" in rs.explain_rsync(12, "")
+    assert "partial transfer" in rs.explain_rsync(23, "") and "vanished" in rs.explain_rsync(24, "")
+
+
+# --- real rsync over a real sshd -------------------------------------------------------------
+
+
+def _write(path: Path, text: str = "x") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A project tree: thousands of small files, a big runs/, caches, .git, ignored files,
+    and names with spaces (the project folder's own name has one too)."""
+    root = tmp_path / "my project"
+    for i in range(SMALL_FILES):
+        _write(root / "src" / f"pkg{i % 20}" / f"mod_{i}.py", f"# module {i}\n")
+    for i in range(3):
+        big = root / "runs" / f"run{i}" / "checkpoint.pt"
+        big.parent.mkdir(parents=True, exist_ok=True)
+        with open(big, "wb") as fh:  # 200 MB each, sparse: costs no disk, but rsync would read it all
+            fh.truncate(200 * 1024 * 1024)
+    for pkg in ("src/pkg0", "src/pkg1", "."):
+        _write(root / pkg / "__pycache__" / "mod.cpython-311.pyc", "bytecode")
+    _write(root / "src" / "stray.pyc", "bytecode")
+    _write(root / ".git" / "HEAD", "ref: refs/heads/main\n")
+    _write(root / ".gitignore", "*.ckpt\nwandb/\n")
+    _write(root / "src" / ".gitignore", "scratch.txt\n")
+    _write(root / "model.ckpt", "weights")
+    _write(root / "wandb" / "run-1" / "log.txt", "log")
+    _write(root / "src" / "scratch.txt", "mine")
+    _write(root / ".nexaignore", "/data/raw/\n")
+    _write(root / "data" / "raw" / "huge.bin", "raw")
+    _write(root / "data" / "small.csv", "a,b\n")
+    _write(root / "my data" / "file one.txt", "spaces")
+    _write(root / "src" / "runs" / "keep.py", "# a package named runs is code, not the runs folder\n")
+    _write(root / "train.py", "print('train')\n")
+    return root
+
+
+def _config(project: Path, sshd, dest: Path, **extra):
+    (project / "nexa.toml").write_text(sshd.toml(str(dest), **extra))
+    return load_config(project / "nexa.toml")
+
+
+def _tree(root: Path):
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def test_sync_excludes_and_resync_sends_nothing(project, sshd, tmp_path):
+    dest = tmp_path / "remote dir" / "proj"
+    cfg = _config(project, sshd, dest)
+    first = sync_repository(cfg)
+    got = _tree(dest)
+    assert len([p for p in got if p.startswith("src/pkg")]) == SMALL_FILES
+    assert {"train.py", "my data/file one.txt", "data/small.csv", "src/runs/keep.py", MARKER, ".gitignore"} <= got
+    assert not [p for p in got if p.startswith(("runs/", ".git/", "wandb/", "data/raw/"))]
+    for gone in ("__pycache__", ".pyc", "model.ckpt", "scratch.txt"):
+        assert not [p for p in got if gone in p], gone
+    assert first.files_transferred == len(got)
+    assert first.bytes_sent < 50 * 1024 * 1024  # the 600 MB runs/ never went over the wire
+
+    again = sync_repository(cfg)
+    assert again.itemized == [] and again.sent == [] and again.files_transferred == 0
+    assert _tree(dest) == got
+
+
+def test_dry_run_lists_changes_and_changes_nothing(project, sshd, tmp_path):
+    dest = tmp_path / "remote"
+    cfg = _config(project, sshd, dest)
+    sync_repository(cfg)
+    before = {p: (dest / p).read_text() for p in _tree(dest)}
+    _write(project / "train.py", "print('changed')\n")
+    _write(project / "new file.py", "new")
+    (project / "data" / "small.csv").unlink()
+    preview = sync_repository(cfg, dry_run=True, delete=True)
+    assert "--dry-run" in preview.argv
+    assert sorted(preview.sent) == ["new file.py", "train.py"]
+    assert preview.deleted == ["data/small.csv"]
+    assert any(line.startswith("*deleting") for line in preview.itemized)
+    assert {p: (dest / p).read_text() for p in _tree(dest)} == before
+
+
+def test_deletions_follow_delete_and_spare_excluded_remote_files(project, sshd, tmp_path):
+    dest = tmp_path / "remote"
+    cfg = _config(project, sshd, dest)
+    sync_repository(cfg)
+    _write(dest / "runs" / "remote-run" / "log.txt", "made on the cluster")
+    (project / "train.py").unlink()
+    kept = sync_repository(cfg)  # deletion off by default
+    assert (dest / "train.py").exists() and kept.deleted == []
+    pruned = sync_repository(cfg, delete=True)
+    assert pruned.deleted == ["train.py"] and not (dest / "train.py").exists()
+    assert (dest / "runs" / "remote-run" / "log.txt").exists()  # excluded: never deleted
+    assert (dest / MARKER).exists()
+    cfg_on = _config(project, sshd, dest, delete="true")
+    _write(dest / "stray.txt", "remote only")
+    assert sync_repository(cfg_on).deleted == ["stray.txt"]
+    _write(dest / "stray.txt", "remote only")
+    assert sync_repository(cfg_on, delete=False).deleted == []
+
+
+def test_guards_refuse_with_delete(project, sshd, tmp_path):
+    occupied = tmp_path / "occupied"
+    _write(occupied / "precious.txt", "not a nexa copy")
+    cfg = _config(project, sshd, occupied)
+    with pytest.raises(Refused, match="not empty and has no .nexa-sync marker"):
+        sync_repository(cfg, delete=True)
+    assert (occupied / "precious.txt").exists()
+    with pytest.raises(Refused, match="home directory"):
+        sync_repository(cfg, delete=True, dest="~")
+    with pytest.raises(Refused, match="'/'"):
+        sync_repository(cfg, delete=True, dest="/", force=True)
+    link = tmp_path / "home-link"
+    link.symlink_to(os.path.expanduser("~root"))
+    with pytest.raises(Refused, match="remote home directory"):  # found by the probe, not by the name
+        sync_repository(cfg, delete=True, dest=str(link), force=True, dry_run=True)
+    # without deletion nothing is at risk: no guard; the marker then adopts the folder
+    sync_repository(cfg)
+    assert (occupied / MARKER).exists() and (occupied / "precious.txt").exists()
+    assert sync_repository(cfg, delete=True).deleted == ["precious.txt"]
+    forced = tmp_path / "forced"
+    _write(forced / "old.txt", "x")
+    assert sync_repository(cfg, delete=True, force=True, dest=str(forced)).deleted == ["old.txt"]
+
+
+def test_unreachable_port_is_explained(project, sshd, tmp_path):
+    cfg = _config(project, sshd, tmp_path / "d")
+    with pytest.raises(ToolError) as info:
+        sync_repository(cfg, port=free_port())
+    err = info.value
+    assert err.returncode == 255 and err.exit_code == 255
+    assert "ssh could not connect or authenticate: nothing listens on that host and port" in str(err)
+    assert "Connection refused" in str(err)  # rsync's/ssh's own words are kept
+
+
+def test_wrong_key_is_explained(project, sshd, tmp_path):
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    cfg = _config(project, sshd, tmp_path / "d")
+    with pytest.raises(ToolError, match="server refused the key") as info:
+        sync_repository(cfg, identity=str(other))
+    assert "Permission denied" in str(info.value)
+
+
+def test_remote_io_error_11(project, sshd, tmp_path):
+    _write(tmp_path / "a-file", "not a folder")
+    cfg = _config(project, sshd, tmp_path / "a-file" / "proj")
+    with pytest.raises(ToolError) as info:
+        sync_repository(cfg)
+    assert info.value.returncode == 11
+    assert "file I/O error on the remote" in str(info.value) and "Not a directory" in str(info.value)
+
+
+def test_broken_stream_12(project, sshd, tmp_path):
+    cfg = _config(project, sshd, tmp_path / "d", rsync_path='"exit 3;"')  # the remote rsync dies at once
+    with pytest.raises(ToolError) as info:
+        sync_repository(cfg)
+    assert info.value.returncode == 12
+    assert "data stream to the remote rsync broke" in str(info.value) and "code 12" in str(info.value)
+
+
+def test_partial_transfer_23(project, sshd, tmp_path):
+    dest = tmp_path / "d"
+    _write(dest / "train.py" / "inner.txt", "a folder where the project has a file")
+    cfg = _config(project, sshd, dest)
+    with pytest.raises(ToolError) as info:
+        sync_repository(cfg)
+    assert info.value.returncode == 23
+    assert "partial transfer" in str(info.value) and "train.py" in str(info.value)
+    assert (dest / "src" / "pkg0" / "mod_0.py").exists()  # the rest did arrive
+
+
+# --- the CLI -----------------------------------------------------------------------------------
+
+
+def test_cli_sync_dry_run_and_errors(project, sshd, tmp_path, nexa_cli):
+    dest = tmp_path / "cli dest"
+    _config(project, sshd, dest)
+    dry = nexa_cli("sync", "--dry-run", cwd=project)
+    assert dry.returncode == 0, dry.stderr
+    assert "<f+++++++++ train.py" in dry.stdout and "would send" in dry.stdout
+    assert not dest.exists()
+    real = nexa_cli("sync", cwd=project)
+    assert real.returncode == 0, real.stderr
+    assert (dest / "my data" / "file one.txt").exists() and "sent" in real.stdout
+    again = nexa_cli("sync", "--delete", cwd=project)
+    assert again.returncode == 0 and "sent 0 file(s), deleted 0" in again.stdout
+    both = nexa_cli("sync", "--delete", "--no-delete", cwd=project)
+    assert both.returncode == 2 and both.stderr.strip() == "nexa: error: choose one of --delete and --no-delete"
+    guard = nexa_cli("sync", "--delete", "--dest", "~", cwd=project)
+    assert guard.returncode == 3 and "home directory" in guard.stderr and "Traceback" not in guard.stderr
+    down = nexa_cli("sync", "--port", str(free_port()), cwd=project)
+    assert down.returncode == 255
+    assert down.stderr.startswith("nexa: error: rsync exited with 255: ssh could not connect")
+    assert "Connection refused" in down.stderr and "Traceback" not in down.stderr
+    bad = nexa_cli("sync", "--port", "abc", cwd=project)
+    assert bad.returncode == 2 and "--port" in bad.stderr
+
+
+def test_cli_no_delete_overrides_config(project, sshd, tmp_path, nexa_cli):
+    dest = tmp_path / "d"
+    _config(project, sshd, dest, delete="true")
+    assert nexa_cli("sync", cwd=project).returncode == 0
+    _write(dest / "remote-only.txt", "x")
+    out = nexa_cli("sync", "--no-delete", cwd=project)
+    assert out.returncode == 0 and (dest / "remote-only.txt").exists()
+    out = nexa_cli("sync", cwd=project)
+    assert out.returncode == 0 and not (dest / "remote-only.txt").exists()
+
+
+def test_missing_rsync_is_tool_missing(project, sshd, tmp_path, monkeypatch):
+    cfg = _config(project, sshd, tmp_path / "d")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    ssh = shutil.which("ssh")
+    os.symlink(ssh, empty / "ssh")
+    monkeypatch.setenv("PATH", str(empty))
+    from nexa_ops.errors import ToolMissing
+
+    with pytest.raises(ToolMissing, match="rsync: not found"):
+        sync_repository(cfg)
