@@ -1,0 +1,90 @@
+"""``nexa run-container`` and ``nexa build-image``."""
+
+from .common import echo, nexa_task, remainder
+
+HELP_WORDS = ("-h", "--help")
+
+
+def _help_instead(name: str, service: str) -> bool:
+    """Invoke fills a positional before it looks at flags, so ``run-container --help`` arrives
+    here as the SERVICE; show the task's help as the user meant."""
+    if service not in HELP_WORDS:
+        return False
+    from ..cli import program
+
+    program.print_task_help(name)
+    return True
+
+
+@nexa_task(
+    positional=["service"],
+    iterable=["env"],
+    help={
+        "service": "nexa_light (train-light), nexa_heavy (train-heavy) or nexa_infer (infer).",
+        "gpus": "all, none, a count N or devices like 0,1 (default: all when the host has NVIDIA GPUs).",
+        "env": "Pass this variable into the container by NAME (repeatable); its value never appears in the command.",
+        "pull": "missing (default), never (fail at once if the image is not here) or always.",
+        "user": "UID:GID to run as (default: yours, with your groups).",
+        "workspace": "Host folder mounted at /workspace (default: [containers] workspace, else the project root).",
+        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "dry_run": "Print the full docker command and run nothing.",
+    },
+)
+def run_container(c, service, gpus=None, env=None, pull="missing", user=None, workspace=None, project=None, dry_run=False):
+    """Run a command in a nexa image as you, with the workspace at /workspace: run-container SERVICE [-- COMMAND...]."""
+    if _help_instead("run-container", service):
+        return
+    from invoke import Exit
+
+    from ..config import load_config
+    from ..containers import run_container as run
+    from ..errors import ConfigError
+
+    uid = gid = None
+    if user:
+        try:
+            uid_text, gid_text = user.split(":")
+            uid, gid = int(uid_text), int(gid_text)
+        except ValueError:
+            raise ConfigError(f"--user: expected UID:GID as numbers, got {user!r}") from None
+    result = run(
+        service,
+        remainder(),
+        gpus=gpus,
+        env=env or [],
+        pull=pull,
+        dry_run=dry_run,
+        config=load_config(project),
+        workspace=workspace,
+        uid=uid,
+        gid=gid,
+    )
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
+
+
+@nexa_task(
+    positional=["service"],
+    iterable=["build_arg"],
+    help={
+        "service": "nexa_light (train-light), nexa_heavy (train-heavy) or nexa_infer (infer).",
+        "push": "Push the tag after a successful build.",
+        "no_cache": "Build without Docker's layer cache.",
+        "build_arg": "Extra NAME=value build argument (repeatable), e.g. NEXA_UID=1001.",
+        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "dry_run": "Print the docker build (and push) command and run nothing.",
+    },
+)
+def build_image(c, service, push=False, no_cache=False, build_arg=None, project=None, dry_run=False):
+    """Build a nexa image with its tag and version label: build-image SERVICE [--push]."""
+    if _help_instead("build-image", service):
+        return
+    from ..config import load_config
+    from ..containers import build_image as build
+
+    result = build(service, push, dry_run=dry_run, config=load_config(project), no_cache=no_cache, build_args=build_arg or [])
+    if not dry_run:
+        echo(f"Built {result.tag} from {result.dockerfile} in {result.seconds:.1f} s" + ("; pushed" if result.pushed else ""))
+
+
+TASKS = [run_container, build_image]

@@ -1,0 +1,484 @@
+"""The three nexa images and ``run-container``: Docker made safe on shared machines.
+
+``plan_run`` is pure: it turns a service, a command and the host's facts into the exact
+``docker run`` argv (tested without Docker). ``run_container`` gathers those facts (uid, gid,
+TTY, GPUs, paths), checks the image and the daemon first so failures have a clear message, and
+runs it. Secrets pass by name only (``-e NAME``): their values never appear in an argv or a log.
+"""
+
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .config import ContainerService, NexaConfig, load_config
+from .errors import ConfigError, NexaError
+
+WORKSPACE = "/workspace"
+HF_CACHE = "/cache/huggingface"  # where the host's HuggingFace cache appears in the container
+PULL_POLICIES = ("missing", "never", "always")
+#: Passed by name whenever they are set on the host: the tokens training jobs need.
+DEFAULT_ENV = (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "WANDB_API_KEY",
+    "WANDB_ENTITY",
+    "WANDB_PROJECT",
+    "WANDB_MODE",
+    "NCCL_DEBUG",
+)
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ContainerError(NexaError):
+    """Docker could not start the container (exit 125, as ``docker run`` itself uses)."""
+
+    exit_code = 125
+
+
+@dataclass(frozen=True)
+class Service:
+    """One row of the image table."""
+
+    name: str
+    alias: str
+    dockerfile: str  # shipped file, relative to the package (images/...)
+    tag: str
+    purpose: str
+
+
+SERVICES: Dict[str, Service] = {
+    s.name: s
+    for s in (
+        Service("nexa_light", "train-light", "images/train-light.Dockerfile", "ghcr.io/nexa/nexa_light:latest",
+                "HF / TRL training stack, models up to ~20B, single node"),
+        Service("nexa_heavy", "train-heavy", "images/train-heavy.Dockerfile", "ghcr.io/nexa/nexa_heavy:latest",
+                "Axolotl, DeepSpeed, FlashAttention-2, compilers for FSDP"),
+        Service("nexa_infer", "infer", "images/infer.Dockerfile", "ghcr.io/nexa/nexa_infer:latest",
+                "lean vLLM serving, fast start"),
+    )
+}
+ALIASES = {s.alias: s.name for s in SERVICES.values()}
+
+
+@dataclass(frozen=True)
+class ResolvedService:
+    """A service with the ``nexa.toml`` overrides applied."""
+
+    name: str
+    tag: str
+    dockerfile: str  # a shipped relative path, or an absolute path when overridden
+    shipped: bool  # True when dockerfile is the packaged one
+    context: Optional[str]  # build context for an overridden dockerfile
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    readonly: bool = False
+
+    def arg(self) -> str:
+        return f"type=bind,source={self.source},target={self.target}" + (",readonly" if self.readonly else "")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything ``plan_run`` needs; all host facts are already resolved into it."""
+
+    image: str
+    service: str
+    command: List[str] = field(default_factory=list)
+    uid: int = 1000
+    gid: int = 1000
+    groups: List[int] = field(default_factory=list)
+    gpus: str = "none"
+    env_names: List[str] = field(default_factory=list)
+    pull: str = "missing"
+    mounts: List[Mount] = field(default_factory=list)
+    hf_cache: bool = True  # a host HF cache is mounted at HF_CACHE
+    shm_size: Optional[str] = "16g"
+    ulimits: List[str] = field(default_factory=list)
+    network: Optional[str] = None
+    tty: bool = False
+    name: Optional[str] = None
+    docker: str = "docker"
+
+
+@dataclass
+class ContainerResult:
+    """What ``run_container`` did. ``stdout``/``stderr`` are set only with ``capture=True``."""
+
+    service: str
+    image: str
+    argv: List[str]
+    exit_code: int
+    seconds: float
+    dry_run: bool = False
+    stdout: Optional[str] = None
+    stderr: Optional[str] = None
+
+
+@dataclass
+class BuildResult:
+    service: str
+    tag: str
+    dockerfile: str
+    context: str
+    argv: List[str]
+    pushed: bool
+    seconds: float
+    dry_run: bool = False
+    output: Optional[str] = None
+
+
+# --- services ----------------------------------------------------------------------------
+
+
+def canonical_name(name: str) -> str:
+    """``train-light`` -> ``nexa_light``; unknown names are a ``ConfigError`` with choices."""
+    if name in SERVICES:
+        return name
+    if name in ALIASES:
+        return ALIASES[name]
+    from .schema import suggest
+
+    choices = sorted(SERVICES) + sorted(ALIASES)
+    raise ConfigError(f"unknown service {name!r}{suggest(name, choices)}; expected one of {', '.join(choices)}")
+
+
+def resolve_service(name: str, config: NexaConfig) -> ResolvedService:
+    """The service's tag and Dockerfile after ``[containers.services.*]`` overrides."""
+    canonical = canonical_name(name)
+    base = SERVICES[canonical]
+    where = str(config.path) if config.path else "nexa.toml"
+    override: Optional[ContainerService] = None
+    for key, value in config.containers.services.items():
+        try:
+            target = canonical_name(key)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), where, f"containers.services.{key}") from None
+        if target == canonical:
+            if override is not None:
+                raise ConfigError(f"{canonical} is configured twice (by name and by alias)", where, f"containers.services.{key}")
+            override = value
+    tag = base.tag
+    dockerfile, shipped, context = base.dockerfile, True, None
+    if override is not None:
+        if override.tag is not None:
+            if not override.tag.strip() or any(ch.isspace() for ch in override.tag):
+                raise ConfigError(f"expected an image tag like 'registry/name:tag', got {override.tag!r}", where,
+                                  f"containers.services.{name}.tag")
+            tag = override.tag
+        if override.dockerfile is not None:
+            dockerfile, shipped = str(_project_path(config, override.dockerfile)), False
+        if override.context is not None:
+            context = str(_project_path(config, override.context))
+    return ResolvedService(canonical, tag, dockerfile, shipped, context)
+
+
+def _project_path(config: NexaConfig, path: str) -> Path:
+    return (config.root / os.path.expanduser(path)).resolve()
+
+
+# --- the docker run argv (pure) ----------------------------------------------------------
+
+
+def check_gpus(value: str) -> str:
+    """``all``, ``none``, a count ``N`` or a device list ``0,1``; returned normalised."""
+    text = str(value).strip().lower()
+    if text in ("all", "none") or re.match(r"^\d+$", text) or re.match(r"^\d+(,\d+)+$", text):
+        return text
+    raise ConfigError(f"--gpus: expected all, none, a count N or a device list like 0,1; got {value!r}")
+
+
+def gpus_args(gpus: str) -> List[str]:
+    """Docker's ``--gpus`` syntax: a device list needs the quoted ``"device=..."`` form."""
+    if gpus in ("none", "0"):
+        return []
+    if "," in gpus:
+        return ["--gpus", f'"device={gpus}"']
+    return ["--gpus", gpus]
+
+
+def plan_run(spec: RunSpec) -> List[str]:
+    """The exact ``docker run`` argv for ``spec``. No I/O."""
+    argv = [spec.docker, "run", "--rm", "-i"]
+    if spec.tty:
+        argv.append("-t")
+    if spec.name:
+        argv += ["--name", spec.name]
+    argv += ["--label", f"ai.nexa.service={spec.service}"]
+    argv += ["--pull", spec.pull]
+    # Host uid:gid so files on shared volumes belong to the user; supplementary groups kept.
+    argv += ["--user", f"{spec.uid}:{spec.gid}"]
+    for group in spec.groups:
+        if group != spec.gid:
+            argv += ["--group-add", str(group)]
+    # An init process reaps DataLoader workers and forwards signals; no privilege escalation.
+    argv += ["--init", "--security-opt", "no-new-privileges"]
+    if spec.shm_size:
+        argv += ["--shm-size", spec.shm_size]  # PyTorch DataLoader workers share tensors through /dev/shm
+    for limit in spec.ulimits:
+        argv += ["--ulimit", limit]
+    if spec.network:
+        argv += ["--network", spec.network]
+    argv += gpus_args(spec.gpus)
+    for mount in spec.mounts:
+        argv += ["--mount", mount.arg()]
+    argv += ["-w", WORKSPACE, "-e", f"NEXA_WORKDIR={WORKSPACE}"]
+    if spec.hf_cache:
+        argv += ["-e", f"HF_HOME={HF_CACHE}"]
+    for name in spec.env_names:
+        argv += ["-e", name]  # by name only: Docker reads the value from our environment
+    argv.append(spec.image)
+    argv += list(spec.command)
+    return argv
+
+
+def parse_mount(text: str, root: Path, where: str, key: str) -> Mount:
+    """``HOST:CONTAINER[:ro|rw]`` from config; HOST may use ``~`` or be relative to the project."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise ConfigError(f"expected 'HOST:CONTAINER' or 'HOST:CONTAINER:ro', got {text!r}", where, key)
+    if not parts[1].startswith("/"):
+        raise ConfigError(f"expected an absolute container path, got {parts[1]!r}", where, key)
+    if "," in text:
+        raise ConfigError(f"paths with ',' cannot be bind-mounted by nexa, got {text!r}", where, key)
+    source = (root / os.path.expanduser(parts[0])).resolve()
+    return Mount(str(source), parts[1], len(parts) == 3 and parts[2] == "ro")
+
+
+def check_env_names(names: Sequence[str]) -> List[str]:
+    """Variable names for ``--env``; a ``NAME=value`` would put a secret on a command line."""
+    out: List[str] = []
+    for name in names:
+        if "=" in name:
+            raise ConfigError(
+                f"--env takes a variable NAME, not NAME=value (got {name.split('=', 1)[0]}=...): "
+                "export the variable, then pass --env NAME, so its value never appears in a command line"
+            )
+        if not ENV_NAME_RE.match(name):
+            raise ConfigError(f"--env: expected a variable name like HF_TOKEN, got {name!r}")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+# --- run-container -----------------------------------------------------------------------
+
+
+def host_has_gpus() -> bool:
+    """NVIDIA device nodes present: then ``--gpus all`` is the default."""
+    return os.path.exists("/dev/nvidiactl") or any(p.name[6:].isdigit() for p in Path("/dev").glob("nvidia[0-9]*"))
+
+
+def host_hf_cache() -> Path:
+    return Path(os.path.expanduser(os.environ.get("HF_HOME") or "~/.cache/huggingface"))
+
+
+def run_container(
+    service: str,
+    command: Optional[Sequence[str]] = None,
+    *,
+    gpus: Optional[str] = None,
+    env: Sequence[str] = (),
+    pull: str = "missing",
+    dry_run: bool = False,
+    config: Optional[NexaConfig] = None,
+    workspace: Optional[str] = None,
+    uid: Optional[int] = None,
+    gid: Optional[int] = None,
+    groups: Optional[Sequence[int]] = None,
+    tty: Optional[bool] = None,
+    capture: bool = False,
+) -> ContainerResult:
+    """Run ``command`` (default: the image's shell) in ``service``'s image; return its exit code.
+
+    ``uid``/``gid`` default to this process's; supplementary groups are kept only then.
+    ``env`` names must be set here; their values reach the container by name only.
+    """
+    from .tools import docker as tool
+
+    config = config or load_config()
+    cc = config.containers
+    where = str(config.path) if config.path else "nexa.toml"
+    resolved = resolve_service(service, config)
+    if pull not in PULL_POLICIES:
+        raise ConfigError(f"--pull: expected one of {', '.join(PULL_POLICIES)}, got {pull!r}")
+    gpus = check_gpus(gpus) if gpus is not None else ("all" if host_has_gpus() else "none")
+    names = check_env_names(env)
+    missing = [n for n in names if n not in os.environ]
+    if missing:
+        raise ConfigError(f"--env {missing[0]}: not set in this environment (export it first; it is passed by name)")
+    for i, name in enumerate(cc.env):
+        if not ENV_NAME_RE.match(name):
+            raise ConfigError(f"expected a variable name, got {name!r}", where, f"containers.env[{i}]")
+    names += [n for n in list(DEFAULT_ENV) + list(cc.env) if n in os.environ and n not in names]
+
+    ws = Path(workspace).resolve() if workspace else (_project_path(config, cc.workspace) if cc.workspace else config.root)
+    mounts = [Mount(str(ws), WORKSPACE)]
+    nvme = Path(cc.nvme)
+    if cc.nvme and nvme.is_dir():
+        mounts.append(Mount(str(nvme.resolve()), cc.nvme))
+    hf = host_hf_cache()
+    mounts.append(Mount(str(hf), HF_CACHE))
+    mounts += [parse_mount(m, config.root, where, f"containers.mounts[{i}]") for i, m in enumerate(cc.mounts)]
+
+    own = uid is None and gid is None
+    uid = os.getuid() if uid is None else uid
+    gid = os.getgid() if gid is None else gid
+    groups = list(groups) if groups is not None else (sorted(set(os.getgroups())) if own else [])
+    if tty is None:
+        tty = sys.stdin.isatty() and sys.stdout.isatty() and not capture
+    spec = RunSpec(
+        image=resolved.tag,
+        service=resolved.name,
+        command=list(command or []),
+        uid=uid,
+        gid=gid,
+        groups=groups,
+        gpus=gpus,
+        env_names=names,
+        pull=pull,
+        mounts=mounts,
+        hf_cache=True,
+        shm_size=cc.shm_size or None,
+        ulimits=list(cc.ulimits),
+        network=cc.network,
+        tty=tty,
+        name=f"nexa-{resolved.name}-{uid}-{os.getpid()}",
+        docker=cc.docker,
+    )
+    argv = plan_run(spec)
+    if dry_run:
+        tool.run(argv, dry_run=True)
+        return ContainerResult(resolved.name, resolved.tag, argv, 0, 0.0, dry_run=True)
+
+    for mount in mounts:
+        if mount.target == HF_CACHE:
+            hf.mkdir(parents=True, exist_ok=True)  # else Docker would create it owned by root
+        elif not os.path.exists(mount.source):
+            raise ConfigError(f"mount source {mount.source} does not exist (for {mount.target})")
+    # Daemon reachable and image present? One cheap call, so the common failures read clearly.
+    if tool.image_id(resolved.tag, docker=cc.docker) is None:
+        if pull == "never":
+            raise ContainerError(
+                f"image {resolved.tag} is not on this machine and --pull never forbids pulling it; "
+                f"build it with `nexa build-image {resolved.name}` or use --pull missing"
+            )
+        print(f"nexa: image {resolved.tag} is not on this machine; docker will pull it", file=sys.stderr)
+    start = time.monotonic()
+    result = tool.run(argv, capture=capture)
+    return ContainerResult(
+        resolved.name,
+        resolved.tag,
+        argv,
+        result.returncode,
+        time.monotonic() - start,
+        stdout=result.stdout,
+        stderr=result.stderr,
+    )
+
+
+# --- build-image -------------------------------------------------------------------------
+
+
+def build_context_dir(service: str) -> Path:
+    """Where a shipped image's small build context is staged (never the whole checkout)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(cache) / "nexa" / "build" / service
+
+
+def stage_shipped_context(resolved: ResolvedService, target: Path) -> Path:
+    """Write the shipped Dockerfile and ``bin/nexa-bootstrap.sh`` into ``target``."""
+    from . import resources
+    from .fs import atomic_write_text
+
+    atomic_write_text(target / "Dockerfile", resources.read_text(resolved.dockerfile))
+    atomic_write_text(target / "bin" / "nexa-bootstrap.sh", resources.read_text("bin/nexa-bootstrap.sh"), mode=0o755)
+    return target / "Dockerfile"
+
+
+def plan_build(
+    resolved: ResolvedService,
+    dockerfile: str,
+    context: str,
+    *,
+    version: str,
+    docker: str = "docker",
+    no_cache: bool = False,
+    build_args: Sequence[str] = (),
+) -> List[str]:
+    """The ``docker build`` argv. No I/O."""
+    argv = [docker, "build", "-f", dockerfile, "-t", resolved.tag, "--build-arg", f"NEXA_VERSION={version}"]
+    for arg in build_args:
+        argv += ["--build-arg", arg]
+    if no_cache:
+        argv.append("--no-cache")
+    argv += ["--label", f"ai.nexa.version={version}", "--label", f"ai.nexa.service={resolved.name}"]
+    argv.append(context)
+    return argv
+
+
+def build_image(
+    service: str,
+    push: bool = False,
+    *,
+    dry_run: bool = False,
+    config: Optional[NexaConfig] = None,
+    version: Optional[str] = None,
+    no_cache: bool = False,
+    build_args: Sequence[str] = (),
+    capture: bool = False,
+) -> BuildResult:
+    """Build ``service``'s image with its tag and the nexa version label; push it with ``push``.
+
+    A shipped Dockerfile builds from a small staged context (the Dockerfile and the bootstrap
+    script only), so a big checkout is never sent to the daemon. Without the buildx plugin
+    the legacy builder is selected explicitly (DOCKER_BUILDKIT=0), which silences Docker's
+    "BuildKit is enabled but buildx is missing" failure on older setups.
+    """
+    from . import __version__
+    from .tools import docker as tool
+
+    config = config or load_config()
+    cc = config.containers
+    resolved = resolve_service(service, config)
+    version = version or __version__
+    for arg in build_args:
+        if "=" not in arg:
+            raise ConfigError(f"--build-arg: expected NAME=value, got {arg!r}")
+    if resolved.shipped:
+        context_dir = build_context_dir(resolved.name)
+        dockerfile = str(context_dir / "Dockerfile")
+        context = str(context_dir)
+    else:
+        dockerfile = resolved.dockerfile
+        context = resolved.context or str(config.root)
+    argv = plan_build(resolved, dockerfile, context, version=version, docker=cc.docker, no_cache=no_cache, build_args=build_args)
+    if dry_run:
+        tool.build(argv, dry_run=True)
+        if push:
+            tool.push(resolved.tag, docker=cc.docker, dry_run=True)
+        return BuildResult(resolved.name, resolved.tag, dockerfile, context, argv, push, 0.0, dry_run=True)
+
+    if resolved.shipped:
+        stage_shipped_context(resolved, Path(context))
+    elif not os.path.isfile(dockerfile):
+        raise ConfigError(f"Dockerfile {dockerfile} does not exist", str(config.path or "nexa.toml"),
+                          f"containers.services.{service}.dockerfile")
+    env = {}
+    if "DOCKER_BUILDKIT" not in os.environ and not tool.has_buildx(docker=cc.docker):
+        env["DOCKER_BUILDKIT"] = "0"
+    start = time.monotonic()
+    result = tool.build(argv, env=env, capture=capture)
+    output = result.stdout
+    if push:
+        pushed = tool.push(resolved.tag, docker=cc.docker, capture=capture)
+        if capture:
+            output = (output or "") + (pushed.stdout or "")
+    return BuildResult(resolved.name, resolved.tag, dockerfile, context, argv, push, time.monotonic() - start, output=output)
