@@ -113,7 +113,11 @@ def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = 
         python=config.cluster.python,
     )
     script_path = atomic_write_text(run_dir / f"{defn.name}.sbatch", script, mode=0o755)
-    return SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, [script_path], tasks)
+    from .costs import estimate_cost
+
+    artifacts = SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, [script_path], tasks)
+    artifacts.cost = estimate_cost(defn, config, tasks=len(tasks))
+    return artifacts
 
 
 def _launcher_prefix(defn: SweepDefinition) -> List[str]:
@@ -123,13 +127,21 @@ def _launcher_prefix(defn: SweepDefinition) -> List[str]:
     return ["torchrun", "--standalone", f"--nproc-per-node={nproc}"]
 
 
-def submit_sweep(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig, *, dry_run: bool = False) -> SweepArtifacts:
+def submit_sweep(
+    artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig, *, dry_run: bool = False, max_cost: Optional[float] = None
+) -> SweepArtifacts:
     """Submit as one array, or as offset chunks when larger than the cluster's MaxArraySize.
 
-    The manifest is rewritten after every accepted chunk, so a refusal half-way still leaves
-    a true record of what was submitted.
+    The manifest (and the cost manifest) is rewritten after every accepted chunk, so a refusal
+    half-way still leaves a true record of what was submitted. ``max_cost`` (default
+    ``[cost] max_cost``) is checked before any Slurm call: ``Refused`` submits nothing.
     """
+    from . import costs
     from .tools import slurm
+
+    if artifacts.cost is None:
+        artifacts.cost = costs.estimate_cost(defn, config, tasks=len(artifacts.tasks))
+    costs.check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
 
     limit = config.cluster.max_array_size or (1001 if dry_run else slurm.max_array_size())
     artifacts.chunks = chunk(len(artifacts.tasks), limit)
@@ -145,6 +157,7 @@ def submit_sweep(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaC
             manifest["chunks"] = [vars(c) for c in artifacts.chunks if c.job_id]
             manifest["job_ids"] = list(artifacts.job_ids)
             runs.write_manifest(artifacts.run_dir, manifest)
+            costs.record_submission(config, artifacts, defn, backend="slurm")
     artifacts.submitted = not dry_run
     return artifacts
 
@@ -166,13 +179,16 @@ def _manifest(artifacts: SweepArtifacts, defn: SweepDefinition, backend: str) ->
 
 
 def run_sweep_locally(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig) -> SweepArtifacts:
+    from . import costs
     from .local import run_local
 
     manifest = _manifest(artifacts, defn, backend="local")
     runs.write_manifest(artifacts.run_dir, manifest)
+    cost_manifest = costs.record_submission(config, artifacts, defn, backend="local", status="running")
     artifacts.local_results = run_local(artifacts.spec_path, artifacts.run_dir, len(artifacts.tasks), defn.resources.max_parallel)
     manifest["exit_codes"] = {str(r.index): r.exit_code for r in artifacts.local_results}
     runs.write_manifest(artifacts.run_dir, manifest)
+    costs.reconcile_manifest(cost_manifest, config.runs_dir)
     return artifacts
 
 
@@ -210,7 +226,7 @@ def launch_slurm_sweep(
         raise ConfigError("choose one of --submit and --local")
     artifacts = plan_sweep(defn, cfg, Path(out) if out is not None else None)
     if submit:
-        submit_sweep(artifacts, defn, cfg, dry_run=dry_run)
+        submit_sweep(artifacts, defn, cfg, dry_run=dry_run, max_cost=max_cost)
     elif local:
         run_sweep_locally(artifacts, defn, cfg)
     return artifacts

@@ -33,8 +33,10 @@ def sweep(c, config=None, project=None, out=None, submit=False, local=False, max
     max_cost = parse_float(max_cost, "--max-cost")
     artifacts = plan_sweep(defn, cfg, out)
     _print_plan(artifacts, defn)
+    if artifacts.cost is not None:
+        echo(artifacts.cost.table())
     if submit:
-        submit_sweep(artifacts, defn, cfg, dry_run=dry_run)
+        submit_sweep(artifacts, defn, cfg, dry_run=dry_run, max_cost=max_cost)
         if not dry_run:
             ids = ", ".join(artifacts.job_ids)
             echo(f"Submitted job array {ids} ({artifacts.job_count} tasks); manifest: {artifacts.run_dir / 'manifest.json'}")

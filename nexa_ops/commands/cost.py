@@ -1,0 +1,162 @@
+"""``nexa cost`` (= ``cost.estimate``), ``cost.reconcile`` and ``cost.report``."""
+
+from invoke import Collection
+
+from .common import echo, nexa_task
+
+PROJECT_HELP = "Project file (default: ./nexa.toml or $NEXA_CONFIG)."
+RUNS_HELP = "Runs folder holding manifests/ (default: [cluster] runs_dir of nexa.toml)."
+
+
+def _runs_dir(project, runs_dir):
+    from pathlib import Path
+
+    from ..config import load_config
+
+    if runs_dir:
+        return Path(runs_dir).expanduser().resolve()
+    return load_config(project).runs_dir
+
+
+@nexa_task(
+    auto_shortflags=False,
+    help={
+        "config": "Sweep file (TOML), or any TOML file with a [resources] table (one task). Required.",
+        "project": PROJECT_HELP,
+        "provider": "Price this provider from the price table instead of [cost] provider.",
+        "tasks": "Number of tasks (default: the sweep's expanded size, or 1).",
+        "json": "Print the estimate as JSON (gpu_type, provider, rate_usd_per_gpu_hour, tasks, gpu_hours, total_usd...).",
+        "dry_run": "Accepted for symmetry: an estimate never submits or writes anything.",
+    },
+)
+def estimate(c, config=None, project=None, provider=None, tasks=None, json=False, dry_run=False):
+    """Print what a sweep would cost (tasks x nodes x GPUs x hours x rate), without planning a run."""
+    import json as _json
+
+    from ..config import load_config
+    from ..costs import estimate_cost
+    from ..errors import ConfigError
+
+    if not config:
+        raise ConfigError("--config FILE is required (the sweep file)")
+    count = _int(tasks, "--tasks") if tasks is not None else None
+    est = estimate_cost(config, load_config(project), tasks=count, provider=provider, strict=True)
+    if json:
+        echo(_json.dumps(est.as_json(), indent=2))
+    else:
+        echo(est.table())
+
+
+def _int(value, option):
+    from ..errors import ConfigError
+
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option}: expected an integer, got {value!r}") from None
+    if number < 1:
+        raise ConfigError(f"{option}: expected an integer >= 1, got {number}")
+    return number
+
+
+def _float(value, option):
+    from ..errors import ConfigError
+
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option}: expected a number (USD), got {value!r}") from None
+
+
+@nexa_task(
+    auto_shortflags=False,
+    iterable=["run"],
+    help={
+        "project": PROJECT_HELP,
+        "runs_dir": RUNS_HELP,
+        "run": "Run id to reconcile (repeatable; default: every run not yet finished).",
+        "all": "Reconcile finished runs again too.",
+        "no_sacct": "Use the worker's task records even when Slurm accounting (sacct) works.",
+        "dry_run": "Compute and print the figures; write nothing.",
+    },
+)
+def reconcile(c, project=None, runs_dir=None, run=None, all=False, no_sacct=False, dry_run=False):
+    """Turn finished tasks into actual GPU-hours and cost, written into each cost manifest."""
+    from tabulate import tabulate
+
+    from ..costs import reconcile as do_reconcile
+
+    folder = _runs_dir(project, runs_dir)
+    results = do_reconcile(folder, run or None, force=all, use_sacct=False if no_sacct else None, dry_run=dry_run)
+    rows = [[r.run_id, r.status, f"{r.done}/{r.tasks}", _money(r.estimated_usd), _money(r.actual_usd), r.source or "-"] for r in results]
+    echo(tabulate(rows, headers=["RUN", "STATUS", "DONE", "EST $", "ACTUAL $", "FROM"], disable_numparse=True))
+    echo(f"{len(results)} run(s) in {folder}" + (" (dry run: nothing written)" if dry_run else ""))
+
+
+def _money(value):
+    return "-" if value is None else f"{value:,.2f}"
+
+
+@nexa_task(
+    auto_shortflags=False,
+    help={
+        "project": PROJECT_HELP,
+        "runs_dir": RUNS_HELP,
+        "campaign": "Only runs of this campaign.",
+        "since": "Only runs submitted at or after: 2025-12-01, 2025-12-01T08:00 (UTC) or 7d (days ago).",
+        "until": "Only runs submitted at or before (a bare date includes that whole day).",
+        "by": "Group rows by campaign (default), user, gpu or run.",
+        "format": "table (default), csv, json or markdown.",
+        "output": "Write the report to this file atomically instead of stdout.",
+        "budget": "Exit 3 (after writing the report) when the actual total is above this many USD.",
+        "no_reconcile": "Sum the manifests as they are; do not reconcile unfinished runs first.",
+        "no_sacct": "Reconcile from the worker's task records even when sacct works.",
+        "dry_run": "Reconcile in memory only and print to stdout; write no manifest and no --output.",
+    },
+)
+def report(
+    c,
+    project=None,
+    runs_dir=None,
+    campaign=None,
+    since=None,
+    until=None,
+    by="campaign",
+    format="table",
+    output=None,
+    budget=None,
+    no_reconcile=False,
+    no_sacct=False,
+    dry_run=False,
+):
+    """Estimated and actual cost by campaign, user, GPU or run; made for cron."""
+    from ..costs import FORMATS, cost_report, write_report
+    from ..errors import ConfigError, Refused
+
+    if format not in FORMATS:
+        raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    limit = _float(budget, "--budget") if budget is not None else None
+    folder = _runs_dir(project, runs_dir)
+    rep = cost_report(
+        folder,
+        campaign=campaign,
+        since=since,
+        until=until,
+        by=by,
+        reconcile_first=not no_reconcile,
+        use_sacct=False if no_sacct else None,
+        dry_run=dry_run,
+    )
+    if dry_run and output:
+        echo(f"(dry run: would write {output})")
+        output = None
+    write_report(rep, format, output)
+    if limit is not None and rep.totals["actual_usd"] > limit:
+        raise Refused(f"actual spend ${rep.totals['actual_usd']:,.2f} is above --budget ${limit:,.2f}")
+
+
+collection = Collection("cost")
+collection.add_task(estimate, default=True)
+collection.add_task(reconcile)
+collection.add_task(report)
+COLLECTIONS = [collection]

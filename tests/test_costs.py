@@ -1,0 +1,404 @@
+"""Cost manifests, reconcile from the worker's records, reports, and concurrent writers."""
+
+import csv
+import io
+import json
+import multiprocessing
+import os
+import time
+
+import pytest
+
+from nexa_ops import costs
+from nexa_ops.config import CostConfig, Resources
+from nexa_ops.errors import ConfigError, Refused
+from nexa_ops.plan import cost as plan
+
+TABLE = costs.shipped_prices()
+
+
+def estimate(tasks=4, gpus=2, hours=1.0, gpu="H100", provider="aws"):
+    res = Resources(gpus_per_node=gpus, gpu_type=gpu, estimated_hours=hours)
+    return plan.estimate(res, tasks, TABLE, CostConfig(provider=provider))
+
+
+def make_run(
+    runs_dir,
+    run_id,
+    *,
+    campaign="c1",
+    tasks=4,
+    gpus=2,
+    hours=1.0,
+    provider="aws",
+    records=None,
+    user=None,
+    when=None,
+    backend="local",
+    job_ids=(),
+):
+    """A run folder with task records and its cost manifest, as a submission writes them."""
+    run_dir = runs_dir / run_id
+    (run_dir / "tasks").mkdir(parents=True)
+    for index, rec in (records or {}).items():
+        if "start" in rec:
+            (run_dir / "tasks" / f"{index}.start.json").write_text(json.dumps({"index": index, "start": rec["start"]}))
+        if "end" in rec:
+            (run_dir / "tasks" / f"{index}.end.json").write_text(
+                json.dumps({"index": index, "end": rec["end"], "exit_code": rec["exit_code"]})
+            )
+    doc = costs.manifest_document(
+        estimate(tasks, gpus, hours, provider=provider),
+        run_id=run_id,
+        name=run_id.split("-")[0],
+        kind="sweep",
+        campaign=campaign,
+        run_dir=run_dir,
+        backend=backend,
+        job_ids=job_ids,
+    )
+    if user:
+        doc["user"] = user
+    if when:
+        doc["submitted_at"] = when
+    return costs.write_cost_manifest(runs_dir, doc)
+
+
+def done(n, seconds=1800.0, code=0, t0=1_000_000.0):
+    return {i: {"start": t0, "end": t0 + seconds, "exit_code": code} for i in range(n)}
+
+
+# --- manifests ---------------------------------------------------------------------------
+
+
+def test_manifest_has_the_documented_fields(tmp_path):
+    path = make_run(tmp_path, "s-1", job_ids=["12", "13"])
+    assert path == tmp_path / "manifests" / "cost_s-1.json"
+    doc = json.loads(path.read_text())
+    for key in (
+        "run_id",
+        "campaign",
+        "name",
+        "kind",
+        "user",
+        "submitted_at",
+        "gpu_type",
+        "provider",
+        "rate_usd_per_gpu_hour",
+        "tasks",
+        "nodes",
+        "gpus_per_node",
+        "estimated_hours",
+        "estimated_usd",
+        "currency",
+        "job_ids",
+        "status",
+        "price_source",
+        "price_fetched",
+        "sku",
+        "region",
+    ):
+        assert key in doc, key
+    assert doc["estimated_usd"] == pytest.approx(4 * 2 * 1.0 * 6.88)
+    assert (doc["currency"], doc["status"], doc["job_ids"], doc["gpu_type"]) == ("USD", "submitted", ["12", "13"], "H100-80GB")
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_resubmitting_a_chunk_keeps_time_and_reconciled_figures(tmp_path):
+    path = make_run(tmp_path, "s-1", job_ids=["12"], when="2025-01-01T00:00:00Z")
+    costs.update_manifest(path, lambda d: dict(d, actual_usd=5.0, status="running"))
+    doc = costs.manifest_document(estimate(), run_id="s-1", name="s", kind="sweep", campaign="c1", run_dir=None, job_ids=["12", "13"])
+    costs.write_cost_manifest(tmp_path, doc)
+    new = json.loads(path.read_text())
+    assert (new["job_ids"], new["submitted_at"], new["actual_usd"], new["status"]) == (["12", "13"], "2025-01-01T00:00:00Z", 5.0, "running")
+
+
+def test_check_max_cost():
+    e = estimate(tasks=10, gpus=8, hours=2.0)  # 160 GPU-hours x 6.88 = 1100.80
+    costs.check_max_cost(e, None)
+    costs.check_max_cost(e, 1100.80)
+    with pytest.raises(Refused, match=r"estimated cost \$1,100.80 is above --max-cost \$1,000.00 .*nothing submitted"):
+        costs.check_max_cost(e, 1000)
+    unpriced = plan.estimate(Resources(gpus_per_node=1, time="60"), 1, TABLE, CostConfig())
+    with pytest.raises(Refused, match="cannot check --max-cost .*no GPU type"):
+        costs.check_max_cost(unpriced, 1000)
+
+
+def test_estimate_cost_from_files(tmp_path):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(
+        'name = "s"\ncommand = ["x"]\n[grid]\na = [1, 2, 3]\n[resources]\ngpus_per_node = 2\ngpu_type = "4090"\ntime = "02:00:00"\n'
+    )
+    launch = tmp_path / "l.toml"
+    launch.write_text('[resources]\nnodes = 2\ngpus_per_node = 8\ngpu_type = "h100"\nestimated_hours = 3\n')
+    project = tmp_path / "nexa.toml"
+    project.write_text("")
+    assert costs.estimate_cost(sweep, project).total_usd == pytest.approx(3 * 2 * 2 * 0.74)
+    project.write_text('[cost]\nprovider = "lambda"\n')
+    assert costs.estimate_cost(launch, project).total_usd == pytest.approx(2 * 8 * 3 * 3.99)
+    with pytest.raises(ConfigError, match="no cost estimate: no price for RTX4090 from provider 'lambda'"):
+        costs.estimate_cost(sweep, project, strict=True)
+    (tmp_path / "mine.toml").write_text('[[price]]\ngpu_type = "RTX4090"\nprovider = "lambda"\nusd_per_gpu_hour = 0.5\n')
+    project.write_text('[cost]\nprovider = "lambda"\nprices = "mine.toml"\n')
+    assert costs.estimate_cost(sweep, project).total_usd == pytest.approx(3 * 2 * 2 * 0.5)
+
+
+# --- reconcile ---------------------------------------------------------------------------
+
+
+def test_reconcile_from_worker_records(tmp_path):
+    path = make_run(tmp_path, "s-1", records={**done(3), 3: {"start": 1_000_000.0, "end": 1_000_900.0, "exit_code": 1}})
+    (result,) = costs.reconcile(tmp_path)
+    assert (result.status, result.done, result.tasks, result.source) == ("failed", 4, 4, "worker")
+    gpu_hours = (3 * 0.5 + 0.25) * 2
+    assert result.actual_gpu_hours == pytest.approx(gpu_hours)
+    assert result.actual_usd == pytest.approx(gpu_hours * 6.88)
+    doc = json.loads(path.read_text())
+    assert (doc["status"], doc["tasks_ok"], doc["tasks_failed"], doc["actual_source"]) == ("failed", 3, 1, "worker")
+    assert doc["reconciled_at"] and doc["estimated_usd"] == pytest.approx(4 * 2 * 6.88)
+
+
+def test_reconcile_running_then_finished(tmp_path):
+    records = {0: {"start": 1.0, "end": 3601.0, "exit_code": 0}, 1: {"start": 1.0}}
+    path = make_run(tmp_path, "s-1", tasks=2, records=records)
+    assert costs.reconcile(tmp_path)[0].status == "running"
+    (tmp_path / "s-1" / "tasks" / "1.end.json").write_text(json.dumps({"index": 1, "end": 1801.0, "exit_code": 0}))
+    (result,) = costs.reconcile(tmp_path)
+    assert result.status == "finished" and result.actual_gpu_hours == pytest.approx(1.5 * 2)
+    # finished runs are not reconciled again unless asked
+    mtime = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    costs.reconcile(tmp_path)
+    assert path.stat().st_mtime_ns == mtime
+    costs.reconcile(tmp_path, ["s-1"])
+    assert path.stat().st_mtime_ns != mtime
+
+
+def test_reconcile_finds_a_moved_runs_folder(tmp_path):
+    make_run(tmp_path / "old", "s-1", tasks=1, records=done(1))
+    os.rename(tmp_path / "old", tmp_path / "new")
+    assert costs.reconcile(tmp_path / "new")[0].status == "finished"
+
+
+def test_reconcile_unknown_run(tmp_path):
+    with pytest.raises(ConfigError, match="no cost manifest for run 'nope'"):
+        costs.reconcile(tmp_path, ["nope"])
+
+
+def test_reconcile_dry_run_writes_nothing(tmp_path):
+    path = make_run(tmp_path, "s-1", tasks=1, records=done(1))
+    before = path.read_text()
+    (result,) = costs.reconcile(tmp_path, dry_run=True)
+    assert result.status == "finished" and path.read_text() == before
+
+
+# --- reports -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def books(tmp_path):
+    """Three campaigns, two users, two GPU types, one run still without records."""
+    make_run(tmp_path, "a-1", campaign="alpha", records=done(4), user="ann", when="2025-11-02T10:00:00Z")
+    make_run(
+        tmp_path,
+        "a-2",
+        campaign="alpha",
+        tasks=2,
+        gpus=1,
+        provider="lambda",
+        records=done(2, 3600),
+        user="bob",
+        when="2025-11-20T10:00:00Z",
+    )
+    make_run(tmp_path, "b-1", campaign="beta", records={}, user="ann", when="2025-12-01T00:00:00Z")
+    make_run(tmp_path, "n-1", campaign=None, tasks=1, records=done(1, 360), user="bob", when="2025-12-31T23:00:00Z")
+    return tmp_path
+
+
+def test_report_by_campaign_sums_estimated_and_actual(books):
+    rep = costs.cost_report(books)
+    rows = {r["campaign"]: r for r in rep.rows}
+    assert list(rows) == ["-", "alpha", "beta"]
+    alpha = rows["alpha"]
+    assert (alpha["runs"], alpha["tasks"], alpha["tasks_done"]) == (2, 6, 6)
+    assert alpha["estimated_usd"] == pytest.approx(8 * 6.88 + 2 * 3.29)
+    assert alpha["actual_usd"] == pytest.approx(4 * 0.5 * 2 * 6.88 + 2 * 1.0 * 3.29)
+    assert rows["beta"]["actual_usd"] == 0 and rows["beta"]["estimated_usd"] == pytest.approx(8 * 6.88)
+    assert rep.totals["runs"] == 4
+    assert rep.totals["actual_usd"] == pytest.approx(sum(r["actual_usd"] for r in rep.rows))
+
+
+@pytest.mark.parametrize("by, keys", [("user", ["ann", "bob"]), ("gpu", ["H100-80GB"]), ("run", ["a-1", "a-2", "b-1", "n-1"])])
+def test_report_groupings(books, by, keys):
+    rep = costs.cost_report(books, by=by)
+    assert [r[costs.BY[by]] for r in rep.rows] == keys
+
+
+def test_report_filters(books):
+    assert [r["run_id"] for r in costs.cost_report(books, by="run", campaign="alpha").rows] == ["a-1", "a-2"]
+    assert [r["run_id"] for r in costs.cost_report(books, by="run", since="2025-11-20").rows] == ["a-2", "b-1", "n-1"]
+    assert [r["run_id"] for r in costs.cost_report(books, by="run", until="2025-12-01").rows] == ["a-1", "a-2", "b-1"]
+    assert [r["run_id"] for r in costs.cost_report(books, by="run", since="2025-11-03", until="2025-12-31").rows] == ["a-2", "b-1", "n-1"]
+    assert [r["run_id"] for r in costs.cost_report(books, by="run", since="2025-12-31T22:00").rows] == ["n-1"]
+
+
+def test_parse_when():
+    assert costs.parse_when("2025-12-31", "--until", end=True) == "2025-12-31T23:59:59Z"
+    assert costs.parse_when("2025-12-31T08:30", "--since") == "2025-12-31T08:30:00Z"
+    assert costs.parse_when("7d", "--since", now=7 * 86400) == "1970-01-01T00:00:00Z"
+    for bad in ("yesterday", "2025-13-01", "31/12/2025"):
+        with pytest.raises(ConfigError, match="--since"):
+            costs.parse_when(bad, "--since")
+
+
+def test_report_formats(books):
+    rep = costs.cost_report(books)
+    table = rep.render("table")
+    assert table.splitlines()[0] == "Cost by campaign (USD)"
+    assert table.splitlines()[1].split() == [
+        "CAMPAIGN",
+        "RUNS",
+        "TASKS",
+        "DONE",
+        "EST",
+        "GPU-H",
+        "EST",
+        "$",
+        "ACTUAL",
+        "GPU-H",
+        "ACTUAL",
+        "$",
+    ]
+    assert table.splitlines()[-1].split()[0] == "TOTAL"
+    doc = json.loads(rep.render("json"))
+    assert doc["by"] == "campaign" and doc["currency"] == "USD" and len(doc["rows"]) == 3
+    assert {"estimated_usd", "actual_usd"} <= set(doc["rows"][0]) and doc["totals"]["runs"] == 4
+    rows = list(csv.DictReader(io.StringIO(rep.render("csv"))))
+    assert [r["campaign"] for r in rows] == ["-", "alpha", "beta", "TOTAL"]
+    assert float(rows[1]["actual_usd"]) == pytest.approx(doc["rows"][1]["actual_usd"])
+    md = rep.render("markdown")
+    assert md.startswith("### Cost by campaign (USD)") and "|--" in md and "| TOTAL" in md
+    with pytest.raises(ConfigError, match="--format: expected one of table, csv, json, markdown"):
+        rep.render("xml")
+
+
+def test_corrupt_and_foreign_files_are_reported_and_skipped(books):
+    folder = books / "manifests"
+    (folder / "cost_broken.json").write_text('{"schema": "nexa.cost/1", "run_id": ')
+    (folder / "notes.json").write_text('{"hello": "world"}')
+    (folder / "cost_list.json").write_text("[1, 2]")
+    (folder / "cost_bin.json").write_bytes(b"\xff\xfe\x00garbage")
+    (folder / "README.txt").write_text("not json, ignored")
+    err = io.StringIO()
+    rep = costs.cost_report(books, err=err)
+    assert rep.totals["runs"] == 4
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 4 and all(line.startswith("nexa: warning: ") and "skipped" in line for line in lines)
+    assert any("cost_broken.json: skipped: corrupt JSON" in line for line in lines)
+    assert any("notes.json: skipped: not a nexa cost manifest" in line for line in lines)
+    assert {os.path.basename(p) for p, _ in rep.skipped} == {"cost_broken.json", "notes.json", "cost_list.json", "cost_bin.json"}
+
+
+def test_empty_or_missing_folder(tmp_path):
+    rep = costs.cost_report(tmp_path / "nothing")
+    assert rep.rows == [] and rep.totals["runs"] == 0
+    assert "TOTAL" in rep.render("table")
+
+
+def test_write_report_is_atomic_and_reports_unwritable(tmp_path, books):
+    out = tmp_path / "reports" / "weekly.csv"
+    costs.write_report(costs.cost_report(books), "csv", out)
+    assert out.read_text().startswith("campaign,runs,")
+    assert [p.name for p in out.parent.iterdir()] == ["weekly.csv"]
+    with pytest.raises(Exception, match="cannot write"):
+        costs.write_report(costs.cost_report(books), "csv", "/proc/nope/x.csv")
+
+
+def test_campaign_spend(books):
+    spend = costs.campaign_spend(books, "alpha")
+    assert (spend.campaign, spend.runs) == ("alpha", 2)
+    assert spend.estimated_usd == pytest.approx(8 * 6.88 + 2 * 3.29)
+    assert spend.actual_usd == pytest.approx(4 * 0.5 * 2 * 6.88 + 2 * 3.29)
+    assert costs.campaign_spend(books, "nope") == costs.CampaignSpend("nope", 0, 0.0, 0.0)
+
+
+# --- concurrent writers ------------------------------------------------------------------
+
+
+def _append_job_ids(path, worker, count):
+    for i in range(count):
+        costs.update_manifest(path, lambda d, i=i: dict(d, job_ids=d.get("job_ids", []) + [f"{worker}-{i}"]))
+
+
+def _reconcile_loop(runs_dir, count):
+    for _ in range(count):
+        costs.reconcile(runs_dir, ["s-1"])
+
+
+def test_concurrent_writers_never_corrupt_or_lose_an_update(tmp_path):
+    path = make_run(tmp_path, "s-1", records=done(4))
+    ctx = multiprocessing.get_context("fork")
+    writers = [ctx.Process(target=_append_job_ids, args=(path, w, 40)) for w in range(6)]
+    writers.append(ctx.Process(target=_reconcile_loop, args=(tmp_path, 20)))
+    for p in writers:
+        p.start()
+    reads = 0
+    while any(p.is_alive() for p in writers):
+        doc = json.loads(path.read_text())  # a reader never sees half a file
+        assert doc["schema"] == costs.SCHEMA
+        reads += 1
+    for p in writers:
+        p.join()
+        assert p.exitcode == 0
+    doc = json.loads(path.read_text())
+    assert sorted(doc["job_ids"]) == sorted(f"{w}-{i}" for w in range(6) for i in range(40))
+    assert doc["status"] == "finished" and doc["actual_usd"] > 0
+    assert reads > 0
+    assert not [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- CLI ---------------------------------------------------------------------------------
+
+
+def test_cli_estimate(tmp_path, nexa_cli):
+    (tmp_path / "s.toml").write_text(
+        'name = "s"\ncommand = ["x"]\n[grid]\na = [1, 2]\n[resources]\nnodes = 2\ngpus_per_node = 8\ngpu_type = "h100"\ntime = "04:00:00"\n'
+        "estimated_hours = 1.5\n"
+    )
+    out = nexa_cli("cost", "--config", "s.toml")
+    assert out.returncode == 0, out.stderr
+    assert "2 task(s) x 2 node(s) x 8 GPU(s) x 1.5 h (estimated_hours) = 48.00 GPU-hours" in out.stdout
+    assert "Estimated cost: $191.52 (lambda gpu_8x_h100_sxm5" in out.stdout
+    out = nexa_cli("cost.estimate", "--config", "s.toml", "--provider", "aws", "--json")
+    doc = json.loads(out.stdout)
+    assert (doc["provider"], doc["rate_usd_per_gpu_hour"], doc["tasks"], doc["gpu_hours"], doc["total_usd"]) == (
+        "aws",
+        6.88,
+        2,
+        48.0,
+        330.24,
+    )
+    assert not list(tmp_path.glob("runs"))  # nothing planned
+    out = nexa_cli("cost.estimate", "--config", "s.toml", "--provider", "gcp")
+    assert out.returncode == 2 and out.stderr.startswith("nexa: error: no cost estimate: no price for H100-80GB from provider 'gcp'")
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    out = nexa_cli("cost.estimate")
+    assert out.returncode == 2 and "--config FILE is required" in out.stderr
+
+
+def test_cli_report_for_cron(books, nexa_cli):
+    (books / "manifests" / "cost_junk.json").write_text("{nope")
+    out = nexa_cli("cost.report", "--runs-dir", str(books), "--format", "csv", "--output", "r/cost.csv", env={"TERM": "dumb"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "" and "cost_junk.json: skipped" in out.stderr
+    assert (books / "r" / "cost.csv").read_text().splitlines()[-1].startswith("TOTAL,4,")
+    out = nexa_cli("cost.report", "--runs-dir", str(books), "--by", "run", "--format", "json", "--campaign", "alpha")
+    assert [r["run_id"] for r in json.loads(out.stdout)["rows"]] == ["a-1", "a-2"]
+    out = nexa_cli("cost.report", "--runs-dir", str(books), "--budget", "1")
+    assert out.returncode == 3 and "above --budget $1.00" in out.stderr and "TOTAL" in out.stdout
+    for args in (("--by", "team"), ("--since", "last week"), ("--format", "xml"), ("--budget", "lots")):
+        out = nexa_cli("cost.report", "--runs-dir", str(books), *args)
+        assert out.returncode == 2 and out.stderr.startswith("nexa: error: --") and "Traceback" not in out.stderr, args
+        assert out.stdout == ""
+    out = nexa_cli("cost.reconcile", "--runs-dir", str(books), "--run", "a-1", "--run", "n-1", "--dry-run")
+    assert out.returncode == 0 and "a-1" in out.stdout and "n-1" in out.stdout and "b-1" not in out.stdout
