@@ -1,0 +1,299 @@
+"""nexa.pyz for real: built once (``nexa_pyz`` fixture), then run under every CPython 3.8-3.13
+from an empty folder, with HOME empty, nothing installed and no network (``unshare -n``)."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from nexa_ops import pyz
+from tests.conftest import ROOT, require
+from tests.services.pyz import PYTHONS, clean_env, require_python
+
+PROGRAM = """\
+import json, os, sys
+out = os.path.join(os.environ["PROBE_DIR"], os.environ["NEXA_TASK_INDEX"] + ".json")
+with open(out, "w") as fh:
+    json.dump({"argv": sys.argv[1:], "python": sys.version_info[:2]}, fh)
+"""
+
+
+@pytest.fixture(scope="module")
+def offline() -> List[str]:
+    """Argv prefix that runs a command in a new network namespace (loopback only, down)."""
+    prefix = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--map-root-user", "--net"]
+    ok = shutil.which("unshare") is not None and subprocess.run(prefix + ["true"], capture_output=True).returncode == 0
+    require(ok, "unshare --net unavailable (util-linux, root or user namespaces)")
+    return prefix
+
+
+def run(argv, env, cwd, offline_prefix=(), timeout=120):
+    argv = list(offline_prefix) + [str(a) for a in argv]
+    return subprocess.run(argv, env=env, cwd=str(cwd), capture_output=True, text=True, timeout=timeout)
+
+
+def sweep_toml(folder: Path, python: str, probe: Path) -> Path:
+    (folder / "prog.py").write_text(PROGRAM, encoding="utf-8")
+    text = f"""
+name = "pyz-check"
+command = [{json.dumps(python)}, {json.dumps(str(folder / "prog.py"))}]
+[grid]
+lr = [0.1, 0.01, 0.001]
+[resources]
+max_parallel = 2
+"""
+    path = folder / "sweep.toml"
+    path.write_text(text, encoding="utf-8")
+    probe.mkdir()
+    return path
+
+
+def extraction_dirs(root: Path) -> List[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("nexa.pyz_")) if root.is_dir() else []
+
+
+# --- the built artifact ----------------------------------------------------------------------
+
+
+def test_pyz_is_small_and_carries_everything(nexa_pyz):
+    size = nexa_pyz.stat().st_size
+    assert size < 1_000_000, f"nexa.pyz is {size:,} bytes"
+    with zipfile.ZipFile(str(nexa_pyz)) as archive:
+        names = set(archive.namelist())
+        env = json.loads(archive.read("environment.json"))
+        main = archive.read("__main__.py").decode()
+        modes = {i.filename: i.external_attr >> 16 for i in archive.infolist()}
+    # Every module and every shipped file of the checkout, where pyproject.toml maps it.
+    mapped = {"sbatch": "nexa_ops/sbatch", "bin": "nexa_ops/bin", "images": "nexa_ops/images"}
+    shipped = pyz.project_files(ROOT, ["nexa_ops", "sbatch", "bin", "images"])
+    assert any(n.startswith("sbatch/") for n in shipped) and any(n.startswith("nexa_ops/data/") for n in shipped)
+    for name in shipped:
+        top, _, rest = name.partition("/")
+        inside = "site-packages/" + (f"{mapped[top]}/{rest}" if top in mapped else name)
+        assert inside in names, f"{name} is missing from nexa.pyz ({inside})"
+        if (ROOT / name).stat().st_mode & 0o111:
+            assert modes[inside] & 0o111, f"{inside} lost its executable bit"
+    # The pinned pure-Python dependencies, tomli included whatever Python built it.
+    for dist in ("invoke-2.2.1.dist-info", "tabulate-0.9.0.dist-info", "tomli-2.0.1.dist-info"):
+        assert f"site-packages/{dist}/METADATA" in names
+    assert not [n for n in names if n.endswith((".pyc", ".so", ".pyd"))]
+    assert env["entry_point"] == "nexa_ops.cli:main" and env["reproducible"] is True and env["root"] is None
+    assert "default_root()" in main and "_bootstrap.bootstrap()" in main
+
+
+def test_two_builds_of_one_tree_are_byte_identical(tmp_path, monkeypatch):
+    snap = snapshot(tmp_path / "snap")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    settings = pyz.load_settings(str(snap / "shiv.toml"))
+    first = pyz.build(settings, str(tmp_path / "a.pyz"))
+    second = pyz.build(settings, str(tmp_path / "b.pyz"))
+    assert first.sha256 == second.sha256 and first.build_id == second.build_id
+    assert (tmp_path / "a.pyz").read_bytes() == (tmp_path / "b.pyz").read_bytes()
+    assert first.built_at == "2023-11-14 22:13:20"  # SOURCE_DATE_EPOCH, not the wall clock
+
+
+def test_build_task_prints_size_and_refuses_too_large(nexa_cli, tmp_path):
+    snap = snapshot(tmp_path / "snap")
+    out = tmp_path / "dist" / "nexa.pyz"
+    ok = nexa_cli("build", "--config", str(snap / "shiv.toml"), "--output", str(out))
+    assert ok.returncode == 0, ok.stderr
+    assert f"Built {out}: " in ok.stdout and "bytes" in ok.stdout and "limit 1,000,000" in ok.stdout
+    before = out.read_bytes()
+    text = (snap / "shiv.toml").read_text().replace("max_bytes = 1000000", "max_bytes = 1000")
+    (snap / "shiv.toml").write_text(text)
+    big = nexa_cli("build", "--config", str(snap / "shiv.toml"), "--output", str(out))
+    assert big.returncode == 1 and "Traceback" not in big.stderr
+    assert big.stderr.startswith("nexa: error: nexa.pyz would be ") and "above max_bytes = 1,000" in big.stderr
+    assert out.read_bytes() == before and sorted(p.name for p in out.parent.iterdir()) == ["nexa.pyz"]
+
+
+def test_build_dry_run_prints_commands_and_writes_nothing(nexa_cli, tmp_path):
+    out = tmp_path / "x.pyz"
+    res = nexa_cli("build", "--config", str(ROOT / "shiv.toml"), "--output", str(out), "--dry-run")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert any(" -m pip --disable-pip-version-check wheel " in line for line in lines)
+    assert any(" download " in line and "--require-hashes" in line and "--python-version 3.8" in line for line in lines)
+    assert any(" -m shiv " in line and "--reproducible" in line and "nexa_ops.cli:main" in line for line in lines)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("output = ", "outptu = "), "shiv.toml: outptu: unknown key (did you mean 'output'?)"),
+        (('"tomli==2.0.1 --hash', '"tomli==2.0.1 #--hash'), "shiv.toml: requirements[2]: expected 'name==version --hash=sha256:<64 hex>'"),
+        (('entry_point = "nexa_ops.cli:main"', 'entry_point = "nexa_ops.cli:other"'), "differs from pyproject.toml [project.scripts]"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(nexa_cli, tmp_path, edit, message):
+    snap = snapshot(tmp_path / "snap")
+    text = (snap / "shiv.toml").read_text()
+    assert edit[0] in text
+    (snap / "shiv.toml").write_text(text.replace(edit[0], edit[1], 1))
+    res = nexa_cli("build", "--config", str(snap / "shiv.toml"), "--output", str(tmp_path / "x.pyz"))
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.pyz").exists()
+
+
+def snapshot(dest: Path) -> Path:
+    """A frozen copy of the files a build reads (others may be editing the checkout)."""
+    settings = pyz.load_settings(str(ROOT / "shiv.toml"))
+    for name in pyz.project_files(ROOT, settings.sources) + ["shiv.toml"]:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(str(ROOT / name), str(dest / name))
+    return dest
+
+
+# --- running it ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", PYTHONS)
+def test_runs_alone_on_each_python(version, nexa_pyz, tmp_path, offline):
+    python = require_python(version)
+    app, home, tmpd, work = (tmp_path / d for d in ("app", "home", "tmp", "work"))
+    for d in (app, home, tmpd, work):
+        d.mkdir()
+    shutil.copy2(str(nexa_pyz), str(app / "nexa.pyz"))
+    pyzfile = app / "nexa.pyz"
+    probe = tmp_path / "probe"
+    sweep = sweep_toml(work, python, probe)
+    env = clean_env(home, tmpd, PROBE_DIR=str(probe))
+    bare = run([python, "-c", "import nexa_ops"], env, work)
+    assert bare.returncode != 0, f"nexa_ops is importable without the zipapp under {python}"
+
+    res = run([python, pyzfile, "--help"], env, work, offline)
+    assert res.returncode == 0, res.stderr
+    for name in ("sweep", "worker", "build", "cache-clean"):
+        assert name in res.stdout
+
+    res = run([python, pyzfile, "sweep", "--config", sweep, "--out", work / "run"], env, work, offline)
+    assert res.returncode == 0, res.stderr
+    assert "3 task(s)" in res.stdout and "Planned only" in res.stdout
+    spec = json.loads((work / "run" / "spec.json").read_text())
+    script = work / "run" / "pyz-check.sbatch"
+    assert f"{pyzfile}/site-packages" in script.read_text()  # compute nodes import the worker from the pyz
+
+    res = run([python, pyzfile, "worker", "--spec", work / "run" / "spec.json", "--task-id", "0", "--dry-run"], env, work, offline)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == spec["tasks"][0]["argv"]
+
+    # The compute-node side, as Slurm would run the script: `python3 -S -c <stub> nexa.pyz/site-packages`.
+    node_bin = tmp_path / "node-bin"
+    node_bin.mkdir()
+    os.symlink(python, str(node_bin / "python3"))
+    node_env = dict(env, PATH=f"{node_bin}:{env['PATH']}", SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_JOB_ID="77")
+    res = run(["bash", script], node_env, work, offline)
+    assert res.returncode == 0, res.stderr
+    task1 = json.loads((probe / "1.json").read_text())
+    assert task1 == {"argv": ["--lr=0.01"], "python": [int(x) for x in version.split(".")]}
+    assert json.loads((work / "run" / "tasks" / "1.end.json").read_text())["exit_code"] == 0
+
+    res = run([python, pyzfile, "sweep", "--config", sweep, "--local", "--out", work / "local"], env, work, offline)
+    assert res.returncode == 0, res.stderr
+    assert "3 succeeded, 0 failed" in res.stdout
+    assert sorted(p.name for p in probe.iterdir()) == ["0.json", "1.json", "2.json"]
+
+    assert list(home.iterdir()) == [], "nexa.pyz wrote into $HOME"
+    roots = list(tmpd.iterdir())
+    assert len(roots) == 1 and roots[0].name.endswith("-shiv") and stat.S_IMODE(roots[0].stat().st_mode) == 0o700
+    assert [p.name[:9] for p in extraction_dirs(roots[0])] == ["nexa.pyz_"]
+    assert sorted(p.name for p in app.iterdir()) == ["nexa.pyz"]
+
+
+def test_32_concurrent_first_runs_all_succeed(nexa_pyz, tmp_path):
+    python = require_python("3.8")
+    home, tmpd = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmpd.mkdir()
+    env = clean_env(home, tmpd)
+
+    def start(_):
+        return run([python, nexa_pyz, "--help"], env, tmp_path, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        results = list(pool.map(start, range(32)))
+    failed = [r for r in results if r.returncode != 0 or "Subcommands" not in r.stdout]
+    assert not failed, failed[0].stderr
+    (root,) = tmpd.iterdir()
+    assert len(extraction_dirs(root)) == 1
+    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_shiv_root_overrides_and_unsafe_default_is_refused(nexa_pyz, tmp_path):
+    python = require_python("3.12")
+    home, tmpd, mine = tmp_path / "home", tmp_path / "tmp", tmp_path / "my root"
+    home.mkdir()
+    tmpd.mkdir()
+    res = run([python, nexa_pyz, "--help"], clean_env(home, tmpd, SHIV_ROOT=str(mine)), tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert len(extraction_dirs(mine)) == 1 and list(tmpd.iterdir()) == []
+
+    # Someone else's (here: world-writable) folder at the default place is not trusted.
+    env = clean_env(home, tmpd)
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import nexa_ops.pyz as p; print(p.default_root())"
+    default = Path(run([python, "-c", code, ROOT], env, tmp_path).stdout.strip())
+    assert default.parent == tmpd
+    default.mkdir()
+    default.chmod(0o777)
+    res = run([python, nexa_pyz, "--help"], env, tmp_path)
+    assert res.returncode == 1 and "is not a private folder of yours; set SHIV_ROOT" in res.stderr
+    assert "Traceback" not in res.stderr and extraction_dirs(default) == []
+
+
+def test_cache_clean_removes_other_builds_only(nexa_pyz, tmp_path, nexa_cli):
+    python = require_python("3.11")
+    snap = snapshot(tmp_path / "snap")
+    with open(snap / "nexa_ops" / "__init__.py", "a", encoding="utf-8") as fh:
+        fh.write("# another build\n")
+    other = pyz.build(pyz.load_settings(str(snap / "shiv.toml")), str(tmp_path / "old" / "nexa.pyz"))
+    home, tmpd = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmpd.mkdir()
+    env = clean_env(home, tmpd)
+    for app in (nexa_pyz, other.path):
+        assert run([python, app, "--help"], env, tmp_path).returncode == 0
+    (root,) = tmpd.iterdir()
+    assert len(extraction_dirs(root)) == 2
+    foreign = root / ("tool.pyz_" + "0" * 64)  # another shiv app sharing the root: not ours
+    (foreign / "site-packages" / "tool").mkdir(parents=True)
+    current = pyz.pyz_environment(nexa_pyz)["build_id"]
+
+    dry = run([python, nexa_pyz, "cache-clean", "--dry-run"], env, tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert f"Would remove {root}/nexa.pyz_{other.build_id}" in dry.stdout and len(extraction_dirs(root)) == 2
+
+    res = run([python, nexa_pyz, "cache-clean"], env, tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"Removed {root}/nexa.pyz_{other.build_id}\n" in res.stdout
+    assert f"Removed {root}/.nexa.pyz_{other.build_id}_lock" in res.stdout
+    assert f"kept build {current[:12]}" in res.stdout
+    assert [p.name for p in extraction_dirs(root)] == [f"nexa.pyz_{current}"]
+    assert foreign.is_dir() and (root / f".nexa.pyz_{current}_lock").exists()
+    assert run([python, nexa_pyz, "--help"], env, tmp_path).returncode == 0  # the kept one still runs
+
+    # From a checkout (not a pyz) with --keep and --root: the old build's fresh extraction goes too.
+    assert run([python, other.path, "--help"], env, tmp_path).returncode == 0
+    res = nexa_cli("cache-clean", "--root", str(root), "--keep", str(nexa_pyz))
+    assert res.returncode == 0, res.stderr
+    assert [p.name for p in extraction_dirs(root)] == [f"nexa.pyz_{current}"]
+
+
+def test_code_runs_on_python_38_per_vermin():
+    """Static check on top of the real runs: nothing in nexa_ops needs more than 3.8.
+
+    ``tomllib`` is excluded: nexa_ops/toml.py imports it only on 3.11+ (tomli below)."""
+    vermin = shutil.which("vermin") or str(Path(sys.executable).parent / "vermin")
+    require(os.access(vermin, os.X_OK), "vermin not installed (pip install vermin)")
+    argv = [vermin, "-t=3.8-", "--no-tips", "--violations", "--eval-annotations", "--exclude", "tomllib", "nexa_ops", "tasks.py"]
+    res = subprocess.run(argv, cwd=str(ROOT), capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
