@@ -121,10 +121,15 @@ def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = 
 
 
 def _launcher_prefix(defn: SweepDefinition) -> List[str]:
+    """``launcher = "torchrun"``: each task runs under a single-node torchrun (``--standalone``,
+    so tasks sharing a node each get their own free port); ``python train.py`` stays word for
+    word (``--no_python``) and a bare ``train.py`` is run by torchrun's Python."""
     if defn.launcher.kind != "torchrun":
         return []
+    from .tools import torchrun
+
     nproc = defn.launcher.nproc_per_node or max(1, defn.resources.gpus_per_node)
-    return ["torchrun", "--standalone", f"--nproc-per-node={nproc}"]
+    return torchrun.prefix(defn.command, nproc_per_node=nproc)
 
 
 def submit_sweep(

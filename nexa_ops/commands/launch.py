@@ -1,0 +1,70 @@
+"""``nexa launch``: run one training command locally, under torchrun, or on Slurm nodes."""
+
+import sys
+
+from .common import echo, nexa_task, remainder
+
+
+@nexa_task(
+    help={
+        "mode": "local (a subprocess here), ddp (torchrun on this node) or slurm (one multi-node job). "
+        "Default: the launch file's mode, else local.",
+        "nproc_per_node": "Processes per node (ddp default: visible GPUs, else 1; slurm default: gpus_per_node, else 1).",
+        "nodes": "Slurm nodes (overrides [resources] nodes of the launch file).",
+        "config": "Launch file (TOML): mode, command, name, env, nproc_per_node, [resources], ...",
+        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "name": "Run name (default: the launch file's, else the script's name).",
+        "rdzv_port": "Rendezvous port (ddp default: a free port; slurm default: 20000 + job id % 20000).",
+        "join_timeout": "Seconds torchrun waits for every rank/node to join (torchrun's default: 600).",
+        "env": "slurm: a variable (or glob like 'WANDB_*') to carry to every rank; repeatable. PATH always is.",
+        "wait": "slurm: follow the job until it ends; exit with its exit code, naming a failed rank.",
+        "dry_run": "Print the command, the torchrun command or the sbatch script; run, submit and write nothing.",
+    },
+    iterable=["env"],
+)
+def launch(
+    c,
+    mode=None,
+    nproc_per_node=None,
+    nodes=None,
+    config=None,
+    project=None,
+    name=None,
+    rdzv_port=None,
+    join_timeout=None,
+    env=None,
+    wait=False,
+    dry_run=False,
+):
+    """Run a training command: nexa launch [--mode local|ddp|slurm] [options] -- COMMAND..."""
+    from ..launch import LaunchFailed, parse_int
+    from ..launch import launch as run_launch
+
+    result = run_launch(
+        remainder(),
+        mode=mode,
+        nproc_per_node=parse_int(nproc_per_node, "--nproc-per-node"),
+        nodes=parse_int(nodes, "--nodes"),
+        config=config,
+        project=project,
+        name=name,
+        rdzv_port=parse_int(rdzv_port, "--rdzv-port"),
+        join_timeout=parse_int(join_timeout, "--join-timeout"),
+        env=list(env or ()),
+        wait=wait,
+        dry_run=dry_run,
+    )
+    if dry_run:
+        return
+    if result.mode == "slurm":
+        echo(
+            f"Submitted job {result.job_id}: {result.nodes} node(s) x {result.nproc_per_node} process(es)"
+            f"; log: {result.log_path}; script: {result.script_path}"
+        )
+    if not result.ok:
+        raise LaunchFailed(result)
+    if result.exit_code is not None:
+        print(f"nexa: {result.name} finished in {result.seconds:.1f} s; log: {result.log_path}", file=sys.stderr, flush=True)
+
+
+TASKS = [launch]

@@ -1,0 +1,463 @@
+"""Run one training job: here (``local``), under torchrun on this node (``ddp``), or as one
+multi-node Slurm job (``slurm``). The library behind ``nexa launch``.
+
+Local and ddp runs stream the program's output to this terminal and tee it into
+``<runs>/<run id>/launch.log``; the exit code is the program's (or torchrun's). Signals that
+reach nexa (Ctrl-C, ``kill``, Slurm's preemption signals) are forwarded to the program's
+process group, so it can clean up as if it had been started directly.
+"""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from . import proc, runs, toml
+from .config import NexaConfig, Resources, load_config
+from .errors import ConfigError, NexaError, ToolError
+from .fs import atomic_write_text
+from .plan import launch as plan
+from .resources import read_text
+from .tools import torchrun
+
+LOG = "launch.log"
+FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
+TAIL_BYTES = 256 * 1024
+
+
+@dataclass
+class LaunchResult:
+    """What ``launch`` ran or submitted, and how it ended.
+
+    ``exit_code`` is None for a Slurm job that was submitted but not waited for, and for dry
+    runs. ``failures`` names the ranks torchrun reported as failed.
+    """
+
+    mode: str
+    name: str
+    argv: List[str]
+    run_dir: Optional[Path] = None
+    log_path: Optional[Path] = None
+    exit_code: Optional[int] = None
+    seconds: float = 0.0
+    nproc_per_node: int = 1
+    nodes: int = 1
+    job_id: Optional[str] = None
+    job_state: Optional[str] = None
+    script_path: Optional[Path] = None
+    script: Optional[str] = None
+    env_names: List[str] = field(default_factory=list)
+    failures: List[torchrun.RankFailure] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code in (0, None)
+
+    def failure_message(self) -> str:
+        """One line for a failed run: which rank failed (when known), and where the log is."""
+        if self.failures:
+            what = "; ".join(f.describe() for f in self.failures[:4])
+            if len(self.failures) > 4:
+                what += f"; and {len(self.failures) - 4} more"
+        elif self.job_state and self.job_state != "COMPLETED":
+            what = f"job {self.job_id} ended {self.job_state}"
+        else:
+            what = f"exited with {self.exit_code}"
+        return f"{self.name}: {what} (log: {self.log_path})"
+
+
+class LaunchFailed(NexaError):
+    """The launched program (or a rank of it) failed; the exit code is passed through."""
+
+    def __init__(self, result: LaunchResult):
+        super().__init__(result.failure_message())
+        self.result = result
+        code = result.exit_code or 1
+        self.exit_code = code if 0 < code < 256 else 1
+
+
+def load_launch_file(path: Union[str, Path]) -> plan.LaunchFile:
+    """Parse and validate a launch TOML file."""
+    return plan.parse_launch_file(toml.load(Path(path)), str(path))
+
+
+def launch(
+    command: Sequence[str] = (),
+    *,
+    mode: Optional[str] = None,
+    nproc_per_node: Optional[int] = None,
+    nodes: Optional[int] = None,
+    resources: Optional[Resources] = None,
+    env: Sequence[str] = (),
+    config: Optional[Union[str, Path]] = None,
+    project: Optional[Union[NexaConfig, str, Path]] = None,
+    name: Optional[str] = None,
+    rdzv_port: Optional[int] = None,
+    join_timeout: Optional[int] = None,
+    max_restarts: Optional[int] = None,
+    workdir: Optional[Union[str, Path]] = None,
+    wait: bool = False,
+    wait_timeout: Optional[float] = None,
+    dry_run: bool = False,
+    out: IO[str] = sys.stdout,
+) -> LaunchResult:
+    """Run ``command`` locally, under torchrun here, or as one multi-node Slurm job.
+
+    Args:
+        command: the training command, word for word (default: the launch file's).
+        mode: ``local`` | ``ddp`` | ``slurm`` (default: the launch file's, else local).
+        nproc_per_node: processes per node (ddp default: visible GPUs, else 1; slurm
+            default: ``resources.gpus_per_node``, else 1).
+        nodes: Slurm nodes; overrides ``resources.nodes``.
+        resources: Slurm resources (default: the launch file's ``[resources]``).
+        env: variable names or globs carried to Slurm ranks, besides PATH, the launch file's
+            and ``[launch] env`` of nexa.toml. Local and ddp runs inherit this environment.
+        config: a launch TOML file (mode, command, name, env, [resources], ...).
+        project: a ``NexaConfig`` or the path of nexa.toml (default: found as the CLI does).
+        rdzv_port: rendezvous port (ddp default: a free one; slurm default: from the job id).
+        join_timeout: seconds torchrun waits for every rank to join.
+        max_restarts: torchrun restarts of the worker group (default 0).
+        workdir: where the command runs (default: the current directory).
+        wait: for slurm, follow the job until it ends and report its exit code.
+        wait_timeout: give up waiting after this many seconds (the job keeps running).
+        dry_run: print the command (local), the torchrun command (ddp) or the sbatch script
+            and submit command (slurm) to ``out``; run, submit and write nothing.
+
+    Returns:
+        ``LaunchResult``; a non-zero ``exit_code`` is not raised (see ``check``).
+
+    Raises:
+        ConfigError: bad options or launch file. ToolMissing: torchrun/sbatch not on PATH.
+        ToolError: Slurm refused the job (its message included).
+    """
+    cfg = project if isinstance(project, NexaConfig) else load_config(project)
+    file = load_launch_file(config) if config else None
+    spec = plan.resolve(
+        file,
+        str(config) if config else "options",
+        command=command,
+        mode=mode,
+        name=name,
+        nproc_per_node=nproc_per_node,
+        nodes=nodes,
+        resources=resources,
+        env=env,
+        project_env=cfg.launch.env,
+        rdzv_port=rdzv_port,
+        join_timeout=join_timeout,
+        max_restarts=max_restarts,
+    )
+    if spec.rdzv_port is None and cfg.launch.rdzv_port is not None:
+        spec = dataclasses.replace(spec, rdzv_port=cfg.launch.rdzv_port)
+    cwd = Path(workdir).resolve() if workdir else Path.cwd()
+    if spec.mode == "slurm":
+        return _launch_slurm(spec, cfg, cwd, wait=wait, wait_timeout=wait_timeout, dry_run=dry_run, out=out)
+    if spec.mode == "ddp":
+        nproc = spec.nproc_per_node or visible_gpus() or 1
+        argv = torchrun.argv(
+            spec.command, nproc_per_node=nproc, port=spec.rdzv_port, join_timeout=spec.join_timeout, max_restarts=spec.max_restarts
+        )
+    else:
+        nproc = 1
+        argv = list(spec.command)
+    result = LaunchResult(spec.mode, spec.name, argv, nproc_per_node=nproc, dry_run=dry_run)
+    if dry_run:
+        print(proc.quote(argv), file=out, flush=True)
+        return result
+    program = torchrun.which() if spec.mode == "ddp" else proc.which(argv[0], "the command to launch")
+    result.run_dir = runs.create_run_dir(cfg.runs_dir, spec.name)
+    result.log_path = result.run_dir / LOG
+    manifest = _manifest(result, spec, cwd)
+    runs.write_manifest(result.run_dir, manifest)
+    started = time.monotonic()
+    extra = {"NEXA_RUN_DIR": str(result.run_dir), "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1")}
+    result.exit_code = run_streamed([program] + argv[1:], result.log_path, env=extra, cwd=str(cwd))
+    result.seconds = time.monotonic() - started
+    if result.exit_code != 0 and spec.mode == "ddp":
+        result.failures = torchrun.parse_failures(_tail(result.log_path))
+    manifest.update(exit_code=result.exit_code, seconds=round(result.seconds, 3), failures=[vars(f) for f in result.failures])
+    runs.write_manifest(result.run_dir, manifest)
+    return result
+
+
+def check(result: LaunchResult) -> LaunchResult:
+    """``result``, or ``LaunchFailed`` (carrying its exit code) when it did not succeed."""
+    if not result.ok:
+        raise LaunchFailed(result)
+    return result
+
+
+# --- local and ddp --------------------------------------------------------------------
+
+
+def visible_gpus(environ: Optional[Mapping[str, str]] = None) -> int:
+    """GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else ``nvidia-smi -L``,
+    else 0 (no driver, or nvidia-smi failing counts as none)."""
+    environ = os.environ if environ is None else environ
+    counted = plan.count_cuda_visible(environ.get("CUDA_VISIBLE_DEVICES"))
+    if counted is not None:
+        return counted
+    try:
+        output = proc.run(["nvidia-smi", "-L"], timeout=20).stdout or ""
+    except NexaError:
+        return 0
+    return plan.count_nvidia_smi(output)
+
+
+def run_streamed(
+    argv: Sequence[str],
+    log_path: Path,
+    *,
+    env: Optional[Mapping[str, Optional[str]]] = None,
+    cwd: Optional[str] = None,
+    stdout: Optional[IO[Any]] = None,
+    stderr: Optional[IO[Any]] = None,
+) -> int:
+    """Run ``argv`` (no shell) with stdout and stderr passed through live AND appended to
+    ``log_path``; return its exit code (128+N when killed by signal N, as a shell does).
+
+    The program gets its own process group; the signals in ``FORWARDED`` that reach this
+    process are sent on to that group, so Ctrl-C or a ``kill`` of nexa reaches the program
+    once, and it may clean up. Its stdin is this one's unless that is a terminal (a
+    background process group reading the terminal would be stopped).
+    """
+    sinks = (_binary(stdout or sys.stdout), _binary(stderr or sys.stderr))
+    stdin = subprocess.DEVNULL if _isatty(sys.stdin) else None
+    lock = threading.Lock()
+    with open(log_path, "ab") as log:
+        try:
+            popen = subprocess.Popen(
+                list(argv),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=stdin,
+                env=proc.merged_env(env) if env else None,
+                cwd=cwd,
+                preexec_fn=os.setpgrp,  # runs before any thread of ours exists
+            )
+        except OSError as exc:
+            raise ToolError(os.path.basename(argv[0]), argv, 126, cause=exc.strerror or str(exc)) from None
+        restore = _forward_signals(popen.pid)
+        try:
+            pumps = [
+                threading.Thread(target=_pump, args=(pipe, sink, log, lock), daemon=True)
+                for pipe, sink in ((popen.stdout, sinks[0]), (popen.stderr, sinks[1]))
+            ]
+            for pump in pumps:
+                pump.start()
+            while True:
+                try:
+                    code = popen.wait()
+                    break
+                except KeyboardInterrupt:  # only when forwarding is off (not the main thread)
+                    _signal_group(popen.pid, signal.SIGINT)
+            for pump in pumps:
+                pump.join()
+        finally:
+            restore()
+    return 128 - code if code < 0 else code
+
+
+def _pump(pipe: IO[bytes], sink: IO[bytes], log: IO[bytes], lock: threading.Lock) -> None:
+    fd = pipe.fileno()
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        with lock:
+            log.write(chunk)
+            log.flush()
+            try:
+                sink.write(chunk)
+                sink.flush()
+            except (OSError, ValueError):  # our terminal went away: keep logging
+                pass
+    pipe.close()
+
+
+class _TextSink:
+    """Bytes into a text stream that has no ``.buffer`` (e.g. captured in tests)."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+
+    def write(self, data: bytes) -> None:
+        self.stream.write(data.decode("utf-8", "replace"))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _binary(stream: IO[Any]) -> Any:
+    buffer = getattr(stream, "buffer", None)
+    return buffer if buffer is not None else _TextSink(stream)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream and stream.isatty())
+    except (ValueError, OSError):
+        return False
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _forward_signals(pid: int) -> Any:
+    """Install forwarders; return a function that puts the old handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: Dict[int, Any] = {}
+    for name in FORWARDED:
+        signum = getattr(signal, name, None)
+        if signum is None:
+            continue
+        previous[signum] = signal.signal(signum, lambda s, _f: _signal_group(pid, s))
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    return restore
+
+
+def _tail(path: Optional[Path]) -> str:
+    if path is None or not path.exists():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - TAIL_BYTES))
+        return fh.read().decode("utf-8", "replace")
+
+
+def _manifest(result: LaunchResult, spec: plan.LaunchSpec, cwd: Path) -> Dict[str, Any]:
+    return {
+        "run_id": result.run_dir.name if result.run_dir else None,
+        "name": spec.name,
+        "kind": "launch",
+        "backend": spec.mode,
+        "user": runs.user(),
+        "submitted_at": runs.now_iso(),
+        "command": list(spec.command),
+        "argv": list(result.argv),
+        "workdir": str(cwd),
+        "nodes": result.nodes,
+        "nproc_per_node": result.nproc_per_node,
+        "log": str(result.log_path) if result.log_path else None,
+        "env": list(result.env_names),
+        "job_ids": [result.job_id] if result.job_id else [],
+    }
+
+
+# --- slurm ----------------------------------------------------------------------------
+
+
+def _launch_slurm(
+    spec: plan.LaunchSpec,
+    cfg: NexaConfig,
+    cwd: Path,
+    *,
+    wait: bool,
+    wait_timeout: Optional[float],
+    dry_run: bool,
+    out: IO[str],
+) -> LaunchResult:
+    from .tools import slurm
+
+    values = plan.select_env(spec.env, os.environ)
+    run_dir = cfg.runs_dir / runs.new_run_id(spec.name) if dry_run else runs.create_run_dir(cfg.runs_dir, spec.name)
+    log_path = run_dir / "launch-%j.log"
+    script = plan.render_ddp_script(
+        spec, cluster=cfg.cluster, run_dir=str(run_dir), log_path=str(log_path), workdir=str(cwd), env_names=list(values)
+    )
+    script_path = run_dir / f"{spec.name}.sbatch"
+    options = ["--export=NONE"]
+    result = LaunchResult(
+        "slurm",
+        spec.name,
+        ["sbatch", "--parsable", *options, str(script_path)],
+        run_dir=run_dir,
+        log_path=log_path,
+        nproc_per_node=spec.nproc_for_slurm(),
+        nodes=spec.resources.nodes,
+        script_path=script_path,
+        script=script,
+        env_names=list(values),
+        dry_run=dry_run,
+    )
+    if dry_run:
+        out.write(script)
+        out.flush()
+        slurm.sbatch(str(script_path), options=options, dry_run=True)
+        return result
+    atomic_write_text(run_dir / "launch.env", plan.env_file(values), mode=0o600)
+    atomic_write_text(run_dir / "launch_ddp.sh", read_text("bin/launch_ddp.sh"), mode=0o755)
+    atomic_write_text(script_path, script, mode=0o755)
+    manifest = _manifest(result, spec, cwd)
+    manifest["script"] = str(script_path)
+    try:
+        result.job_id = slurm.sbatch(str(script_path), options=options)
+    except ToolError as exc:
+        manifest.update(error=str(exc))
+        runs.write_manifest(run_dir, manifest)
+        raise
+    result.log_path = run_dir / f"launch-{result.job_id}.log"
+    manifest.update(job_ids=[result.job_id], log=str(result.log_path))
+    runs.write_manifest(run_dir, manifest)
+    if wait:
+        wait_for_job(result, timeout=wait_timeout)
+        manifest.update(exit_code=result.exit_code, state=result.job_state, failures=[vars(f) for f in result.failures])
+        runs.write_manifest(run_dir, manifest)
+    return result
+
+
+def wait_for_job(result: LaunchResult, *, timeout: Optional[float] = None, interval: float = 0.5) -> LaunchResult:
+    """Poll squeue until the job leaves the queue, then fill in its state, exit code and
+    the failed ranks named in its log. ``sbatch --wait`` polls far more slowly."""
+    from .tools import slurm
+
+    assert result.job_id, "wait_for_job needs a submitted job"
+    started = time.monotonic()
+    while slurm.squeue([result.job_id], fmt="%i"):
+        if timeout is not None and time.monotonic() - started > timeout:
+            raise NexaError(f"job {result.job_id} still running after {timeout:g} s; it was left running (log: {result.log_path})")
+        time.sleep(interval)
+    result.seconds = time.monotonic() - started
+    result.job_state, result.exit_code = job_outcome(result.job_id)
+    if result.exit_code != 0:
+        result.failures = torchrun.parse_failures(_tail(result.log_path))
+    return result
+
+
+def job_outcome(job_id: str) -> Tuple[Optional[str], Optional[int]]:
+    """``(JobState, exit code)`` from ``scontrol show job`` (kept MinJobAge seconds after
+    the end); ``(None, None)`` once Slurm has forgotten the job."""
+    found = proc.run(["scontrol", "show", "job", "-o", job_id], success_codes=(0, 1), hint="install the Slurm client")
+    fields = dict(item.split("=", 1) for item in (found.stdout or "").split() if "=" in item)
+    state = fields.get("JobState")
+    code_text = fields.get("ExitCode", "")
+    if state is None or ":" not in code_text:
+        return None, None
+    code, sig = (int(x) for x in code_text.split(":", 1))
+    return state, code if code or not sig else 128 + sig
+
+
+def parse_int(value: Optional[str], option: str) -> Optional[int]:
+    """An integer CLI option value, or a one-line ``ConfigError`` naming the option."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option}: expected an integer, got {value!r}") from None
