@@ -64,3 +64,17 @@ def scancel(job_ids: Sequence[str], *, dry_run: bool = False, signal: Optional[s
     if job_ids:
         argv = ["scancel"] + ([f"--signal={signal}"] if signal else []) + list(job_ids)
         proc.run(argv, dry_run=dry_run, hint=HINT)
+
+
+def node_names(partition: Optional[str] = None) -> List[str]:
+    """Every node name Slurm knows (of one partition if given), each once, in sinfo order.
+
+    ``sinfo -h -o %N`` prints compressed host lists (``n[1-2]``), one per partition and
+    state; ``scontrol show hostnames`` expands them.
+    """
+    argv = ["sinfo", "-h", "-o", "%N"] + (["-p", partition] if partition else [])
+    out = proc.run(argv, hint=HINT, explain=_explain).stdout or ""
+    lists = [line.strip() for line in out.splitlines() if line.strip()]
+    if not lists:
+        return []
+    return list(dict.fromkeys(hostnames(",".join(lists))))
