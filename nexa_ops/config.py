@@ -21,6 +21,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 TIME_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?$")
 MEM_RE = re.compile(r"^\d+[KMGT]?$")
+WARN_SIGNALS = ("USR1", "USR2")  # TERM/INT would be taken for a cancel or an interrupt
 
 
 # --- nexa.toml -------------------------------------------------------------------------
@@ -180,6 +181,10 @@ class Resources:
     max_parallel: Optional[int] = None
     estimated_hours: Optional[float] = None
     extra: List[str] = field(default_factory=list)
+    requeue: bool = False  # requeue a task warned of its time limit (or preemption), see docs/tracking.md
+    max_requeues: int = 3  # ... at most this many times (SLURM_RESTART_COUNT)
+    signal: str = "USR1"  # the warning signal Slurm sends the batch script, forwarded to the program
+    signal_seconds: int = 120  # how long before the time limit (Slurm may send it up to 60 s earlier)
 
     def validate(self, path: str) -> None:
         for name in ("nodes", "ntasks_per_node"):
@@ -203,6 +208,12 @@ class Resources:
         for i, item in enumerate(self.extra):
             if not item.startswith("-"):
                 raise ConfigError(f"expected a directive starting with '-', got {item!r}", path, f"resources.extra[{i}]")
+        if self.max_requeues < 0:
+            raise ConfigError("expected an integer >= 0", path, "resources.max_requeues")
+        if self.signal not in WARN_SIGNALS:
+            raise ConfigError(f"expected one of {', '.join(WARN_SIGNALS)}, got {self.signal!r}", path, "resources.signal")
+        if not 1 <= self.signal_seconds <= 65535:
+            raise ConfigError("expected seconds between 1 and 65535", path, "resources.signal_seconds")
 
     def time_hours(self) -> Optional[float]:
         """The time limit in hours, or None when unset."""
