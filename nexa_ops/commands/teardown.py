@@ -1,0 +1,48 @@
+"""``nexa teardown``: terraform destroy of a campaign's infrastructure, then its spend."""
+
+from .common import echo, nexa_task
+
+
+@nexa_task(
+    auto_shortflags=False,
+    help={
+        "campaign": "Campaign to tear down. Required.",
+        "tf_dir": "Terraform directory (default: tf_dir in [teardown.<campaign>] of nexa.toml).",
+        "yes": "Destroy without asking (needed when there is no terminal to ask on).",
+        "dry_run": "Show what terraform would destroy (plan -destroy); destroy nothing.",
+        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+    },
+)
+def teardown(c, campaign=None, tf_dir=None, yes=False, dry_run=False, project=None):
+    """Destroy a campaign's terraform resources, record a teardown manifest, print its spend."""
+    from ..config import load_config
+    from ..errors import ConfigError
+    from ..teardown import teardown as run_teardown
+
+    if not campaign:
+        raise ConfigError("--campaign NAME is required")
+    cfg = load_config(project)
+    result = run_teardown(campaign, tf_dir=tf_dir, yes=yes, dry_run=dry_run, config=cfg)
+    if result.dry_run and result.planned:
+        return
+    if result.manifest is not None:
+        echo(f"Destroyed {len(result.destroyed)} of {len(result.planned)} resource(s); manifest: {result.manifest}")
+        if result.remaining:
+            echo(f"Still in the state: {', '.join(result.remaining)}")
+    _print_spend(result)
+
+
+def _print_spend(result) -> None:
+    spend = result.spend
+    if spend is None:
+        if result.spend_note:
+            echo(f"Campaign {result.campaign!r}: {result.spend_note}")
+        return
+    if not spend.runs:
+        echo(f"Campaign {result.campaign!r}: no cost manifests, spend unknown")
+        return
+    actual = "n/a" if spend.actual_usd is None else f"${spend.actual_usd:,.2f}"
+    echo(f"Campaign {result.campaign!r} spend: {spend.runs} run(s), estimated ${spend.estimated_usd:,.2f}, actual {actual}")
+
+
+TASKS = [teardown]

@@ -1,0 +1,236 @@
+"""``nexa teardown``: destroy a campaign's ephemeral infrastructure with terraform.
+
+Order: resolve the campaign's terraform directory -> ``plan -destroy``, shown with the
+addresses and their count (``init`` first when terraform says the directory needs it) ->
+confirm (TTY prompt or ``yes``; no TTY and no ``yes`` is a refusal) -> ``destroy
+-auto-approve`` -> a teardown manifest under ``<runs>/manifests/`` -> the campaign's spend from
+the cost manifests. ``dry_run`` stops after the plan.
+"""
+
+import os
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence, TextIO
+
+from . import __version__, runs
+from .config import NAME_RE, NexaConfig, load_config
+from .errors import ConfigError, NexaError, Refused, ToolError
+from .fs import atomic_write_json
+from .tools import terraform as tf
+
+MANIFEST_SCHEMA = "nexa.teardown/1"
+MANIFEST_DIR = "manifests"
+
+Confirm = Callable[[str, Sequence[str]], bool]
+
+
+@dataclass
+class TeardownResult:
+    """What a teardown found and did."""
+
+    campaign: str
+    tf_dir: str
+    planned: List[str] = field(default_factory=list)  # addresses `plan -destroy` would remove
+    destroyed: List[str] = field(default_factory=list)
+    remaining: List[str] = field(default_factory=list)  # still in the state afterwards
+    dry_run: bool = False
+    initialised: bool = False  # this run had to `terraform init` first
+    terraform_exit_code: Optional[int] = None  # of `destroy`; None when it did not run
+    manifest: Optional[Path] = None
+    spend: Any = None  # nexa_ops.costs.CampaignSpend, when the cost module is there
+    spend_note: str = ""
+    plan_output: str = ""
+
+
+def resolve_tf_dir(cfg: NexaConfig, campaign: str, tf_dir: Optional[str]) -> Path:
+    """``tf_dir`` (relative to the current folder) or ``[teardown.<campaign>] tf_dir`` (relative
+    to nexa.toml's folder); must exist and hold terraform files."""
+    where = str(cfg.path) if cfg.path else "nexa.toml"
+    if tf_dir:
+        folder = Path(tf_dir).expanduser()
+        source = "--tf-dir"
+    elif campaign in cfg.teardown:
+        folder = cfg.root / Path(cfg.teardown[campaign].tf_dir).expanduser()
+        source = f"{where}: teardown.{campaign}.tf_dir"
+    else:
+        known = ", ".join(sorted(cfg.teardown)) or "none"
+        raise ConfigError(
+            f"no terraform directory for campaign {campaign!r}: pass --tf-dir DIR or add [teardown.{campaign}] tf_dir = \"...\" "
+            f"(campaigns configured: {known})",
+            where,
+        )
+    folder = folder.resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"terraform directory {str(folder)!r} does not exist ({source})")
+    if not any(p.name.endswith((".tf", ".tf.json")) for p in folder.iterdir()):
+        raise ConfigError(f"terraform directory {str(folder)!r} has no *.tf files ({source})")
+    return folder
+
+
+def manifest_path(runs_dir: Path, campaign: str, when: float) -> Path:
+    """``<runs>/manifests/teardown_<campaign>_<UTC yyyymmddTHHMMSSZ>.json``, never overwriting."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
+    folder = runs_dir / MANIFEST_DIR
+    path = folder / f"teardown_{campaign}_{stamp}.json"
+    n = 2
+    while path.exists():
+        path = folder / f"teardown_{campaign}_{stamp}-{n}.json"
+        n += 1
+    return path
+
+
+def tty_confirm(campaign: str, addresses: Sequence[str]) -> bool:
+    """Ask on the terminal; without one, refuse (a script must say --yes)."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise Refused(
+            f"refusing to destroy {len(addresses)} resource(s) of campaign {campaign!r} without confirmation: "
+            "no terminal to ask on; pass --yes"
+        )
+    sys.stderr.write(f"Destroy {len(addresses)} resource(s) of campaign {campaign!r}? Type 'yes' to confirm: ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def teardown(
+    campaign: str,
+    *,
+    tf_dir: Optional[str] = None,
+    yes: bool = False,
+    dry_run: bool = False,
+    config: Optional[NexaConfig] = None,
+    confirm: Optional[Confirm] = None,
+    out: Optional[TextIO] = None,
+) -> TeardownResult:
+    """Tear down ``campaign``'s terraform-managed resources (see the module docstring).
+
+    Terraform's plan and destroy output go to ``out`` (default stdout) as they happen.
+    Raises ``ConfigError`` (no or bad directory), ``Refused`` (no confirmation),
+    ``ToolError`` (terraform failed; a failed destroy still writes its manifest first).
+    """
+    out = out or sys.stdout
+    cfg = config or load_config()
+    if not campaign or not NAME_RE.match(campaign):
+        raise ConfigError(f"--campaign: expected letters, digits, '.', '_' or '-', got {campaign!r}")
+    folder = resolve_tf_dir(cfg, campaign, tf_dir)
+    result = TeardownResult(campaign=campaign, tf_dir=str(folder), dry_run=dry_run)
+
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="nexa-teardown-") as tmp:
+        plan_file = os.path.join(tmp, "destroy.tfplan")
+        try:
+            planned = tf.plan_destroy(str(folder), plan_file)
+        except ToolError as exc:
+            # init only when terraform asks for it: built-in-only configs never need it
+            if not tf.needs_init(exc):
+                raise
+            why = "never initialised" if not (folder / ".terraform").is_dir() else "terraform asks for it"
+            say(f"Running terraform init in {folder} ({why}).")
+            _show(say, tf.init(str(folder)))
+            result.initialised = True
+            planned = tf.plan_destroy(str(folder), plan_file)
+        result.plan_output = planned.stdout or ""
+        _show(say, planned)
+        result.planned = tf.destroyed_addresses(tf.show_plan(str(folder), plan_file))
+
+    if not result.planned:
+        say(f"Nothing to tear down for campaign {campaign!r}: the state of {folder} holds no resources.")
+        _spend(cfg, result)
+        return result
+    say(f"Campaign {campaign!r}: terraform destroy would remove {len(result.planned)} resource(s):")
+    for address in result.planned:
+        say(f"  - {address}")
+    if dry_run:
+        say("Dry run: nothing destroyed. It would run:")
+        tf.destroy(str(folder), dry_run=True)  # prints the exact command
+        return result
+    if not yes and not (confirm or tty_confirm)(campaign, result.planned):
+        raise Refused(f"teardown of campaign {campaign!r} not confirmed; nothing was destroyed")
+
+    started = time.time()
+    error: Optional[ToolError] = None
+    try:
+        tf.destroy(str(folder))
+        result.terraform_exit_code = 0
+    except ToolError as exc:
+        error = exc
+        result.terraform_exit_code = exc.returncode
+    finished = time.time()
+    try:
+        result.remaining = tf.state_list(str(folder))
+    except ToolError:
+        result.remaining = list(result.planned) if error else []
+    result.destroyed = [a for a in result.planned if a not in result.remaining]
+    result.manifest = _write_manifest(cfg, result, started, finished)
+    if error is not None:
+        raise error
+    _spend(cfg, result)
+    return result
+
+
+def _show(say: Callable[[str], None], res: Any) -> None:
+    text = (res.stdout or "").rstrip()
+    if text:
+        say(text)
+
+
+def _write_manifest(cfg: NexaConfig, result: TeardownResult, started: float, finished: float) -> Path:
+    path = manifest_path(cfg.runs_dir, result.campaign, started)
+    atomic_write_json(
+        path,
+        {
+            "schema": MANIFEST_SCHEMA,
+            "campaign": result.campaign,
+            "tf_dir": result.tf_dir,
+            "started_at": _iso(started),
+            "finished_at": _iso(finished),
+            "seconds": round(finished - started, 3),
+            "user": runs.user(),
+            "host": socket.gethostname(),
+            "resources_planned": result.planned,
+            "resources_destroyed": result.destroyed,
+            "destroyed_count": len(result.destroyed),
+            "resources_remaining": result.remaining,
+            "terraform_exit_code": result.terraform_exit_code,
+            "nexa_version": __version__,
+        },
+    )
+    return path
+
+
+def _iso(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+class _Filtered:
+    """stderr, minus the cost module's complaints about this module's own teardown manifests."""
+
+    def write(self, text: str) -> int:
+        if "teardown_" not in text:
+            sys.stderr.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _spend(cfg: NexaConfig, result: TeardownResult) -> None:
+    """The campaign's spend from the cost manifests (nexa_ops.costs, imported lazily)."""
+    try:
+        from .costs import campaign_spend
+    except ImportError:
+        result.spend_note = "spend unknown: this nexa has no cost module"
+        return
+    import inspect
+
+    kwargs = {"err": _Filtered()} if "err" in inspect.signature(campaign_spend).parameters else {}
+    try:
+        result.spend = campaign_spend(cfg.runs_dir, result.campaign, **kwargs)
+    except (OSError, ValueError, NexaError) as exc:  # the teardown itself is done: report, do not fail
+        result.spend_note = f"spend unknown: {exc}"
