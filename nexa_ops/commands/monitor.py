@@ -74,6 +74,7 @@ def _port(value, flag):
 
 
 @nexa_task(
+    auto_shortflags=False,  # -h must stay help, not --host-label
     help={
         "port": "TCP port to serve /metrics on (default: [monitor] nexa_exporter_port, 9835).",
         "listen": "Address to bind (default 127.0.0.1; use 0.0.0.0 so a Prometheus on another host can scrape).",
@@ -83,9 +84,9 @@ def _port(value, flag):
         "once": "Collect once, print the metrics to stdout and exit (e.g. for node-exporter's textfile collector).",
         "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
         "dry_run": "Print the nvidia-smi commands each scrape runs and the address; serve nothing.",
-    }
+    },
 )
-def gpu_exporter(c, port=None, listen="127.0.0.1", timeout=5.0, host_label=None, no_apps=False, once=False, project=None, dry_run=False):
+def gpu_exporter(c, port=None, listen="127.0.0.1", timeout=None, host_label=None, no_apps=False, once=False, project=None, dry_run=False):
     """Serve GPU metrics from nvidia-smi in Prometheus format (nvidia_gpu_exporter names)."""
     import logging
     import sys
@@ -101,7 +102,7 @@ def gpu_exporter(c, port=None, listen="127.0.0.1", timeout=5.0, host_label=None,
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port: expected 0-65535, got {port}")
     try:
-        timeout = float(timeout)
+        timeout = gx.DEFAULT_TIMEOUT if timeout is None else float(timeout)
     except ValueError:
         raise ConfigError(f"--timeout: expected seconds, got {timeout!r}") from None
     if timeout <= 0:
