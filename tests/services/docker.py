@@ -6,7 +6,9 @@ on it with the real ``bin/nexa-bootstrap.sh`` as entrypoint): no registry is nee
 """
 
 import os
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,14 +44,21 @@ class DockerEngine:
 def docker_engine():
     require_root()  # dockerd runs as root
     require_tool("bash", "docker", "dockerd", "busybox")
-    state = Path(os.environ.get("NEXA_DOCKERD_DIR", "/tmp/nexa-dockerd"))
+    # A fresh folder per session, so parallel pytest runs never stop each other's engine;
+    # NEXA_DOCKERD_DIR reuses (and keeps) a fixed one for faster local runs.
+    fixed = os.environ.get("NEXA_DOCKERD_DIR")
+    state = Path(fixed) if fixed else Path(tempfile.mkdtemp(prefix="nexa-dockerd-", dir="/tmp"))
     started = subprocess.run(["bash", str(SCRIPT), "start", str(state)], capture_output=True, text=True)
     require(started.returncode == 0, f"dockerd could not start: {started.stderr.strip()[-800:]}")
     host = started.stdout.strip().splitlines()[-1]
     made = subprocess.run(["bash", str(SCRIPT), "images", str(state)], capture_output=True, text=True)
     if made.returncode != 0:
         subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True)
+        if not fixed:
+            shutil.rmtree(state, ignore_errors=True)
         pytest.fail(f"could not make the test images: {made.stderr.strip()[-800:]}", pytrace=False)
     base, test = made.stdout.split()
     yield DockerEngine(host=host, state_dir=state, base_image=base, test_image=test)
-    subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True)
+    stopped = subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True)
+    if not fixed and stopped.returncode == 0:
+        shutil.rmtree(state, ignore_errors=True)
