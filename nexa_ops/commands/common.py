@@ -13,10 +13,13 @@ def nexa_task(*args: Any, **kwargs: Any) -> Callable:
     """``@task`` with flags kept as flags (no positionals) and nexa errors turned into
     ``nexa: error: ...`` on stderr with the error's exit code, never a traceback."""
     kwargs.setdefault("positional", [])
+    positional = list(kwargs["positional"])
 
     def decorate(body: Callable) -> Any:
         @functools.wraps(body)
         def wrapper(c: Any, *a: Any, **kw: Any) -> Any:
+            if _asked_for_help(a, kw, positional):
+                return _print_help(body.__name__.replace("_", "-"))
             try:
                 return body(c, *a, **kw)
             except NexaError as exc:
@@ -27,6 +30,22 @@ def nexa_task(*args: Any, **kwargs: Any) -> Callable:
         return task(*args, **kwargs)(wrapper)
 
     return decorate
+
+
+HELP_WORDS = ("-h", "--help")
+
+
+def _asked_for_help(args: Any, kwargs: Any, positional: List[str]) -> bool:
+    """Invoke fills a positional before it looks at flags, so ``nexa logs --help`` arrives
+    as the RUN argument: treat a help word in a positional slot as the help request."""
+    values = list(args) + [kwargs.get(name) for name in positional]
+    return any(v in HELP_WORDS for v in values)
+
+
+def _print_help(name: str) -> None:
+    from ..cli import program
+
+    program.print_task_help(name)
 
 
 def remainder() -> List[str]:

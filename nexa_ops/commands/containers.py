@@ -2,19 +2,6 @@
 
 from .common import echo, nexa_task, remainder
 
-HELP_WORDS = ("-h", "--help")
-
-
-def _help_instead(name: str, service: str) -> bool:
-    """Invoke fills a positional before it looks at flags, so ``run-container --help`` arrives
-    here as the SERVICE; show the task's help as the user meant."""
-    if service not in HELP_WORDS:
-        return False
-    from ..cli import program
-
-    program.print_task_help(name)
-    return True
-
 
 @nexa_task(
     positional=["service"],
@@ -32,8 +19,6 @@ def _help_instead(name: str, service: str) -> bool:
 )
 def run_container(c, service, gpus=None, env=None, pull="missing", user=None, workspace=None, project=None, dry_run=False):
     """Run a command in a nexa image as you, with the workspace at /workspace: run-container SERVICE [-- COMMAND...]."""
-    if _help_instead("run-container", service):
-        return
     from invoke import Exit
 
     from ..config import load_config
@@ -77,8 +62,6 @@ def run_container(c, service, gpus=None, env=None, pull="missing", user=None, wo
 )
 def build_image(c, service, push=False, no_cache=False, build_arg=None, project=None, dry_run=False):
     """Build a nexa image with its tag and version label: build-image SERVICE [--push]."""
-    if _help_instead("build-image", service):
-        return
     from ..config import load_config
     from ..containers import build_image as build
 
