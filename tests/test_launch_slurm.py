@@ -1,0 +1,142 @@
+"""`nexa launch --mode slurm` on the real 2-node local Slurm: one job, two torchruns, four
+gloo ranks that all_reduce and take one DDP step; failures and refusals come back clearly."""
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nexa_ops.errors import ToolError
+from nexa_ops.launch import launch
+from tests.conftest import ROOT
+from tests.test_launch import read_ranks, torch_path, train  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Run folders (./runs) land in the test's folder, as they would in a user's project."""
+    monkeypatch.chdir(tmp_path)
+
+
+def launch_file(tmp_path, train_path, extra=""):
+    path = tmp_path / "launch.toml"
+    path.write_text(
+        'mode = "slurm"\n'
+        f'command = ["python", {json.dumps(str(train_path))}, "--out", {json.dumps(str(tmp_path / "out"))}, "it\'s a b"]\n'
+        'env = ["HF_HOME", "WANDB_*"]\n'
+        "join_timeout = 30\n"
+        f"{extra}\n"
+        '[resources]\nnodes = 2\ngpus_per_node = 2\ntime = "00:05:00"\n'
+    )
+    return path
+
+
+@pytest.fixture
+def site_env(monkeypatch):
+    """A submitting shell with listed variables, one that must not leak, and a site that
+    defaults every job and step to --export=NONE."""
+    monkeypatch.setenv("HF_HOME", "/data/hf cache")
+    monkeypatch.setenv("WANDB_PROJECT", "nexa's test")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("NEXA_LEAK", "must not reach the ranks")
+    monkeypatch.setenv("SBATCH_EXPORT", "NONE")
+    monkeypatch.setenv("SLURM_EXPORT_ENV", "NONE")
+
+
+def test_two_node_job_every_rank_is_right(slurm_cluster, tmp_path, torch_path, train, site_env, nexa_cli):  # noqa: F811
+    path = launch_file(tmp_path, train)
+    out = nexa_cli("launch", "--config", str(path), "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("Submitted job ") and "2 node(s) x 2 process(es)" in out.stdout
+    run_dir = next((tmp_path / "runs").iterdir())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["backend"] == "slurm" and manifest["exit_code"] == 0 and manifest["state"] == "COMPLETED"
+    assert manifest["env"] == ["HF_HOME", "PATH", "WANDB_MODE", "WANDB_PROJECT"]
+    job = manifest["job_ids"][0]
+    # ONE job of two nodes, not an array.
+    shown = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+    assert "NumNodes=2 " in shown and "ArrayJobId" not in shown
+    ranks = read_ranks(tmp_path / "out")
+    assert sorted(ranks) == [0, 1, 2, 3]
+    by_node = {}
+    for rank, seen in ranks.items():
+        assert seen["RANK"] == str(rank) and seen["WORLD_SIZE"] == "4" and seen["LOCAL_WORLD_SIZE"] == "2"
+        assert seen["LOCAL_RANK"] == str(rank % 2) and seen["GROUP_RANK"] == str(rank // 2)
+        assert seen["sum"] == 1.0 + 2 + 3 + 4
+        assert seen["weight"] == ranks[0]["weight"]  # the DDP step averaged every rank's gradient
+        assert seen["MASTER_ADDR"] and seen["MASTER_ADDR"] == ranks[0]["MASTER_ADDR"]
+        assert seen["MASTER_PORT"] == ranks[0]["MASTER_PORT"]
+        assert seen["SLURM_JOB_ID"] == job and seen["CUDA_VISIBLE_DEVICES"] == "0,1"
+        assert seen["argv"][-1] == "it's a b" and seen["cwd"] == str(tmp_path)
+        assert (seen["HF_HOME"], seen["WANDB_PROJECT"], seen["WANDB_MODE"]) == ("/data/hf cache", "nexa's test", "offline")
+        assert seen["NEXA_LEAK"] is None
+        by_node.setdefault(seen["SLURM_NODEID"], set()).add(rank)
+    # Two torchruns, one per node, each with a consecutive pair of ranks.
+    assert sorted(map(sorted, by_node.values())) == [[0, 1], [2, 3]]
+    assert "OMP_NUM_THREADS" in (run_dir / f"launch-{job}.log").read_text()
+
+
+def test_failing_rank_is_named_and_the_job_fails(slurm_cluster, tmp_path, torch_path, train, monkeypatch, nexa_cli):  # noqa: F811
+    monkeypatch.setenv("FAIL_RANK", "2")
+    out = nexa_cli("launch", "--config", str(launch_file(tmp_path, train)), "--env", "FAIL_RANK", "--wait")
+    # The job's own exit code: srun's, 1 or 143 depending on how --kill-on-bad-exit raced.
+    assert out.returncode in (1, 143), out.stdout + out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("nexa: error: train: rank 2 (local_rank 0 on ") and "exited with 3" in last
+    run_dir = next((tmp_path / "runs").iterdir())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["state"] == "FAILED" and manifest["failures"][0]["rank"] == 2
+
+
+def test_unlisted_variables_do_not_reach_the_job(slurm_cluster, tmp_path, torch_path, train, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("FAIL_RANK", "0")  # would fail rank 0 if it leaked in
+    result = launch(config=launch_file(tmp_path, train), project=None, workdir=tmp_path, wait=True, wait_timeout=120)
+    assert result.exit_code == 0 and result.job_state == "COMPLETED", result.log_path.read_text()[-2000:]
+    assert "FAIL_RANK" not in result.env_names and sorted(read_ranks(tmp_path / "out")) == [0, 1, 2, 3]
+
+
+def test_impossible_node_count_is_refused_by_slurm(slurm_cluster, tmp_path, train, nexa_cli):  # noqa: F811
+    out = nexa_cli("launch", "--config", str(launch_file(tmp_path, train)), "--nodes", "3")
+    assert out.returncode == 1
+    assert out.stderr.startswith("nexa: error: sbatch exited with 1: Batch job submission failed: Node count specification invalid")
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert "Node count specification invalid" in json.loads((run_dir / "manifest.json").read_text())["error"]
+    with pytest.raises(ToolError, match="Node count specification invalid"):
+        launch(config=launch_file(tmp_path, train), nodes=3, workdir=tmp_path, project=None)
+
+
+def test_launch_ddp_sh_by_hand_inside_an_allocation(slurm_cluster, tmp_path):
+    """The per-node script alone, under a plain srun over two nodes: same rendezvous
+    endpoint and id everywhere, node 0 hosts it, nproc from the allocated GPUs."""
+    out = subprocess.run(
+        ["srun", "-N2", "--ntasks-per-node=1", "--gpus-per-node=2", "--export=ALL", "bash", str(ROOT / "bin" / "launch_ddp.sh"),
+         "--dry-run", "--join-timeout", "5", "--", "python", "-m", "pkg.train", "a b"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = sorted(shlex.split(line) for line in out.stdout.splitlines())
+    assert len(lines) == 2
+    job = lines[0][6].split("=")[1]
+    common = [
+        "torchrun", "--nnodes=2", "--nproc_per_node=2", "--max_restarts=0", "--rdzv_backend=c10d",
+        f"--rdzv_endpoint=127.0.0.1:{20000 + int(job) % 20000}", f"--rdzv_id={job}",
+    ]
+    tail = ["--no_python", "python", "-m", "pkg.train", "a b"]
+    assert lines == [
+        common + ["--rdzv_conf=is_host=false,join_timeout=5"] + tail,
+        common + ["--rdzv_conf=is_host=true,join_timeout=5"] + tail,
+    ]
+
+
+def test_python_api_submits_without_waiting(slurm_cluster, tmp_path, torch_path, train):  # noqa: F811
+    result = launch(config=launch_file(tmp_path, train), workdir=tmp_path)
+    assert result.job_id and result.exit_code is None and result.script_path.exists()
+    assert (result.run_dir / "launch.env").stat().st_mode & 0o777 == 0o600
+    slurm_cluster.wait([result.job_id], timeout=120)
+    assert sorted(read_ranks(tmp_path / "out")) == [0, 1, 2, 3]
+    assert Path(sys.executable).parent.as_posix() in (result.run_dir / "launch.env").read_text()
