@@ -210,6 +210,38 @@ def test_runs_alone_on_each_python(version, nexa_pyz, tmp_path, offline):
     assert sorted(p.name for p in app.iterdir()) == ["nexa.pyz"]
 
 
+SYS_PATH_AFTER = """
+import json, runpy, sys
+sys.argv = [sys.argv[1], "--version"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit:
+    pass
+print(json.dumps([sys.path, sorted(m for m in sys.modules if m.startswith("_bootstrap"))]))
+"""
+
+
+def test_warm_start_matches_shiv_bootstrap(nexa_pyz, tmp_path):
+    """A warm start skips shiv's bootstrap but leaves sys.path exactly as shiv would; any
+    SHIV_* override (here SHIV_COMPILE_PYC) takes shiv's own path."""
+    python = require_python("3.10")
+    home, tmpd = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmpd.mkdir()
+    env = clean_env(home, tmpd)
+    first = run([python, nexa_pyz, "--version"], env, tmp_path)
+    assert first.returncode == 0 and first.stdout.startswith("nexa "), first.stderr
+    warm = run([python, "-c", SYS_PATH_AFTER, nexa_pyz], env, tmp_path)
+    shiv = run([python, "-c", SYS_PATH_AFTER, nexa_pyz], dict(env, SHIV_COMPILE_PYC="0"), tmp_path)
+    assert warm.returncode == 0 and shiv.returncode == 0, warm.stderr + shiv.stderr
+    warm_path, warm_boot = json.loads(warm.stdout.splitlines()[-1])
+    shiv_path, shiv_boot = json.loads(shiv.stdout.splitlines()[-1])
+    assert warm_path == shiv_path and any(p.endswith("/site-packages") and "-shiv/nexa.pyz_" in p for p in warm_path)
+    assert warm_boot == [] and "_bootstrap" in shiv_boot
+    forced = run([python, nexa_pyz, "--version"], dict(env, SHIV_FORCE_EXTRACT="1"), tmp_path)
+    assert forced.returncode == 0 and forced.stdout == first.stdout, forced.stderr
+
+
 def test_32_concurrent_first_runs_all_succeed(nexa_pyz, tmp_path):
     python = require_python("3.8")
     home, tmpd = tmp_path / "home", tmp_path / "tmp"
