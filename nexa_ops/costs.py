@@ -426,7 +426,7 @@ def reconcile(
             if not p.is_file():
                 raise ConfigError(f"no cost manifest for run {p.name[len(PREFIX) : -5]!r}", str(p))
     else:
-        paths = [p for p, _ in _scan(manifests_dir(runs_dir), err)]
+        paths = [Path(p) for p, _ in _scan(manifests_dir(runs_dir), err)]
     for path in paths:
         try:
             doc = read_json(path)
@@ -446,20 +446,21 @@ def reconcile(
 # --- reports -------------------------------------------------------------------------------
 
 
-def _warn(err: TextIO, path: Path, message: str) -> None:
+def _warn(err: TextIO, path: Union[str, Path], message: str) -> None:
     print(f"nexa: warning: {path}: {message}", file=err)
 
 
-def _scan(folder: Path, err: TextIO) -> List[Tuple[Path, str]]:
-    """``(path, name)`` of every visible ``*.json`` in the manifests folder; other JSON files
-    are kept so that the caller can report them as foreign."""
+def _scan(folder: Path, err: TextIO) -> List[Tuple[str, str]]:
+    """``(path, name)`` of every visible ``*.json`` in the manifests folder, by name; other
+    JSON files are kept so that the caller can report them as foreign. Plain strings: at
+    100,000 files, ``Path`` objects alone cost more than parsing the JSON."""
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise NexaError(f"{folder}: cannot list: {exc.strerror}") from None
-    return sorted((Path(e.path), e.name) for e in entries if e.name.endswith(".json") and not e.name.startswith("."))
+    return sorted((e.path, e.name) for e in entries if e.name.endswith(".json") and not e.name.startswith("."))
 
 
 def parse_when(text: str, option: str, end: bool = False, now: Optional[float] = None) -> str:
@@ -612,11 +613,11 @@ def cost_report(
                 doc = json.loads(fh.read())
         except (OSError, ValueError) as exc:
             reason = f"corrupt JSON: {exc}" if isinstance(exc, ValueError) else f"unreadable: {exc.strerror}"
-            skipped.append((str(path), reason))
+            skipped.append((path, reason))
             _warn(err, path, f"skipped: {reason}")
             continue
         if type(doc) is not dict or doc.get("schema") != SCHEMA or not name.startswith(PREFIX):
-            skipped.append((str(path), "not a nexa cost manifest"))
+            skipped.append((path, "not a nexa cost manifest"))
             _warn(err, path, "skipped: not a nexa cost manifest")
             continue
         if campaign is not None and doc.get("campaign") != campaign:
@@ -626,7 +627,7 @@ def cost_report(
             continue
         if reconcile_first and doc.get("status") not in TERMINAL:
             try:
-                doc = reconcile_manifest(path, runs_dir, slurm, dry_run=dry_run)[0]
+                doc = reconcile_manifest(Path(path), runs_dir, slurm, dry_run=dry_run)[0]
             except (OSError, ValueError, NexaError) as exc:
                 _warn(err, path, f"not reconciled: {exc}")
         key = doc.get(key_name)
