@@ -16,9 +16,10 @@ SHOW_ROWS = 5
         "local": "Run the tasks on this machine instead, max_parallel at a time.",
         "max_cost": "Refuse to submit when the estimate is above this many USD.",
         "dry_run": "Plan and write the files, print the sbatch commands; submit nothing.",
+        "wait": "With --submit: wait until every task has ended, with progress (as `nexa wait`); exit 1 if any failed.",
     }
 )
-def sweep(c, config=None, project=None, out=None, submit=False, local=False, max_cost=None, dry_run=False):
+def sweep(c, config=None, project=None, out=None, submit=False, local=False, max_cost=None, dry_run=False, wait=False):
     """Plan a sweep: write spec.json and the sbatch script; --submit or --local to run it."""
     from ..config import load_config, load_sweep
     from ..errors import ConfigError
@@ -28,6 +29,8 @@ def sweep(c, config=None, project=None, out=None, submit=False, local=False, max
         raise ConfigError("--config FILE is required (the sweep file)")
     if submit and local:
         raise ConfigError("choose one of --submit and --local")
+    if wait and not submit:
+        raise ConfigError("--wait goes with --submit (--local always waits)")
     cfg = load_config(project)
     defn = load_sweep(config)
     max_cost = parse_float(max_cost, "--max-cost")
@@ -40,6 +43,10 @@ def sweep(c, config=None, project=None, out=None, submit=False, local=False, max
         if not dry_run:
             ids = ", ".join(artifacts.job_ids)
             echo(f"Submitted job array {ids} ({artifacts.job_count} tasks); manifest: {artifacts.run_dir / 'manifest.json'}")
+            if wait:
+                from .track import wait_and_report
+
+                wait_and_report(artifacts.run_dir, cfg)
     elif local:
         run_sweep_locally(artifacts, defn, cfg)
         failed = _print_local(artifacts)
