@@ -39,6 +39,7 @@ SCHEMA = "nexa.cost/1"
 MANIFEST_DIR = "manifests"
 PREFIX = "cost_"
 TERMINAL = ("finished", "failed", "incomplete")
+OTHER_NEXA = ("teardown_",)  # nexa's other manifests sharing the folder: not foreign, not ours
 BY = {"campaign": "campaign", "user": "user", "gpu": "gpu_type", "run": "run_id"}
 FORMATS = ("table", "csv", "json", "markdown")
 
@@ -460,7 +461,9 @@ def _scan(folder: Path, err: TextIO) -> List[Tuple[str, str]]:
         return []
     except OSError as exc:
         raise NexaError(f"{folder}: cannot list: {exc.strerror}") from None
-    return sorted((e.path, e.name) for e in entries if e.name.endswith(".json") and not e.name.startswith("."))
+    return sorted(
+        (e.path, e.name) for e in entries if e.name.endswith(".json") and not e.name.startswith(".") and not e.name.startswith(OTHER_NEXA)
+    )
 
 
 def parse_when(text: str, option: str, end: bool = False, now: Optional[float] = None) -> str:

@@ -289,6 +289,7 @@ def test_corrupt_and_foreign_files_are_reported_and_skipped(books):
     (folder / "cost_list.json").write_text("[1, 2]")
     (folder / "cost_bin.json").write_bytes(b"\xff\xfe\x00garbage")
     (folder / "README.txt").write_text("not json, ignored")
+    (folder / "teardown_alpha_20251201T000000Z.json").write_text('{"campaign": "alpha"}')  # nexa's own, not a cost manifest
     err = io.StringIO()
     rep = costs.cost_report(books, err=err)
     assert rep.totals["runs"] == 4
