@@ -12,6 +12,9 @@ from ..resources import read_text
 # extraction of the zipapp. sys.argv[1] is the folder holding nexa_ops (a checkout or
 # nexa.pyz/site-packages, which zipimport reads in place).
 WORKER_STUB = "import sys;sys.path.insert(0,sys.argv.pop(1));from nexa_ops.worker import main;sys.exit(main())"
+# In the array script the worker runs in the background (so the shell can trap Slurm's
+# signals), and bash starts background commands with SIGINT ignored: undo that before exec.
+BATCH_STUB = "import signal;signal.signal(signal.SIGINT,signal.SIG_DFL);" + WORKER_STUB
 
 
 def directive_value(text: str) -> str:
@@ -72,6 +75,25 @@ def array_spec(count: int, max_parallel: Optional[int]) -> str:
     return text
 
 
+def warn_seconds(res: Resources) -> int:
+    """Lead time of the warning signal: ``signal_seconds``, but at most half a shorter limit."""
+    if res.time:
+        from ..config import time_to_hours
+
+        limit = int(time_to_hours(res.time) * 3600)
+        if 0 < limit <= res.signal_seconds:
+            return max(1, limit // 2)
+    return res.signal_seconds
+
+
+def signal_directives(res: Resources) -> List[str]:
+    """Warning signal to the batch shell before the limit; requeue and appended logs if asked."""
+    lines = [f"#SBATCH --signal=B:{res.signal}@{warn_seconds(res)}"]
+    if res.requeue:
+        lines += ["#SBATCH --requeue", "#SBATCH --open-mode=append"]
+    return lines
+
+
 def render_array_script(
     *,
     name: str,
@@ -95,6 +117,8 @@ def render_array_script(
         error=f"{log_dir}/%A_%a.err",
         chdir=workdir,
     )
+    at = len(lines) - len(res.extra)  # the user's own extra directives stay last and win
+    lines[at:at] = signal_directives(res)
     return Template(read_text("sbatch/array.sbatch")).substitute(
         name=name,
         count=count,
@@ -103,6 +127,8 @@ def render_array_script(
         directives="\n".join(lines),
         run_dir=shlex.quote(run_dir),
         python=shlex.quote(python),
-        worker_stub=shlex.quote(WORKER_STUB),
+        worker_stub=shlex.quote(BATCH_STUB),
         worker_path=shlex.quote(worker_path),
+        warn_signal=shlex.quote(res.signal),
+        max_requeues=shlex.quote(str(res.max_requeues if res.requeue else 0)),
     )

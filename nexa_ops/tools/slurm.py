@@ -78,3 +78,29 @@ def node_names(partition: Optional[str] = None) -> List[str]:
     if not lists:
         return []
     return list(dict.fromkeys(hostnames(",".join(lists))))
+
+
+def show_job(job_id: str) -> List[Dict[str, str]]:
+    """``scontrol -o show job ID``: one dict per job record (each array element, each pending
+    range); empty once Slurm has forgotten the job (after MinJobAge)."""
+    argv = ["scontrol", "-o", "show", "job", str(job_id)]
+    result = proc.run(argv, hint=HINT, explain=_explain, success_codes=(0, 1))
+    if result.returncode != 0:
+        if "Invalid job id" in (result.stderr or ""):
+            return []
+        raise ToolError("scontrol", argv, result.returncode, result.stderr or "", _explain(result.returncode, result.stderr or ""))
+    return [parse_record(line) for line in (result.stdout or "").splitlines() if line.strip()]
+
+
+_FIELD_RE = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9/:_.()]*)=")
+
+
+def parse_record(line: str) -> Dict[str, str]:
+    """One ``scontrol -o`` line as a dict; a value runs up to the next `` Key=``, so values
+    with spaces (paths, commands) stay whole."""
+    record: Dict[str, str] = {}
+    matches = list(_FIELD_RE.finditer(line))
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(line)
+        record[match.group(1)] = line[match.end() : end].strip()
+    return record

@@ -1,0 +1,279 @@
+"""``nexa status``, ``wait``, ``logs``, ``cancel``, ``resubmit``: follow a submitted run."""
+
+import sys
+import time
+from typing import Any, Callable, List, Optional, Sequence
+
+from invoke import Task
+from invoke.parser import Argument
+
+from .common import echo, nexa_task, parse_float
+
+
+class OptionalRun(Task):
+    """A task whose RUN may be given as a word or left out (the latest run).
+
+    Invoke only knows required positionals, so ``run`` is made positional exactly when the
+    command line holds a word for it: the first word after the task name that is neither a
+    flag, a flag's value nor another task's name.
+    """
+
+    def get_arguments(self, ignore_unknown_help: Optional[bool] = None) -> List[Argument]:
+        args = super().get_arguments(ignore_unknown_help)
+        if not run_word_given(sys.argv[1:], self.name, args):
+            for arg in args:
+                arg.positional = False
+        return sorted(args, key=lambda a: not a.positional)
+
+
+def run_word_given(argv: Sequence[str], name: str, args: Sequence[Argument]) -> bool:
+    """Whether ``argv`` has a RUN word for task ``name`` (see ``OptionalRun``)."""
+    from ..cli import ns
+
+    dashed = name.replace("_", "-")
+    if dashed not in argv:
+        return False
+    takes_value = {}
+    for arg in args:
+        for flag in arg.names:
+            takes_value[("-" if len(flag) == 1 else "--") + flag] = arg.kind is not bool
+    words = iter(argv[argv.index(dashed) + 1 :])
+    for word in words:
+        if word == "--" or word in ns.task_names:
+            return False
+        if word.startswith("-"):
+            if "=" not in word and takes_value.get(word, False):
+                next(words, None)
+            continue
+        return True
+    return False
+
+
+RUN_HELP = "Run folder or run id under the runs directory (default: the latest run). Also accepted positionally."
+PROJECT_HELP = "Project file (default: ./nexa.toml or $NEXA_CONFIG)."
+
+
+def _config(project: Optional[str]) -> Any:
+    from ..config import load_config
+
+    return load_config(project)
+
+
+def _task_number(text: Any) -> Optional[int]:
+    from ..errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--task: expected a task index, got {text!r}") from None
+
+
+@nexa_task(
+    klass=OptionalRun,
+    positional=["run"],
+    help={"run": RUN_HELP, "json": "Print the status as JSON (tasks with index, state, exit_code...).", "project": PROJECT_HELP},
+)
+def status(c, run=None, json=False, project=None):
+    """Show every task of a run: state, exit code, elapsed, node, log, restarts; counts."""
+    import json as _json
+
+    from .. import track
+
+    st = track.status(run, config=_config(project))
+    if json:
+        echo(_json.dumps(st.to_json(), indent=2, default=str))
+        return
+    echo(render_status(st))
+
+
+def render_status(st: Any) -> str:
+    from tabulate import tabulate
+
+    from ..track import format_seconds
+
+    head = f"Run {st.run_id} ({st.backend}"
+    head += f", jobs {', '.join(st.job_ids)})" if st.job_ids else ")"
+    rows = []
+    for t in st.tasks:
+        rows.append(
+            [t.index]
+            + [_short(t.params.get(k, "")) for k in st.keys]
+            + [
+                t.state,
+                "" if t.exit_code is None else t.exit_code,
+                format_seconds(t.elapsed),
+                t.node or "",
+                t.restarts or "",
+                t.reason,
+                t.log or "",
+            ]
+        )
+    table = tabulate(
+        rows, headers=["task"] + list(st.keys) + ["state", "exit", "elapsed", "node", "restarts", "reason", "log"], disable_numparse=True
+    )
+    counts = ", ".join(f"{n} {state}" for state, n in st.counts.items())
+    return f"{head}\n{table}\n{counts}  |  {st.summary()}"
+
+
+def _short(value: Any, width: int = 24) -> str:
+    text = str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def progress_printer(stream: Any = None, every: float = 60.0) -> Callable[[Any], None]:
+    """On a TTY one line rewritten in place; otherwise a line when the counts change and at
+    least every ``every`` seconds (cron, CI logs)."""
+    stream = stream or sys.stderr
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    started = time.monotonic()
+    last = {"text": None, "at": 0.0}
+
+    def show(st: Any) -> None:
+        from ..track import format_seconds
+
+        text = f"{st.run_id}: {st.summary()}"
+        now = time.monotonic()
+        if tty:
+            stream.write(f"\r\x1b[K{text}  [{format_seconds(now - started)}]")
+            if st.finished:
+                stream.write("\n")
+            stream.flush()
+        elif text != last["text"] or now - last["at"] >= every:
+            stream.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+            stream.flush()
+            last["text"], last["at"] = text, now
+
+    return show
+
+
+def wait_and_report(run: Any, config: Any, poll: float = 5.0, timeout: Optional[float] = None, every: float = 60.0) -> None:
+    """Wait with progress, print the failed tasks, exit 1 when any failed (shared with sweep --wait)."""
+    from invoke import Exit
+
+    from .. import track
+
+    st = track.wait(run, poll=poll, timeout=timeout, progress=progress_printer(every=every), config=config)
+    failed = [t for t in st.tasks if t.bucket == "failed"]
+    if failed:
+        from tabulate import tabulate
+
+        rows = [[t.index, t.state, "" if t.exit_code is None else t.exit_code, t.reason, t.log or ""] for t in failed]
+        echo(tabulate(rows, headers=["task", "state", "exit", "reason", "log"], disable_numparse=True))
+        raise Exit(f"nexa: {len(failed)} of {len(st.tasks)} task(s) failed: nexa resubmit {st.run_dir} --failed", code=1)
+    echo(f"{st.run_id}: all {len(st.tasks)} task(s) completed")
+
+
+@nexa_task(
+    klass=OptionalRun,
+    positional=["run"],
+    help={
+        "run": RUN_HELP,
+        "poll": "Longest pause between polls in seconds (polls start at 0.5 s and back off; default 5).",
+        "timeout": "Give up after this many seconds (exit 124).",
+        "every": "Without a TTY: print a progress line at least this often, in seconds (default 60).",
+        "project": PROJECT_HELP,
+    },
+)
+def wait(c, run=None, poll=None, timeout=None, every=None, project=None):
+    """Wait until every task of a run has ended; exit 1 when any failed."""
+    wait_and_report(
+        run,
+        _config(project),
+        poll=parse_float(poll, "--poll") or 5.0,
+        timeout=parse_float(timeout, "--timeout"),
+        every=parse_float(every, "--every") or 60.0,
+    )
+
+
+@nexa_task(
+    klass=OptionalRun,
+    positional=["run"],
+    help={
+        "run": RUN_HELP,
+        "task": "Task index (default: the first failed task, else the first running, else 0).",
+        "follow": "Keep printing as the task writes, until it ends (Ctrl-C to stop).",
+        "project": PROJECT_HELP,
+    },
+)
+def logs(c, run=None, task=None, follow=False, project=None):
+    """Print a task's output (stdout, then stderr to stderr); --follow to stream it."""
+    from .. import track
+    from ..errors import ConfigError
+
+    cfg = _config(project)
+    found = track.logs(run, _task_number(task), config=cfg)
+    if found.out is None:
+        raise ConfigError(f"task {found.index} has no log yet ({found.state}): it has not been submitted")
+    streams = [sys.stdout, sys.stderr]
+    if not follow:
+        missing = True
+        for i, path in enumerate([found.out, found.err]):
+            if path is not None and path.exists():
+                missing = False
+                streams[i].write(path.read_bytes().decode("utf-8", "replace"))
+                streams[i].flush()
+        if missing:
+            echo(f"task {found.index} ({found.state}): no output yet at {found.out}")
+        return
+    print(f"==> task {found.index} ({found.state}): {found.out}", file=sys.stderr, flush=True)
+    done = track.task_finished(run, found.index, config=cfg)
+    for i, text in track.follow([found.out, found.err], done=done):
+        streams[i].write(text)
+        streams[i].flush()
+
+
+@nexa_task(
+    klass=OptionalRun,
+    positional=["run"],
+    help={
+        "run": RUN_HELP,
+        "task": "Cancel only this task index (default: every job of the run).",
+        "dry_run": "Print the scancel command instead of running it.",
+        "project": PROJECT_HELP,
+    },
+)
+def cancel(c, run=None, task=None, dry_run=False, project=None):
+    """Cancel a run's Slurm jobs, or one task; a task that already ended is not an error."""
+    from .. import track
+
+    result = track.cancel(run, _task_number(task), dry_run=dry_run, config=_config(project))
+    if result.finished:
+        echo(f"{result.run_id}: task {result.finished[0]} had already ended; nothing to cancel")
+    elif not dry_run:
+        echo(f"{result.run_id}: cancelled {', '.join(result.job_ids) or 'nothing'}")
+
+
+@nexa_task(
+    klass=OptionalRun,
+    positional=["run"],
+    help={
+        "run": RUN_HELP,
+        "failed": "Resubmit the failed, timed-out and cancelled tasks (required: nothing else is resubmitted).",
+        "wait": "Then wait for them, as `nexa wait`.",
+        "dry_run": "Print the sbatch commands instead of submitting.",
+        "project": PROJECT_HELP,
+    },
+)
+def resubmit(c, run=None, failed=False, wait=False, dry_run=False, project=None):
+    """Submit a run's failed tasks again as one array (--array=3,7,9), in the same manifest."""
+    from .. import track
+    from ..errors import ConfigError
+
+    if not failed:
+        raise ConfigError("resubmit needs --failed (the only selection there is)")
+    cfg = _config(project)
+    result = track.resubmit_failed(run, dry_run=dry_run, config=cfg)
+    if not result.indices:
+        echo(f"{result.run_id}: no failed tasks; nothing to resubmit")
+        return
+    if dry_run:
+        return
+    arrays = "; ".join(f"job {ch['job_id']}: offset {ch['offset']} array {ch['array']}" for ch in result.chunks)
+    echo(f"{result.run_id}: resubmitted {len(result.indices)} task(s) {result.indices} ({arrays})")
+    if wait:
+        wait_and_report(run, cfg)
+
+
+TASKS = [status, wait, logs, cancel, resubmit]

@@ -1,0 +1,368 @@
+"""Tracking without a scheduler: merging Slurm's views with the run folder's records, array
+specs for resubmission, and the array script's signal handling (run by bash itself)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nexa_ops import track
+from nexa_ops.config import ClusterConfig, Resources
+from nexa_ops.plan.sbatch import render_array_script, signal_directives, warn_seconds
+from nexa_ops.tools.sacct import parse_sacct
+from nexa_ops.tools.slurm import parse_record
+from tests.conftest import require_tool
+
+NOW = 1_800_000_000.0
+
+
+def slot(job="100", task=0, since=None):
+    return track.Slot(job, task, since)
+
+
+# --- manifests -> slots ----------------------------------------------------------------------
+
+
+def test_slots_follow_chunks_and_resubmissions():
+    manifest = {
+        "job_ids": ["100", "101", "200"],
+        "chunks": [
+            {"offset": 0, "count": 25, "job_id": "100"},
+            {"offset": 25, "count": 5, "job_id": "101"},
+            {"offset": 3, "count": 3, "job_id": "200", "array": "0,4,24", "submitted_at": NOW},
+        ],
+    }
+    where = track.slots(manifest)
+    assert len(where) == 30
+    assert where[0] == track.Slot("100", 0)
+    assert where[26] == track.Slot("101", 1)
+    assert where[3] == track.Slot("200", 0, NOW) and where[7] == track.Slot("200", 4, NOW)
+    assert where[27] == track.Slot("200", 24, NOW)
+    assert where[4].element == "100_4"
+
+
+def test_expand_array_forms():
+    assert track.expand_array("0-3,7,9-13:2%4") == [0, 1, 2, 3, 7, 9, 11, 13]
+    assert track.expand_array("5") == [5]
+    with pytest.raises(ValueError):
+        track.expand_array("a-b")
+
+
+def test_resubmission_groups_respect_max_array_size():
+    assert track.group_for_resubmit([3, 7, 9], 25) == [(3, [0, 4, 6])]
+    # indices above the limit: a second submission with its own offset, never index >= 25
+    groups = track.group_for_resubmit([52, 3, 30, 7, 27], 25)
+    assert groups == [(3, [0, 4, 24]), (30, [0, 22])]
+    for _offset, elements in groups:
+        assert all(0 <= e < 25 for e in elements)
+    assert sorted(o + e for o, es in groups for e in es) == [3, 7, 27, 30, 52]
+    assert track.list_spec([0, 4, 6]) == "0,4,6"
+    assert track.list_spec([0, 1, 2, 3, 9, 10], 2) == "0-3,9,10%2"
+
+
+# --- Slurm output parsing --------------------------------------------------------------------
+
+
+SCONTROL = (
+    "JobId=185 ArrayJobId=184 ArrayTaskId=0 JobName=t x JobState=TIMEOUT Reason=TimeLimit Requeue=1 Restarts=1 "
+    "ExitCode=0:0 RunTime=00:01:21 NodeList=n1 StdOut=/tmp/my runs/184_0.out Power=\n"
+    "JobId=186 ArrayJobId=184 ArrayTaskId=1 JobState=FAILED Reason=NonZeroExitCode Restarts=0 ExitCode=3:0 "
+    "RunTime=00:00:02 NodeList=n2\n"
+    "JobId=184 ArrayJobId=184 ArrayTaskId=2-4%2 JobState=PENDING Reason=JobArrayTaskLimit Restarts=0 ExitCode=0:0 "
+    "RunTime=00:00:00 NodeList=(null)\n"
+)
+
+
+def test_scontrol_records_keep_values_with_spaces_and_expand_ranges():
+    records = [parse_record(line) for line in SCONTROL.splitlines()]
+    assert records[0]["StdOut"] == "/tmp/my runs/184_0.out" and records[0]["JobName"] == "t x"
+    info = track.from_scontrol(records)
+    assert info["184_0"].state == "TIMEOUT" and info["184_0"].restarts == 1 and info["184_0"].elapsed == 81
+    assert info["184_1"].exit_code == 3 and info["184_1"].node == "n2"
+    assert [info[f"184_{i}"].state for i in (2, 3, 4)] == ["PENDING"] * 3
+    assert info["184_3"].node is None and info["184_3"].exit_code is None
+
+
+def test_squeue_rows():
+    rows = [
+        ["184", "0", "RUNNING", "None", "n1", "1:02"],
+        ["184", "3", "PENDING", "Priority", "", "0:00"],
+        ["9", "N/A", "RUNNING", "", "", ""],
+    ]
+    info = track.from_squeue(rows)
+    assert set(info) == {"184_0", "184_3"}
+    assert info["184_0"].elapsed == 62 and info["184_0"].reason == ""
+    assert info["184_3"].reason == "Priority"
+
+
+def test_sacct_rows():
+    rows = parse_sacct("184_0|TIMEOUT|81|0:15|cpu=1\n184_1|CANCELLED by 0|5|0:0|cpu=1\n184_[2-4]|PENDING|0|0:0|\n")
+    info = track.from_sacct(rows)
+    assert info["184_0"].state == "TIMEOUT" and info["184_0"].exit_code == 143
+    assert info["184_1"].state == "CANCELLED"
+    assert "184_[2-4]" not in info
+
+
+def test_exit_and_duration_formats():
+    assert track.parse_exit("0:0") == 0 and track.parse_exit("3:0") == 3 and track.parse_exit("0:9") == 137
+    assert track.parse_duration("1-02:03:04") == 93784 and track.parse_duration("5:07") == 307
+    assert track.parse_duration("INVALID") is None
+
+
+# --- merging -------------------------------------------------------------------------------
+
+
+def info(state, source="scontrol", **kw):
+    return track.SlurmInfo(state, source, **kw)
+
+
+def test_live_state_wins_over_a_stale_end_record():
+    record = {"start": NOW - 100, "exit_code": 1, "end": NOW - 90}
+    row = track.merge_task(3, slot(), info("PENDING", "squeue", reason="BeginTime"), info("PENDING", restarts=1), None, record, now=NOW)
+    assert row.state == "PENDING" and row.restarts == 1 and row.reason == "BeginTime"
+
+
+def test_scontrol_verdict_with_the_programs_own_exit_code():
+    record = {"start": NOW - 10, "host": "h", "exit_code": 3, "end": NOW - 2, "node": "n1", "signals": ""}
+    row = track.merge_task(1, slot(), None, info("FAILED", exit_code=3, node="n1"), None, record, now=NOW)
+    assert (row.state, row.exit_code, row.node, row.elapsed, row.source) == ("FAILED", 3, "n1", 8, "scontrol")
+
+
+def test_program_stopped_by_the_warning_is_a_timeout():
+    record = {"start": NOW - 40, "exit_code": 138, "end": NOW, "signals": "USR1"}
+    row = track.merge_task(0, slot(), None, info("FAILED", exit_code=138), None, record, now=NOW)
+    assert row.state == "TIMEOUT" and row.exit_code == 138 and "USR1" in row.reason
+
+
+def test_records_alone_after_slurm_forgot():
+    def state(**end):
+        return track.merge_task(0, slot(), None, None, None, dict(start=NOW - 5, end=NOW, **end), now=NOW).state
+
+    assert state(exit_code=0) == "COMPLETED"
+    assert state(exit_code=2) == "FAILED"
+    assert state(exit_code=143, signals="USR1 TERM") == "TIMEOUT"
+    assert state(exit_code=143, signals="TERM") == "CANCELLED"
+    assert state(exit_code=138, signals="USR1") == "TIMEOUT"
+    assert state(exit_code=140, signals="USR2") == "FAILED"  # the warning is USR1 here
+    started_only = track.merge_task(0, slot(), None, None, None, {"start": NOW - 5}, now=NOW)
+    assert started_only.state == "UNKNOWN" and started_only.bucket == "failed"
+    nothing = track.merge_task(0, slot(), None, None, None, {}, now=NOW)
+    assert nothing.state == "UNKNOWN" and nothing.source == "none"
+
+
+def test_accounting_fills_in_when_scontrol_forgot():
+    row = track.merge_task(0, slot(), None, None, info("OUT_OF_MEMORY", "sacct", exit_code=137, elapsed=12.0), {}, now=NOW)
+    assert (row.state, row.exit_code, row.elapsed, row.source) == ("OUT_OF_MEMORY", 137, 12.0, "sacct")
+
+
+def test_resubmitted_task_ignores_the_old_attempts_records():
+    old = {"start": NOW - 100, "host": "h", "exit_code": 1, "end": NOW - 90}
+    row = track.merge_task(7, slot("200", 4, since=NOW - 10), None, None, None, old, now=NOW)
+    assert row.state == "UNKNOWN" and row.exit_code is None  # neither the old FAILED nor its code
+    new = dict(old, start=NOW - 5, restart_count=0)  # the new attempt started: old end is stale
+    row = track.merge_task(7, slot("200", 4, since=NOW - 10), info("RUNNING", "squeue"), None, None, new, now=NOW)
+    assert row.state == "RUNNING" and row.elapsed == 5
+
+
+def test_restart_count_from_records_and_scontrol():
+    record = {"start": NOW - 3, "restart_count": 2}
+    row = track.merge_task(0, slot(), info("RUNNING", "squeue"), info("RUNNING", restarts=1), None, record, now=NOW)
+    assert row.restarts == 2 and row.elapsed == 3
+
+
+def test_local_and_planned_runs():
+    assert track.merge_task(0, None, None, None, None, {}, backend="local").state == "PENDING"
+    assert track.merge_task(0, None, None, None, None, {"start": NOW}, backend="local", now=NOW).state == "RUNNING"
+    assert track.merge_task(0, None, None, None, None, {}, backend="planned").state == "PLANNED"
+
+
+def test_buckets_and_counts():
+    rows = [
+        track.TaskRow(i, s) for i, s in enumerate(["PENDING", "RUNNING", "COMPLETING", "COMPLETED", "TIMEOUT", "CANCELLED", "REQUEUED"])
+    ]
+    st = track.RunStatus("r", None, "n", "slurm", ["1"], [], rows)
+    assert st.buckets == {"pending": 2, "running": 2, "done": 1, "failed": 2}
+    assert st.failed == [4, 5] and not st.finished
+    assert st.counts["PENDING"] == 1
+    doc = st.to_json()
+    assert doc["tasks"][4]["state"] == "TIMEOUT" and "exit_code" in doc["tasks"][4] and doc["tasks"][4]["index"] == 4
+
+
+def test_varying_keys_and_log_paths():
+    tasks = [{"params": {"lr": 0.1, "seed": 1}}, {"params": {"lr": 0.2, "seed": 1}}]
+    assert track.varying_keys(tasks) == ["lr"]
+    assert track.varying_keys(tasks[:1]) == ["lr", "seed"]
+    assert track.log_path("/r/logs/%A_%a.out", slot("55", 3)) == "/r/logs/55_3.out"
+    text = '#SBATCH --output="/my runs/%A_%a.out"\n#SBATCH --signal=B:USR2@60\n'
+    assert track.script_directive(text, "output") == "/my runs/%A_%a.out"
+
+
+# --- run folders -----------------------------------------------------------------------------
+
+
+def make_run(tmp_path, backend="slurm", count=3):
+    run = tmp_path / "runs" / "demo-1"
+    (run / "tasks").mkdir(parents=True)
+    spec = {"name": "demo", "count": count, "tasks": [{"index": i, "params": {"i": i}, "argv": ["x"]} for i in range(count)]}
+    (run / "spec.json").write_text(json.dumps(spec))
+    if backend:
+        (run / "manifest.json").write_text(json.dumps({"run_id": "demo-1", "name": "demo", "backend": backend, "tasks": count}))
+    return run
+
+
+def test_status_of_a_local_run_from_records(tmp_path):
+    from nexa_ops.config import load_config
+
+    run = make_run(tmp_path, backend="local")
+    (run / "tasks" / "0.start.json").write_text(json.dumps({"start": NOW - 2, "host": "h"}))
+    (run / "tasks" / "0.end.json").write_text(json.dumps({"exit_code": 0, "end": NOW}))
+    (run / "tasks" / "1.end.json").write_text(json.dumps({"exit_code": 4, "end": NOW}))
+    cfg = load_config(cwd=tmp_path)
+    st = track.status("demo-1", config=cfg)  # a run id under the runs directory
+    assert [t.state for t in st.tasks] == ["COMPLETED", "FAILED", "PENDING"]
+    assert st.tasks[1].exit_code == 4 and st.tasks[0].elapsed == 2
+    assert st.tasks[0].log.endswith("logs/local_0.out")
+    assert track.status(None, config=cfg).run_dir == run.resolve()  # the latest run
+    with pytest.raises(track.Refused):
+        track.cancel(str(run), config=cfg)
+
+
+def test_unknown_run_and_planned_run(tmp_path):
+    from nexa_ops.config import load_config
+    from nexa_ops.errors import ConfigError
+
+    cfg = load_config(cwd=tmp_path)
+    with pytest.raises(ConfigError, match="no runs in"):
+        track.status(None, config=cfg)
+    run = make_run(tmp_path, backend=None)
+    with pytest.raises(ConfigError, match="not a run folder"):
+        track.status("nope", config=cfg)
+    assert {t.state for t in track.status(str(run), config=cfg).tasks} == {"PLANNED"}
+    with pytest.raises(ConfigError, match="not submitted"):
+        track.wait(str(run), config=cfg)
+
+
+def test_follow_prints_everything_then_stops(tmp_path):
+    out, err = tmp_path / "a.out", tmp_path / "a.err"
+    out.write_text("one\n")
+    chunks = list(track.follow([out, err, None], done=lambda: True, poll=0.01))
+    assert chunks == [(0, "one\n")]
+
+
+# --- the array script's signals, run by bash (no Slurm: the requeue is off) -----------------
+
+
+def test_signal_directives():
+    assert signal_directives(Resources()) == ["#SBATCH --signal=B:USR1@120"]
+    assert warn_seconds(Resources(time="1")) == 30  # never more than half a short limit
+    assert warn_seconds(Resources(time="04:00:00", signal_seconds=300)) == 300
+    lines = signal_directives(Resources(requeue=True, signal="USR2", signal_seconds=90))
+    assert lines == ["#SBATCH --signal=B:USR2@90", "#SBATCH --requeue", "#SBATCH --open-mode=append"]
+
+
+PROGRAM = """
+import os, signal, sys, time
+def warned(sig, frame):
+    print("warned", flush=True)
+    if os.environ.get("EXIT_ON_WARN"):
+        sys.exit(0)
+if os.environ.get("HANDLE"):
+    signal.signal(signal.SIGUSR1, warned)
+print("started", flush=True)
+time.sleep(float(os.environ.get("SLEEP", "30")))
+"""
+
+
+@pytest.fixture
+def script(tmp_path):
+    require_tool("bash")
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    run = tmp_path / "run"
+    (run / "tasks").mkdir(parents=True)
+    spec = {
+        "name": "s",
+        "workdir": str(tmp_path),
+        "run_dir": str(run),
+        "count": 1,
+        "tasks": [{"index": 0, "params": {}, "argv": [sys.executable, str(tmp_path / "prog.py")]}],
+    }
+    (run / "spec.json").write_text(json.dumps(spec))
+    from nexa_ops.resources import package_root
+
+    text = render_array_script(
+        name="s",
+        res=Resources(time="10"),
+        cluster=ClusterConfig(),
+        count=1,
+        spec_path=str(run / "spec.json"),
+        run_dir=str(run),
+        log_dir=str(run / "logs"),
+        workdir=str(tmp_path),
+        worker_path=str(package_root()),
+        python=sys.executable,
+    )
+    path = run / "s.sbatch"
+    path.write_text(text)
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    return path
+
+
+def start(path, **env):
+    full = dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURMD_NODENAME="nodeA", **env)
+    full.pop("SLURM_RESTART_COUNT", None)
+    proc = subprocess.Popen(["bash", str(path)], env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = proc.stdout.readline()
+    assert started.strip() == "started"
+    return proc
+
+
+def end_record(path):
+    return json.loads((path.parent / "tasks" / "0.end.json").read_text())
+
+
+def test_warning_is_forwarded_and_the_program_exits_cleanly(script):
+    proc = start(script, HANDLE="1", EXIT_ON_WARN="1")
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(10) == 0
+    end = end_record(script)
+    assert end["exit_code"] == 0 and end["signals"] == "USR1" and end["node"] == "nodeA"
+
+
+def test_program_without_a_handler_dies_of_the_warning(script):
+    proc = start(script)
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(10) == 128 + signal.SIGUSR1
+    end = end_record(script)
+    assert end["exit_code"] == 138 and track.record_state(end) == "TIMEOUT"
+
+
+def test_warning_then_term_is_a_time_limit(script):
+    proc = start(script, HANDLE="1")
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.stdout.readline().strip() == "warned"  # still running: checkpointed
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 143
+    end = end_record(script)
+    assert end["signals"] == "USR1 TERM" and track.record_state(end) == "TIMEOUT"
+
+
+def test_interrupt_reaches_the_background_program(script):
+    """bash starts background jobs with SIGINT ignored; the stub restores it."""
+    proc = start(script)
+    out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(out) == 1
+    os.kill(int(out[0]), signal.SIGINT)
+    assert proc.wait(10) == 130
+    assert end_record(script)["exit_code"] == 130
+
+
+def test_stale_end_record_is_removed_when_a_new_attempt_starts(script):
+    (script.parent / "tasks" / "0.end.json").write_text('{"exit_code": 1}')
+    proc = start(script, SLEEP="0.5")
+    assert not (script.parent / "tasks" / "0.end.json").exists()
+    assert proc.wait(10) == 0 and end_record(script)["exit_code"] == 0
