@@ -1,7 +1,7 @@
 """Cost books: estimates before submitting, one manifest per run, actual cost, reports.
 
 Every submission writes ``<runs>/manifests/cost_<run_id>.json``. Writers take a per-manifest
-lock file (``.cost_<run_id>.json.lock``, ``flock``) around read-modify-write and replace the
+lock (``flock`` on one of 64 ``.locks/<n>.lock`` stripes) around read-modify-write and replace the
 file by an atomic rename, so readers never lock and never see half a file, and two writers
 (a chunked submission and a cron ``cost.report``) never lose each other's fields.
 
@@ -39,6 +39,7 @@ SCHEMA = "nexa.cost/1"
 MANIFEST_DIR = "manifests"
 PREFIX = "cost_"
 TERMINAL = ("finished", "failed", "incomplete")
+LOCK_STRIPES = 64
 OTHER_NEXA = ("teardown_",)  # nexa's other manifests sharing the folder: not foreign, not ours
 BY = {"campaign": "campaign", "user": "user", "gpu": "gpu_type", "run": "run_id"}
 FORMATS = ("table", "csv", "json", "markdown")
@@ -150,10 +151,14 @@ def manifest_path(runs_dir: Path, run_id: str) -> Path:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Exclusive ``flock`` on ``.<name>.lock`` beside ``path``. Where locks do not work (some
-    NFS), the atomic rename still keeps every reader safe; only a racing update may be lost."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(path.with_name(f".{path.name}.lock")), os.O_RDWR | os.O_CREAT, 0o644)
+    """Exclusive ``flock`` on the lock stripe of ``path`` (``.locks/<crc32(name) % 64>.lock``:
+    a fixed number of lock files however many manifests). Where locks do not work (some NFS),
+    the atomic rename still keeps every reader safe; only a racing update may be lost."""
+    import zlib
+
+    locks = path.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(locks / f"{zlib.crc32(path.name.encode()) % LOCK_STRIPES}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
             try:
