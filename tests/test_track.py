@@ -311,6 +311,12 @@ def script(tmp_path):
     return path
 
 
+def test_script_is_shellcheck_clean(script):
+    require_tool("shellcheck")
+    out = subprocess.run(["shellcheck", "-s", "bash", str(script)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+
+
 def start(path, **env):
     full = dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURMD_NODENAME="nodeA", **env)
     full.pop("SLURM_RESTART_COUNT", None)
