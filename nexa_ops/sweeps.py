@@ -2,7 +2,6 @@
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -58,9 +57,11 @@ def worker_path(config: NexaConfig) -> str:
     """
     if config.cluster.pyz_path:
         return os.path.expanduser(config.cluster.pyz_path) + "/site-packages"
-    argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    if argv0.endswith(".pyz") and os.path.isfile(argv0):
-        return argv0 + "/site-packages"
+    from .pyz import running_pyz
+
+    pyz = running_pyz()
+    if pyz is not None:
+        return f"{pyz}/site-packages"
     return str(package_root())
 
 
