@@ -55,6 +55,7 @@ class LaunchResult:
     env_names: List[str] = field(default_factory=list)
     failures: List[torchrun.RankFailure] = field(default_factory=list)
     dry_run: bool = False
+    cost: Optional[Any] = None  # plan.cost.Estimate, for Slurm launches
 
     @property
     def ok(self) -> bool:
@@ -105,6 +106,7 @@ def launch(
     workdir: Optional[Union[str, Path]] = None,
     wait: bool = False,
     wait_timeout: Optional[float] = None,
+    max_cost: Optional[float] = None,
     dry_run: bool = False,
     out: IO[str] = sys.stdout,
 ) -> LaunchResult:
@@ -127,6 +129,8 @@ def launch(
         workdir: where the command runs (default: the current directory).
         wait: for slurm, follow the job until it ends and report its exit code.
         wait_timeout: give up waiting after this many seconds (the job keeps running).
+        max_cost: slurm: refuse to submit when the estimate is above this many USD
+            (default: ``[cost] max_cost`` of nexa.toml).
         dry_run: print the command (local), the torchrun command (ddp) or the sbatch script
             and submit command (slurm) to ``out``; run, submit and write nothing.
 
@@ -136,6 +140,7 @@ def launch(
     Raises:
         ConfigError: bad options or launch file. ToolMissing: torchrun/sbatch not on PATH.
         ToolError: Slurm refused the job (its message included).
+        Refused: the cost estimate is above ``max_cost``.
     """
     cfg = project if isinstance(project, NexaConfig) else load_config(project)
     file = load_launch_file(config) if config else None
@@ -158,7 +163,7 @@ def launch(
         spec = dataclasses.replace(spec, rdzv_port=cfg.launch.rdzv_port)
     cwd = Path(workdir).resolve() if workdir else Path.cwd()
     if spec.mode == "slurm":
-        return _launch_slurm(spec, cfg, cwd, wait=wait, wait_timeout=wait_timeout, dry_run=dry_run, out=out)
+        return _launch_slurm(spec, cfg, cwd, wait=wait, wait_timeout=wait_timeout, max_cost=max_cost, dry_run=dry_run, out=out)
     if spec.mode == "ddp":
         nproc = spec.nproc_per_node or visible_gpus() or 1
         argv = torchrun.argv(
@@ -370,11 +375,18 @@ def _launch_slurm(
     *,
     wait: bool,
     wait_timeout: Optional[float],
+    max_cost: Optional[float],
     dry_run: bool,
     out: IO[str],
 ) -> LaunchResult:
+    from . import costs
     from .tools import slurm
 
+    estimate = None
+    if not dry_run:  # a dry run prints exactly the script and the command, nothing else
+        estimate = costs.estimate_cost(spec.resources, cfg, tasks=1)
+        print(estimate.table(), file=out, flush=True)
+        costs.check_max_cost(estimate, max_cost if max_cost is not None else cfg.cost.max_cost)
     values = plan.select_env(spec.env, os.environ)
     run_dir = cfg.runs_dir / runs.new_run_id(spec.name) if dry_run else runs.create_run_dir(cfg.runs_dir, spec.name)
     log_path = run_dir / "launch-%j.log"
@@ -395,6 +407,7 @@ def _launch_slurm(
         script=script,
         env_names=list(values),
         dry_run=dry_run,
+        cost=estimate,
     )
     if dry_run:
         out.write(script)
@@ -415,6 +428,12 @@ def _launch_slurm(
     result.log_path = run_dir / f"launch-{result.job_id}.log"
     manifest.update(job_ids=[result.job_id], log=str(result.log_path))
     runs.write_manifest(run_dir, manifest)
+    costs.write_cost_manifest(
+        cfg.runs_dir,
+        costs.manifest_document(
+            estimate, run_id=run_dir.name, name=spec.name, kind="launch", campaign=None, run_dir=run_dir, job_ids=[result.job_id]
+        ),
+    )
     if wait:
         wait_for_job(result, timeout=wait_timeout)
         manifest.update(exit_code=result.exit_code, state=result.job_state, failures=[vars(f) for f in result.failures])

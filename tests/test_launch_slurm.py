@@ -52,7 +52,7 @@ def test_two_node_job_every_rank_is_right(slurm_cluster, tmp_path, torch_path, t
     path = launch_file(tmp_path, train)
     out = nexa_cli("launch", "--config", str(path), "--wait")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.startswith("Submitted job ") and "2 node(s) x 2 process(es)" in out.stdout
+    assert "Cost estimate" in out.stdout and "Submitted job " in out.stdout and "2 node(s) x 2 process(es)" in out.stdout
     run_dir = next((tmp_path / "runs").iterdir())
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["backend"] == "slurm" and manifest["exit_code"] == 0 and manifest["state"] == "COMPLETED"
@@ -140,3 +140,30 @@ def test_python_api_submits_without_waiting(slurm_cluster, tmp_path, torch_path,
     slurm_cluster.wait([result.job_id], timeout=120)
     assert sorted(read_ranks(tmp_path / "out")) == [0, 1, 2, 3]
     assert Path(sys.executable).parent.as_posix() in (result.run_dir / "launch.env").read_text()
+
+
+def test_launch_prints_the_estimate_and_max_cost_refuses(slurm_cluster, tmp_path, train, nexa_cli):  # noqa: F811
+    path = launch_file(tmp_path, train, extra="").read_text().replace('time = "00:05:00"', 'time = "02:00:00"\ngpu_type = "H100"')
+    (tmp_path / "launch.toml").write_text(path)
+    out = nexa_cli("launch", "--config", str(tmp_path / "launch.toml"), "--max-cost", "10")
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "Cost estimate" in out.stdout and "is above --max-cost $10.00" in out.stderr
+    assert not (tmp_path / "runs").exists()  # nothing planned, nothing submitted
+    jobs = subprocess.run(["squeue", "-h", "-n", "train", "-o", "%i"], capture_output=True, text=True).stdout
+    assert jobs.strip() == ""
+
+
+def test_launch_cost_manifest_gets_actual_hours(slurm_cluster, tmp_path, torch_path, train, nexa_cli):  # noqa: F811
+    launch_file(tmp_path, train)
+    (tmp_path / "nexa.toml").write_text('[cost]\ngpu_type = "H100"\n')  # the fake GPUs' price
+    out = nexa_cli("launch", "--config", str(tmp_path / "launch.toml"), "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.name != "manifests")
+    cost_path = tmp_path / "runs" / "manifests" / f"cost_{run_dir.name}.json"
+    cost = json.loads(cost_path.read_text())
+    assert cost["kind"] == "launch" and cost["nodes"] == 2 and cost["gpus_per_node"] == 2 and cost["estimated_usd"] > 0
+    assert json.loads((run_dir / "tasks" / "0.end.json").read_text())["exit_code"] == 0
+    report = nexa_cli("cost.report", "--format", "json")
+    assert report.returncode == 0, report.stderr
+    reconciled = json.loads(cost_path.read_text())
+    assert reconciled["actual_usd"] is not None and reconciled["actual_usd"] > 0

@@ -2,7 +2,7 @@
 
 import sys
 
-from .common import echo, nexa_task, remainder
+from .common import echo, nexa_task, parse_float, remainder
 
 
 @nexa_task(
@@ -18,6 +18,7 @@ from .common import echo, nexa_task, remainder
         "join_timeout": "Seconds torchrun waits for every rank/node to join (torchrun's default: 600).",
         "env": "slurm: a variable (or glob like 'WANDB_*') to carry to every rank; repeatable. PATH always is.",
         "wait": "slurm: follow the job until it ends; exit with its exit code, naming a failed rank.",
+        "max_cost": "slurm: refuse to submit when the estimate is above this many USD (default: [cost] max_cost).",
         "dry_run": "Print the command, the torchrun command or the sbatch script; run, submit and write nothing.",
     },
     iterable=["env"],
@@ -34,6 +35,7 @@ def launch(
     join_timeout=None,
     env=None,
     wait=False,
+    max_cost=None,
     dry_run=False,
 ):
     """Run a training command: nexa launch [--mode local|ddp|slurm] [options] -- COMMAND..."""
@@ -52,6 +54,7 @@ def launch(
         join_timeout=parse_int(join_timeout, "--join-timeout"),
         env=list(env or ()),
         wait=wait,
+        max_cost=parse_float(max_cost, "--max-cost"),
         dry_run=dry_run,
     )
     if dry_run:
