@@ -56,7 +56,7 @@ def shipped_prices() -> plan.PriceTable:
     from . import toml
     from .resources import read_text
 
-    return plan.parse_price_table(toml._toml.loads(read_text("data/prices.toml")), "nexa_ops/data/prices.toml")
+    return plan.parse_price_table(toml.loads(read_text("data/prices.toml"), "nexa_ops/data/prices.toml"), "nexa_ops/data/prices.toml")
 
 
 def load_prices(config: NexaConfig) -> plan.PriceTable:

@@ -21,8 +21,15 @@ def load(path: Path) -> Dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from None
     try:
-        return _toml.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", str(path)) from None
+    return loads(text, str(path))
+
+
+def loads(text: str, where: str) -> Dict[str, Any]:
+    """Parse TOML ``text`` (e.g. a file shipped inside nexa.pyz); ``where`` names it in errors."""
+    try:
+        return _toml.loads(text)
     except _toml.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", str(path)) from None
+        raise ConfigError(f"invalid TOML: {exc}", where) from None
