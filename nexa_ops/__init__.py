@@ -7,18 +7,47 @@ CLI and the compute-node worker start fast.
 __version__ = "0.1.0"
 
 _API = {
+    # errors: one small hierarchy (see nexa_ops.errors)
     "NexaError": "errors",
     "ConfigError": "errors",
     "ToolError": "errors",
     "ToolMissing": "errors",
     "Refused": "errors",
+    # configuration
     "NexaConfig": "config",
     "SweepDefinition": "config",
     "Resources": "config",
     "load_config": "config",
     "load_sweep": "config",
+    # sweeps
     "SweepArtifacts": "sweeps",
     "launch_slurm_sweep": "sweeps",
+    # launch
+    "LaunchResult": "launcher",
+    "launch": "launcher",
+    # containers
+    "ContainerResult": "containers",
+    "BuildResult": "containers",
+    "run_container": "containers",
+    "build_image": "containers",
+    # sync
+    "SyncResult": "sync",
+    "sync_repository": "sync",
+    # cost
+    "estimate_cost": "costs",
+    "cost_report": "costs",
+    "campaign_spend": "costs",
+    "reconcile": "costs",
+    # teardown
+    "TeardownResult": "teardown",
+    "teardown": "teardown",
+    # following a run
+    "RunStatus": "track",
+    "status": "track",
+    "wait": "track",
+    "cancel": "track",
+    "resubmit_failed": "track",
+    "logs": "track",
 }
 
 __all__ = sorted(_API) + ["__version__"]

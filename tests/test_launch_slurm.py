@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nexa_ops.errors import ToolError
-from nexa_ops.launch import launch
+from nexa_ops.launcher import launch
 from tests.conftest import ROOT
 from tests.test_launch import read_ranks, torch_path, train  # noqa: F401 - fixtures
 

@@ -39,8 +39,8 @@ def launch(
     dry_run=False,
 ):
     """Run a training command: nexa launch [--mode local|ddp|slurm] [options] -- COMMAND..."""
-    from ..launch import LaunchFailed, parse_int
-    from ..launch import launch as run_launch
+    from ..launcher import LaunchFailed, parse_int
+    from ..launcher import launch as run_launch
 
     result = run_launch(
         remainder(),
