@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from .. import proc
+from ..errors import ToolError
 
 RSYNC_HINT = "install rsync >= 3.2.3 (apt-get install rsync)"
 SSH_HINT = "install the OpenSSH client (apt-get install openssh-client)"
@@ -138,9 +139,25 @@ def parse_output(stdout: str) -> Itemized:
     return out
 
 
+def ssh_failed(stderr: str) -> bool:
+    """ssh itself failed before rsync exchanged a byte (its own lines start with ``ssh:``)."""
+    if "(0 bytes received so far)" not in stderr:
+        return False
+    return any(line.startswith("ssh: ") for line in stderr.splitlines()) or bool(_ssh_detail(stderr))
+
+
 def run_rsync(argv: Sequence[str], *, timeout: Optional[float] = None) -> proc.Result:
-    """Run an rsync argv built by ``nexa_ops.sync.rsync_argv``; failures carry a cause."""
-    return proc.run(argv, hint=RSYNC_HINT, explain=explain_rsync, timeout=timeout)
+    """Run an rsync argv built by ``nexa_ops.sync.rsync_argv``; failures carry a cause.
+
+    rsync reports a failed ssh connection as 255 or, when it sees the closed pipe before
+    ssh's exit status (a race, about one run in three here), as 12. The latter is turned
+    back into 255, so the exit code means the same thing every time."""
+    try:
+        return proc.run(argv, hint=RSYNC_HINT, explain=explain_rsync, timeout=timeout)
+    except ToolError as exc:
+        if exc.returncode == 12 and ssh_failed(exc.stderr):
+            raise ToolError(exc.tool, exc.argv, 255, exc.stderr, explain_rsync(255, exc.stderr)) from None
+        raise
 
 
 # --- remote destination probe (only when deletion is on) ---------------------------------
