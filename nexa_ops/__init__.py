@@ -39,8 +39,8 @@ _API = {
     "campaign_spend": "costs",
     "reconcile": "costs",
     # teardown
-    "TeardownResult": "teardown",
-    "teardown": "teardown",
+    "TeardownResult": "infra",
+    "teardown": "infra",
     # following a run
     "RunStatus": "track",
     "status": "track",

@@ -208,29 +208,11 @@ def _iso(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
-class _Filtered:
-    """stderr, minus the cost module's complaints about this module's own teardown manifests."""
-
-    def write(self, text: str) -> int:
-        if "teardown_" not in text:
-            sys.stderr.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
 def _spend(cfg: NexaConfig, result: TeardownResult) -> None:
     """The campaign's spend from the cost manifests (nexa_ops.costs, imported lazily)."""
-    try:
-        from .costs import campaign_spend
-    except ImportError:
-        result.spend_note = "spend unknown: this nexa has no cost module"
-        return
-    import inspect
+    from .costs import campaign_spend
 
-    kwargs = {"err": _Filtered()} if "err" in inspect.signature(campaign_spend).parameters else {}
     try:
-        result.spend = campaign_spend(cfg.runs_dir, result.campaign, **kwargs)
+        result.spend = campaign_spend(cfg.runs_dir, result.campaign)
     except (OSError, ValueError, NexaError) as exc:  # the teardown itself is done: report, do not fail
         result.spend_note = f"spend unknown: {exc}"
