@@ -17,7 +17,7 @@ parser.add_argument("--optimizer", default="adam")
 args = parser.parse_args()
 
 loss = 2.5
-for epoch in range(args.epochs):
+for _epoch in range(args.epochs):
     loss *= 1 - min(0.9, args.lr * 5) * (0.9 if args.optimizer == "adam" else 0.7) / (1 + args.batch_size / 64)
     loss += args.dropout * 0.05
 task = os.environ.get("NEXA_TASK_INDEX", "?")

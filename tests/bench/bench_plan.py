@@ -25,8 +25,12 @@ from nexa_ops.sweeps import plan_sweep  # noqa: E402
 def grid_for(total: int):
     # 4 keys: 50 x 40 x 10 x (total / 20000)
     last = max(1, total // 20000)
-    return {"lr": [round(1e-4 * (i + 1), 6) for i in range(50)], "bs": [8 * (i + 1) for i in range(40)],
-            "seed": list(range(10)), "model": [f"m{i}" for i in range(last)]}
+    return {
+        "lr": [round(1e-4 * (i + 1), 6) for i in range(50)],
+        "bs": [8 * (i + 1) for i in range(40)],
+        "seed": list(range(10)),
+        "model": [f"m{i}" for i in range(last)],
+    }
 
 
 def floor(grid, out: Path):
@@ -66,7 +70,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sweep = tmp / "sweep.toml"
-        sweep.write_text('name = "bench"\ncommand = ["python", "train.py"]\n[grid]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in grid.items()))
+        sweep.write_text(
+            'name = "bench"\ncommand = ["python", "train.py"]\n[grid]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in grid.items())
+        )
         best = {}
         for _ in range(args.repeat):
             for name, func, arg in (("floor", floor, (grid, tmp / "floor.json")), ("nexa", nexa, (sweep, tmp))):
@@ -76,7 +82,9 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 if name not in best or seconds < best[name][0]:
                     best[name] = (seconds, count)
-        peaks = {name: timed(func, *arg)[1] for name, func, arg in (("floor", floor, (grid, tmp / "floor.json")), ("nexa", nexa, (sweep, tmp)))}
+        peaks = {
+            name: timed(func, *arg)[1] for name, func, arg in (("floor", floor, (grid, tmp / "floor.json")), ("nexa", nexa, (sweep, tmp)))
+        }
         size = (tmp / "run" / "spec.json").stat().st_size
     f, n = best["floor"][0], best["nexa"][0]
     print(f"tasks: {best['nexa'][1]:,} (floor {best['floor'][1]:,}); spec.json {size / 1e6:.1f} MB; best of {args.repeat}")

@@ -53,10 +53,17 @@ def nexa(tmp: Path, tasks: int):
         f"[grid]\ni = {list(range(tasks))}\n[resources]\ncpus_per_task = 1\n"
     )
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "nexa_ops", "sweep", "--config", str(sweep), "--submit"],
-                         capture_output=True, text=True, cwd=project, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "nexa_ops", "sweep", "--config", str(sweep), "--submit"],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        check=True,
+    )
     submitted = time.perf_counter() - start
-    jobs = [line.split("Submitted job array ")[1].split(" ")[0].rstrip(",") for line in out.stdout.splitlines() if "Submitted job array" in line]
+    jobs = [
+        line.split("Submitted job array ")[1].split(" ")[0].rstrip(",") for line in out.stdout.splitlines() if "Submitted job array" in line
+    ]
     wait_gone(jobs[0])
     return submitted, time.perf_counter() - start
 
