@@ -372,3 +372,35 @@ def test_stale_end_record_is_removed_when_a_new_attempt_starts(script):
     proc = start(script, SLEEP="0.5")
     assert not (script.parent / "tasks" / "0.end.json").exists()
     assert proc.wait(10) == 0 and end_record(script)["exit_code"] == 0
+
+
+def test_run_is_positional_only_when_a_word_is_given():
+    from invoke import Task
+
+    from nexa_ops.commands.track import logs, run_word_given
+
+    args = Task.get_arguments(logs)
+    assert not run_word_given(["logs"], "logs", args)
+    assert run_word_given(["logs", "my-run"], "logs", args)
+    assert run_word_given(["logs", "--task", "3", "--follow", "my-run"], "logs", args)
+    assert not run_word_given(["logs", "--task", "3", "--follow"], "logs", args)
+    assert not run_word_given(["logs", "--task=3", "--project", "p.toml"], "logs", args)
+    assert not run_word_given(["logs", "status"], "logs", args)  # another task, not a run
+    assert not run_word_given(["status", "x"], "logs", args)
+
+
+def test_cli_run_word_is_optional(tmp_path, nexa_cli):
+    out = nexa_cli("status", "--json")
+    assert out.returncode == 2 and "no runs in" in out.stderr
+    out = nexa_cli("status", "nope", "--json")
+    assert out.returncode == 2 and "nope: not a run folder" in out.stderr
+    run = make_run(tmp_path, backend="local", count=2)
+    (run / "tasks" / "1.end.json").write_text(json.dumps({"exit_code": 0, "end": NOW}))
+    out = nexa_cli("status", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [(t["index"], t["state"], t["exit_code"]) for t in json.loads(out.stdout)["tasks"]] == [
+        (0, "PENDING", None),
+        (1, "COMPLETED", 0),
+    ]
+    out = nexa_cli("resubmit", "demo-1", "--failed")
+    assert out.returncode == 3 and "ran locally" in out.stderr

@@ -76,7 +76,7 @@ def _task_number(text: Any) -> Optional[int]:
     help={"run": RUN_HELP, "json": "Print the status as JSON (tasks with index, state, exit_code...).", "project": PROJECT_HELP},
 )
 def status(c, run=None, json=False, project=None):
-    """Show every task of a run: state, exit code, elapsed, node, log, restarts; counts."""
+    """status [RUN]: every task of a run (state, exit code, elapsed, node, log, restarts) and counts."""
     import json as _json
 
     from .. import track
@@ -177,7 +177,7 @@ def wait_and_report(run: Any, config: Any, poll: float = 5.0, timeout: Optional[
     },
 )
 def wait(c, run=None, poll=None, timeout=None, every=None, project=None):
-    """Wait until every task of a run has ended; exit 1 when any failed."""
+    """wait [RUN]: wait until every task of a run has ended, with progress; exit 1 when any failed."""
     wait_and_report(
         run,
         _config(project),
@@ -198,7 +198,7 @@ def wait(c, run=None, poll=None, timeout=None, every=None, project=None):
     },
 )
 def logs(c, run=None, task=None, follow=False, project=None):
-    """Print a task's output (stdout, then stderr to stderr); --follow to stream it."""
+    """logs [RUN]: print a task's output (stdout, then stderr to stderr); --follow to stream it."""
     from .. import track
     from ..errors import ConfigError
 
@@ -235,7 +235,7 @@ def logs(c, run=None, task=None, follow=False, project=None):
     },
 )
 def cancel(c, run=None, task=None, dry_run=False, project=None):
-    """Cancel a run's Slurm jobs, or one task; a task that already ended is not an error."""
+    """cancel [RUN]: cancel a run's Slurm jobs, or one task; a task that already ended is not an error."""
     from .. import track
 
     result = track.cancel(run, _task_number(task), dry_run=dry_run, config=_config(project))
@@ -257,7 +257,7 @@ def cancel(c, run=None, task=None, dry_run=False, project=None):
     },
 )
 def resubmit(c, run=None, failed=False, wait=False, dry_run=False, project=None):
-    """Submit a run's failed tasks again as one array (--array=3,7,9), in the same manifest."""
+    """resubmit [RUN] --failed: submit the failed tasks again as one array (--array=3,7,9), same manifest."""
     from .. import track
     from ..errors import ConfigError
 
