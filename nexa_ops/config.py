@@ -147,7 +147,23 @@ def find_config(explicit: Optional[Union[str, Path]] = None, cwd: Optional[Path]
 
 
 def load_config(explicit: Optional[Union[str, Path]] = None, cwd: Optional[Path] = None) -> NexaConfig:
-    """Load ``nexa.toml`` (see ``find_config``); no file means all defaults."""
+    """Load ``nexa.toml`` (see ``find_config``); no file means all defaults.
+
+    Args:
+        explicit: the config file to load (default None: ``$NEXA_CONFIG``, else ``nexa.toml`` in ``cwd``
+            when there is one).
+        cwd: the folder searched for ``nexa.toml``, and the project root when there is none
+            (default None: the current folder).
+
+    Returns:
+        NexaConfig: the ``[cluster]``, ``[cost]``, ``[sync]``, ``[teardown.*]``, ``[containers]``,
+        ``[monitor]`` and ``[launch]`` sections (defaults for what is absent), ``path`` (the file,
+        None when defaults are used), ``root`` (its folder) and ``runs_dir``.
+
+    Raises:
+        ConfigError: an explicit or ``$NEXA_CONFIG`` file that does not exist or cannot be read, invalid
+            TOML, or an unknown key or a value of the wrong type (with the file and key).
+    """
     path = find_config(explicit, cwd)
     if path is None:
         return NexaConfig(root=(cwd or Path.cwd()).resolve())
@@ -310,7 +326,19 @@ RANDOM_KINDS = {
 
 
 def load_sweep(path: Union[str, Path]) -> SweepDefinition:
-    """Parse and validate a sweep file."""
+    """Parse and validate a sweep file.
+
+    Args:
+        path: the sweep's TOML file.
+
+    Returns:
+        SweepDefinition: ``name``, ``command``, ``arg_format``, ``campaign``, the parameters (``grid``,
+        ``fixed``, ``random``, ``exclude``), ``resources``, ``launcher``, ``env`` and ``path``.
+
+    Raises:
+        ConfigError: the file does not exist or is not valid TOML, or a key is unknown or a value
+            invalid (with the file and key), before anything is written or run.
+    """
     path = Path(path)
     return parse_sweep(toml.load(path), str(path), path)
 

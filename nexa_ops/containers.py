@@ -298,8 +298,45 @@ def run_container(
 ) -> ContainerResult:
     """Run ``command`` (default: the image's shell) in ``service``'s image; return its exit code.
 
-    ``uid``/``gid`` default to this process's; supplementary groups are kept only then.
-    ``env`` names must be set here; their values reach the container by name only.
+    The container runs with ``--rm --init``, as the host user, with the workspace mounted at
+    ``/workspace``, the host HuggingFace cache at ``/cache/huggingface``, the NVMe folder and
+    ``[containers] mounts``. Before running, the mount sources are checked and one ``docker
+    image inspect`` call checks the daemon and the image, so common failures read clearly.
+
+    Args:
+        service: a service name or alias: ``nexa_light``/``train-light``, ``nexa_heavy``/``train-heavy``,
+            ``nexa_infer``/``infer``; its tag may be overridden in ``[containers.services.*]``.
+        command: the argv to run in the container (default None: the image's default command).
+        gpus: ``all``, ``none``, a count ``N`` or a device list ``0,1`` (default None: ``all`` when the
+            host has NVIDIA devices, else ``none``).
+        env: variable NAMES (not ``NAME=value``) to pass; each must be set in this process. Their
+            values reach the container by name only, never in an argv or a log. ``HF_TOKEN``,
+            ``WANDB_*`` and ``[containers] env`` are passed as well whenever set (default: none extra).
+        pull: docker's pull policy, ``missing`` (default), ``never`` or ``always``.
+        dry_run: print the ``docker run`` command instead of running it (default False).
+        config: the project's ``NexaConfig`` (default None: ``load_config()``).
+        workspace: host folder mounted at ``/workspace`` (default None: ``[containers] workspace``,
+            else the project root).
+        uid: user id the container runs as (default None: this process's, so files on shared
+            volumes belong to the user).
+        gid: group id the container runs as (default None: this process's).
+        groups: supplementary group ids (default None: this process's groups when ``uid`` and ``gid``
+            are both defaulted, else none).
+        tty: allocate a TTY (default None: when stdin and stdout are terminals and not ``capture``).
+        capture: capture the container's stdout/stderr into the result instead of the terminal
+            (default False).
+
+    Returns:
+        ContainerResult: ``service`` (canonical name), ``image`` (tag), ``argv`` (the exact
+        ``docker run`` command), ``exit_code`` (the container's own, returned not raised; 0 on a dry
+        run), ``seconds``, ``dry_run``, and ``stdout``/``stderr`` (only with ``capture=True``).
+
+    Raises:
+        ConfigError: unknown service, bad ``gpus``/``pull``/``env`` name, an ``env`` variable not set,
+            a bad ``[containers]`` entry, or a mount source that does not exist.
+        ContainerError: the image is not local and ``pull="never"`` forbids pulling it (exit 125).
+        ToolMissing: the Docker CLI is not on PATH.
+        ToolError: the daemon is unreachable or the socket not permitted (from the image check).
     """
     from .tools import docker as tool
 
@@ -441,6 +478,30 @@ def build_image(
     script only), so a big checkout is never sent to the daemon. Without the buildx plugin
     the legacy builder is selected explicitly (DOCKER_BUILDKIT=0), which silences Docker's
     "BuildKit is enabled but buildx is missing" failure on older setups.
+
+    Args:
+        service: a service name or alias (``nexa_light``/``train-light``, ``nexa_heavy``/``train-heavy``,
+            ``nexa_infer``/``infer``); tag and Dockerfile may be overridden in ``[containers.services.*]``.
+        push: ``docker push`` the tag after a successful build (default False).
+        dry_run: print the ``docker build`` (and push) commands; nothing is staged or built (default False).
+        config: the project's ``NexaConfig`` (default None: ``load_config()``).
+        version: the nexa version passed as build-arg ``NEXA_VERSION`` and label ``ai.nexa.version``
+            (default None: this nexa's ``__version__``).
+        no_cache: build with ``--no-cache`` (default False).
+        build_args: extra ``NAME=value`` build arguments (default: none).
+        capture: capture the build (and push) output into the result instead of the terminal
+            (default False).
+
+    Returns:
+        BuildResult: ``service`` (canonical name), ``tag``, ``dockerfile`` and ``context`` used, ``argv``
+        (the exact ``docker build`` command), ``pushed`` (whether a push was asked for), ``seconds``
+        (0 on a dry run), ``dry_run``, and ``output`` (captured stdout, only with ``capture=True``).
+
+    Raises:
+        ConfigError: unknown service, a bad tag override, a ``build_args`` item without ``=``, or an
+            overridden Dockerfile that does not exist.
+        ToolMissing: the Docker CLI is not on PATH.
+        ToolError: ``docker build`` or ``docker push`` failed (with a one-line cause).
     """
     from . import __version__
     from .tools import docker as tool

@@ -90,7 +90,18 @@ def estimate_cost(
         config: ``NexaConfig`` or the path of nexa.toml (default: found as the CLI does).
         tasks: the number of tasks (default: the sweep's expanded size, or 1).
         provider: price this provider instead of ``[cost] provider``.
-        strict: raise ``ConfigError`` when no figure can be made (no GPU type, hours, price).
+        strict: raise ``ConfigError`` when no figure can be made (no GPU type, hours, price)
+            (default False: return the estimate with ``problem`` set).
+
+    Returns:
+        Estimate (``nexa_ops.plan.cost.Estimate``): ``gpu_type``, ``provider``, ``sku``/``region``,
+        ``rate_usd_per_gpu_hour`` and ``rate_from``, ``tasks``, ``nodes``, ``gpus_per_node``, ``hours``
+        and ``hours_from``, ``gpu_hours`` and ``total_usd`` (None when no figure can be made, then
+        ``problem`` says why and ``priced`` is False).
+
+    Raises:
+        ConfigError: a file that cannot be read or parsed, or is neither a sweep nor a ``[resources]``
+            file; a bad ``[cost]`` section or price table; with ``strict``, no figure.
     """
     cfg = _config(config)
     if isinstance(what, (str, Path)):
@@ -422,7 +433,28 @@ def reconcile(
 ) -> List[Reconciled]:
     """Reconcile the given runs, or every manifest not yet finished (``force``: all of them).
 
-    ``use_sacct``: None tries accounting and falls back to the worker's records.
+    Actual GPU-hours and cost come from ``sacct`` where the cluster has accounting, else from
+    the worker's task records; each manifest is updated under its lock. Files in the folder
+    that are not valid JSON or not nexa cost manifests are reported on ``err`` and skipped.
+
+    Args:
+        runs_dir: the runs folder whose ``manifests/`` holds the ``cost_<run_id>.json`` files.
+        run_ids: only these runs, reconciled even when already finished (default None: every
+            manifest in the folder).
+        force: also re-reconcile manifests already ``finished``/``failed``/``incomplete`` (default False).
+        use_sacct: True/False to use accounting or not; None (default) tries ``sacct`` and falls back
+            to the worker's records when it is missing or disabled.
+        dry_run: compute the figures without writing the manifests (default False).
+        err: where warnings about skipped files go (default stderr).
+
+    Returns:
+        List[Reconciled]: one per manifest, with ``run_id``, ``status`` (``submitted``, ``running``,
+        ``finished``, ``failed`` or ``incomplete``), ``tasks``, ``done``, ``estimated_usd``,
+        ``actual_usd``, ``actual_gpu_hours``, ``source`` (``sacct`` or ``worker``) and ``path``.
+
+    Raises:
+        ConfigError: a run in ``run_ids`` has no cost manifest.
+        NexaError: the manifests folder cannot be listed.
     """
     slurm = _Slurm(use_sacct)
     out = []
@@ -598,13 +630,32 @@ def cost_report(
 ) -> CostReport:
     """Sum the cost manifests under ``runs_dir/manifests``.
 
-    Args:
-        campaign: only this campaign. since/until: submission time window (see ``parse_when``).
-        by: ``campaign`` | ``user`` | ``gpu`` | ``run``.
-        reconcile_first: reconcile unfinished runs before summing (``dry_run``: without writing).
-
     A file that is not valid JSON or not a nexa cost manifest is reported on ``err`` and
     skipped. A missing estimate or actual figure counts as 0 in the sums.
+
+    Args:
+        runs_dir: the runs folder whose ``manifests/`` holds the ``cost_<run_id>.json`` files.
+        campaign: only this campaign (default None: all).
+        since: only runs submitted at or after this time: ``YYYY-MM-DD``, ``YYYY-MM-DDTHH:MM[:SS]``
+            (UTC) or ``Nd`` for N days ago (default None: no lower bound; see ``parse_when``).
+        until: only runs submitted at or before this time, same forms; a bare date means the end
+            of that day (default None: no upper bound).
+        by: group rows by ``campaign`` (default), ``user``, ``gpu`` or ``run``.
+        reconcile_first: reconcile unfinished runs before summing, so actual figures are current
+            (default True); a run that fails to reconcile is warned about and summed as it is.
+        use_sacct: for that reconciling, True/False to use accounting or not; None (default) tries
+            ``sacct`` and falls back to the worker's records.
+        dry_run: reconcile without writing the manifests back (default False).
+        err: where warnings about skipped or unreconciled files go (default stderr).
+
+    Returns:
+        CostReport: ``by``, ``rows`` (one per group, sorted by key: ``runs``, ``tasks``, ``tasks_done``,
+        estimated and actual GPU-hours and USD), ``totals`` (the same sums over all rows),
+        ``skipped`` (``(path, reason)`` of files not read) and ``filters``; ``render(fmt)`` formats it.
+
+    Raises:
+        ConfigError: a bad ``by``, ``since`` or ``until``.
+        NexaError: the manifests folder cannot be listed.
     """
     if by not in BY:
         raise ConfigError(f"--by: expected one of {', '.join(BY)}, got {by!r}")
@@ -692,7 +743,22 @@ class CampaignSpend:
 
 
 def campaign_spend(runs_dir: Path, campaign: str, *, reconcile_first: bool = True, err: TextIO = sys.stderr) -> CampaignSpend:
-    """What a campaign's runs were estimated to cost and actually cost so far (USD)."""
+    """What a campaign's runs were estimated to cost and actually cost so far (USD).
+
+    Args:
+        runs_dir: the runs folder whose ``manifests/`` holds the cost manifests.
+        campaign: the campaign whose runs are summed.
+        reconcile_first: reconcile its unfinished runs first, so actual figures are current
+            (default True).
+        err: where warnings about skipped or unreconciled manifests go (default stderr).
+
+    Returns:
+        CampaignSpend: ``campaign``, ``runs`` (the number of its manifests), ``estimated_usd`` and
+        ``actual_usd`` (sums; a missing figure counts as 0).
+
+    Raises:
+        NexaError: the manifests folder cannot be listed.
+    """
     report = cost_report(Path(runs_dir), campaign=campaign, by="campaign", reconcile_first=reconcile_first, err=err)
     t = report.totals
     return CampaignSpend(campaign, int(t["runs"]), float(t["estimated_usd"]), float(t["actual_usd"]))

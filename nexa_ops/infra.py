@@ -108,9 +108,36 @@ def teardown(
 ) -> TeardownResult:
     """Tear down ``campaign``'s terraform-managed resources (see the module docstring).
 
-    Terraform's plan and destroy output go to ``out`` (default stdout) as they happen.
-    Raises ``ConfigError`` (no or bad directory), ``Refused`` (no confirmation),
-    ``ToolError`` (terraform failed; a failed destroy still writes its manifest first).
+    The plan is shown before asking; after ``destroy`` a teardown manifest is written under
+    ``<runs>/manifests/`` and the campaign's spend is read from the cost manifests.
+
+    Args:
+        campaign: the campaign name (letters, digits, ``.``, ``_``, ``-``); it picks
+            ``[teardown.<campaign>] tf_dir`` and names the manifest.
+        tf_dir: the terraform directory, relative to the current folder (default None:
+            ``[teardown.<campaign>] tf_dir``, relative to nexa.toml's folder).
+        yes: destroy without asking (default False: ask through ``confirm``).
+        dry_run: stop after the plan and print the destroy command; nothing is destroyed, no
+            manifest is written (default False).
+        config: the project's ``NexaConfig`` (default None: ``load_config()``).
+        confirm: ``confirm(campaign, addresses) -> bool`` asked when ``yes`` is False (default None:
+            a prompt on the terminal, refusing when there is no terminal).
+        out: where the plan output and progress lines go (default None: stdout); ``destroy`` itself
+            streams to the terminal, as it can take minutes.
+
+    Returns:
+        TeardownResult: ``campaign``, ``tf_dir``, ``planned`` / ``destroyed`` / ``remaining`` resource
+        addresses, ``dry_run``, ``initialised`` (``terraform init`` had to run), ``terraform_exit_code``
+        and ``manifest`` (of destroy and its manifest path; None when destroy did not run), ``spend``
+        (a ``CampaignSpend``; None on a dry run, or when it could not be read and ``spend_note`` says
+        why) and ``plan_output``.
+
+    Raises:
+        ConfigError: a bad campaign name, no terraform directory for the campaign, or one that does not
+            exist or holds no ``*.tf`` files.
+        Refused: not confirmed (no ``yes``, and the prompt said no or there was no terminal).
+        ToolMissing: terraform is not on PATH.
+        ToolError: terraform failed; a failed destroy still writes its manifest first.
     """
     out = out or sys.stdout
     cfg = config or load_config()

@@ -294,8 +294,38 @@ def sync_repository(
     """Sync the project folder (``source``, default: the folder of nexa.toml) to the remote.
 
     Options override ``[sync]`` of nexa.toml; ``delete=None`` keeps the file's setting.
-    Raises ``ConfigError`` (bad options), ``Refused`` (a ``--delete`` guard) or ``ToolError``
-    (rsync/ssh failed, with a one-line cause and rsync's own message).
+    ``.git/``, ``__pycache__/``, ``*.pyc`` and the runs folder are always excluded, and
+    ``.gitignore``/``.nexaignore`` files are honoured.
+
+    Args:
+        config: the project's ``NexaConfig`` (default None: ``load_config()``).
+        source: the local folder to copy (default None: the folder of nexa.toml).
+        host: the remote host, optionally ``user@host`` (default None: ``[sync] host``; one is required).
+        user: the remote user (default None: ``[sync] user``, else the ``user@`` of ``host``, else ssh's default).
+        port: the ssh port, 1-65535 (default None: ``[sync] port``, else ssh's default).
+        identity: an ssh private key file, which must exist (default None: ``[sync] identity``).
+        dest: the remote folder, relative to the remote home (``~/x`` accepted) or absolute
+            (default None: ``[sync] dest``, else the source folder's name).
+        delete: delete remote files that are not in the source (rsync ``--delete``), after the guards
+            below (default None: ``[sync] delete``).
+        dry_run: run rsync with ``--dry-run``: it still connects and reports what would change,
+            but copies and deletes nothing (default False).
+        force: allow ``delete`` into a non-empty folder without the ``.nexa-sync`` marker; never
+            allows ``/`` or a home directory (default False).
+        exclude: extra rsync exclude patterns, added to ``[sync] exclude`` (default: none).
+
+    Returns:
+        SyncResult: ``source``, ``destination`` (``login:dest``), ``argv`` (the rsync command), ``dry_run``,
+        ``delete``, the itemized lines and the ``sent``/``created``/``deleted`` paths, rsync's ``stats``
+        (also as ``files_transferred`` and ``bytes_sent``), ``seconds``, and ``probe`` (the remote
+        destination check, only when deleting).
+
+    Raises:
+        ConfigError: bad options or ``[sync]`` values (no host, bad port, missing identity file or source).
+        Refused: a ``delete`` guard: the destination is ``/``, a home directory, not a folder, or
+            non-empty without the marker and ``force`` is not set.
+        ToolMissing: rsync or ssh is not on PATH.
+        ToolError: rsync or ssh failed, with a one-line cause and rsync's own message.
     """
     cfg = config or load_config()
     sync_cfg = cfg.sync
