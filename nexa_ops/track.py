@@ -575,7 +575,19 @@ def _status(path: Path, sources: _Sources) -> RunStatus:
 def status(run: RunRef = None, *, config: Optional[NexaConfig] = None) -> RunStatus:
     """Every task of a run with its state, exit code, elapsed time, node, log and restarts.
 
-    ``run``: a run folder, a run id under the runs directory, or None for the latest run.
+    States come from squeue, ``scontrol show job`` and sacct (where accounting exists), merged
+    with the worker's records, so finished tasks stay known after Slurm forgets them.
+
+    Args:
+        run: a run folder, a run id under the runs directory, or None for the latest run.
+        config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
+
+    Returns:
+        ``RunStatus``: ``tasks`` (``TaskRow``: index, params, state, exit_code, elapsed, node,
+        log, restarts) and the counts by state.
+
+    Raises:
+        ConfigError: no such run, or no run at all.
     """
     return _status(resolve_run(run, config), _Sources())
 
@@ -590,8 +602,18 @@ def wait(
 ) -> RunStatus:
     """Poll until no task is pending or running; ``progress(status)`` after every poll.
 
-    Polls start at 0.5 s and back off to ``poll`` seconds. Returns the final status (check
-    ``.failed``); raises ``WaitTimeout`` after ``timeout`` seconds.
+    Args:
+        run: a run folder, a run id under the runs directory, or None for the latest run.
+        poll: the longest pause between polls in seconds (polls start at 0.5 s and back off).
+        progress: called with the ``RunStatus`` after every poll (the CLI's progress line).
+        timeout: give up after this many seconds (None: wait for ever).
+        config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
+
+    Returns:
+        The final ``RunStatus`` (check ``.failed``).
+
+    Raises:
+        WaitTimeout: ``timeout`` passed first (exit code 124). ConfigError: no such run.
     """
     path = resolve_run(run, config)
     sources = _Sources()
@@ -624,7 +646,21 @@ class CancelResult:
 
 
 def cancel(run: RunRef, task: Optional[int] = None, dry_run: bool = False, *, config: Optional[NexaConfig] = None) -> CancelResult:
-    """``scancel`` every job of the run, or one task's array element. Finished is not an error."""
+    """``scancel`` every job of the run, or one task's array element. Finished is not an error.
+
+    Args:
+        run: a run folder, a run id under the runs directory, or None for the latest run.
+        task: the task index to cancel (None: the whole run).
+        dry_run: print the scancel command instead of running it.
+        config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
+
+    Returns:
+        ``CancelResult`` with the job ids (``123`` or ``123_4``) that were cancelled.
+
+    Raises:
+        ConfigError: no such run or task. Refused: a local run (only Slurm runs can be
+        cancelled). ToolError: scancel failed.
+    """
     from .tools import slurm
 
     st = status(run, config=config)
@@ -654,6 +690,19 @@ def resubmit_failed(run: RunRef, dry_run: bool = False, *, config: Optional[Nexa
     Indices above MaxArraySize go in further submissions with an offset (task = offset +
     array index), exactly like the first submission's chunks. Each accepted submission is
     added to the same manifest (``chunks``, ``job_ids``, ``resubmits``) at once.
+
+    Args:
+        run: a run folder, a run id under the runs directory, or None for the latest run.
+        dry_run: print the sbatch commands instead of submitting.
+        config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
+
+    Returns:
+        ``ResubmitResult`` with the indices resubmitted and the new job ids (all empty when
+        no task failed).
+
+    Raises:
+        ConfigError: no such run, or its sbatch script is gone. Refused: a local run.
+        ToolError: Slurm refused the submission.
     """
     from .tools import slurm
 
@@ -725,8 +774,19 @@ class TaskLogs:
 
 
 def logs(run: RunRef, task: Optional[int] = None, *, config: Optional[NexaConfig] = None) -> TaskLogs:
-    """Where a task's output is. Default task: the first failed one, else the first running,
-    else task 0."""
+    """Where a task's output is.
+
+    Args:
+        run: a run folder, a run id under the runs directory, or None for the latest run.
+        task: the task index (default: the first failed task, else the first running, else 0).
+        config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
+
+    Returns:
+        ``TaskLogs``: index, state and the ``out``/``err`` paths (None when not written yet).
+
+    Raises:
+        ConfigError: no such run or task.
+    """
     st = status(run, config=config)
     if task is None:
         row = next((t for t in st.tasks if t.bucket == "failed"), None) or next(
