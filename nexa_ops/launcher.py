@@ -20,7 +20,7 @@ from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Unio
 
 from . import proc, runs, toml
 from .config import NexaConfig, Resources, load_config
-from .errors import ConfigError, NexaError, ToolError
+from .errors import NexaError, ToolError
 from .fs import atomic_write_text
 from .plan import launch as plan
 from .resources import read_text
@@ -470,13 +470,3 @@ def job_outcome(job_id: str) -> Tuple[Optional[str], Optional[int]]:
         return None, None
     code, sig = (int(x) for x in code_text.split(":", 1))
     return state, code if code or not sig else 128 + sig
-
-
-def parse_int(value: Optional[str], option: str) -> Optional[int]:
-    """An integer CLI option value, or a one-line ``ConfigError`` naming the option."""
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{option}: expected an integer, got {value!r}") from None

@@ -65,7 +65,7 @@ def echo(text: str = "") -> None:
 
 
 def parse_float(text: Any, option: str) -> Optional[float]:
-    """An option's number, or a ``ConfigError`` naming the option."""
+    """An option's number (None stays None), or a ``ConfigError`` naming the option."""
     from ..errors import ConfigError
 
     if text is None:
@@ -74,3 +74,18 @@ def parse_float(text: Any, option: str) -> Optional[float]:
         return float(text)
     except (TypeError, ValueError):
         raise ConfigError(f"{option}: expected a number, got {text!r}") from None
+
+
+def parse_int(text: Any, option: str, minimum: Optional[int] = None) -> Optional[int]:
+    """An option's integer (None stays None), or a ``ConfigError`` naming the option."""
+    from ..errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        number = int(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option}: expected an integer, got {text!r}") from None
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{option}: expected an integer >= {minimum}, got {number}")
+    return number

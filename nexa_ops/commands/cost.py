@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from .common import echo, nexa_task
+from .common import echo, nexa_task, parse_float, parse_int
 
 PROJECT_HELP = "Project file (default: ./nexa.toml or $NEXA_CONFIG)."
 RUNS_HELP = "Runs folder holding manifests/ (default: [cluster] runs_dir of nexa.toml)."
@@ -39,33 +39,12 @@ def estimate(c, config=None, project=None, provider=None, tasks=None, json=False
 
     if not config:
         raise ConfigError("--config FILE is required (the sweep file)")
-    count = _int(tasks, "--tasks") if tasks is not None else None
+    count = parse_int(tasks, "--tasks", minimum=1)
     est = estimate_cost(config, load_config(project), tasks=count, provider=provider, strict=True)
     if json:
         echo(_json.dumps(est.as_json(), indent=2))
     else:
         echo(est.table())
-
-
-def _int(value, option):
-    from ..errors import ConfigError
-
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{option}: expected an integer, got {value!r}") from None
-    if number < 1:
-        raise ConfigError(f"{option}: expected an integer >= 1, got {number}")
-    return number
-
-
-def _float(value, option):
-    from ..errors import ConfigError
-
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{option}: expected a number (USD), got {value!r}") from None
 
 
 @nexa_task(
@@ -135,7 +114,7 @@ def report(
 
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
-    limit = _float(budget, "--budget") if budget is not None else None
+    limit = parse_float(budget, "--budget")
     folder = _runs_dir(project, runs_dir)
     rep = cost_report(
         folder,

@@ -2,7 +2,7 @@
 
 import sys
 
-from .common import echo, nexa_task, parse_float, remainder
+from .common import echo, nexa_task, parse_float, parse_int, remainder
 
 
 @nexa_task(
@@ -39,7 +39,7 @@ def launch(
     dry_run=False,
 ):
     """Run a training command: nexa launch [--mode local|ddp|slurm] [options] -- COMMAND..."""
-    from ..launcher import LaunchFailed, parse_int
+    from ..launcher import LaunchFailed
     from ..launcher import launch as run_launch
 
     result = run_launch(

@@ -7,7 +7,7 @@ from typing import Any, Callable, List, Optional, Sequence
 from invoke import Task
 from invoke.parser import Argument
 
-from .common import echo, nexa_task, parse_float
+from .common import echo, nexa_task, parse_float, parse_int
 
 
 class OptionalRun(Task):
@@ -57,17 +57,6 @@ def _config(project: Optional[str]) -> Any:
     from ..config import load_config
 
     return load_config(project)
-
-
-def _task_number(text: Any) -> Optional[int]:
-    from ..errors import ConfigError
-
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--task: expected a task index, got {text!r}") from None
 
 
 @nexa_task(
@@ -203,7 +192,7 @@ def logs(c, run=None, task=None, follow=False, project=None):
     from ..errors import ConfigError
 
     cfg = _config(project)
-    found = track.logs(run, _task_number(task), config=cfg)
+    found = track.logs(run, parse_int(task, "--task"), config=cfg)
     if found.out is None:
         raise ConfigError(f"task {found.index} has no log yet ({found.state}): it has not been submitted")
     streams = [sys.stdout, sys.stderr]
@@ -238,7 +227,7 @@ def cancel(c, run=None, task=None, dry_run=False, project=None):
     """cancel [RUN]: cancel a run's Slurm jobs, or one task; a task that already ended is not an error."""
     from .. import track
 
-    result = track.cancel(run, _task_number(task), dry_run=dry_run, config=_config(project))
+    result = track.cancel(run, parse_int(task, "--task"), dry_run=dry_run, config=_config(project))
     if result.finished:
         echo(f"{result.run_id}: task {result.finished[0]} had already ended; nothing to cancel")
     elif not dry_run:
