@@ -10,7 +10,6 @@ Exit codes: the program's own (exec); 2 for a bad spec, index or missing task id
 
 import json
 import os
-import socket
 import sys
 import time
 
@@ -87,7 +86,7 @@ def record_start(run_dir, index):
     record = {
         "index": index,
         "start": time.time(),
-        "host": socket.gethostname(),
+        "host": os.uname().nodename,
         "job_id": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
         "array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
         "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
