@@ -11,12 +11,17 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 def atomic_write_text(path: PathLike, text: str, mode: int = 0o644) -> Path:
     """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
+    return atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes, mode: int = 0o644) -> Path:
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)

@@ -5,13 +5,26 @@ array task, thousands of times per sweep. It is started either as ``nexa worker`
 generated sbatch scripts, straight from the package folder with ``python3 -S`` (see
 ``plan.sbatch.WORKER_STUB``), so it must not import the rest of nexa.
 
+The argv comes from ``spec.argv``, a binary index that ``nexa sweep`` writes beside
+``spec.json``: reading one task from it costs a few system calls and no import (``json``
+alone would double the worker's start-up). When the index is missing or older than the spec,
+the worker reads ``spec.json`` instead.
+
 Exit codes: the program's own (exec); 2 for a bad spec, index or missing task id.
 """
 
-import json
 import os
 import sys
 import time
+
+#: ``spec.argv``: a 64-byte header ``NEXA-ARGV 1 <count> <spec size> <spec mtime_ns>``, then
+#: ``count + 2`` offsets (15 digits and a newline each), then the records: record 0 holds the
+#: working directory and the run folder, record ``i + 1`` task ``i``'s argv; every item ends
+#: with NUL, which no argv item can contain.
+INDEX_NAME = "spec.argv"
+INDEX_MAGIC = b"NEXA-ARGV 1"
+HEADER = 64
+OFFSET = 16
 
 USAGE = "usage: nexa worker --spec FILE [--task-id N] [--offset K] [--dry-run]"
 
@@ -60,7 +73,54 @@ def resolve_index(task_id, offset, environ):
     return _int(slurm, "SLURM_ARRAY_TASK_ID") + _int(offset, "--offset")
 
 
+def index_bytes(spec_path, workdir, run_dir, argvs):
+    """The ``spec.argv`` content for ``argvs`` (lists of str), tied to ``spec_path``'s
+    current size and mtime so that a later edit of the spec makes it stale."""
+    st = os.stat(spec_path)
+    records = [b"\0".join(os.fsencode(a) for a in [workdir, run_dir]) + b"\0"]
+    records += [("\0".join(argv) + "\0").encode("utf-8", "surrogateescape") for argv in argvs]
+    offsets, total = [], 0
+    for record in records:
+        offsets.append(total)
+        total += len(record)
+    offsets.append(total)
+    header = b"%s %d %d %d" % (INDEX_MAGIC, len(argvs), st.st_size, st.st_mtime_ns)
+    table = b"".join(b"%015d\n" % o for o in offsets)
+    return header.ljust(HEADER - 1) + b"\n" + table + b"".join(records)
+
+
+def _record(fh, data_start, number):
+    fh.seek(HEADER + OFFSET * number)
+    pair = fh.read(2 * OFFSET)
+    start, end = int(pair[:OFFSET]), int(pair[OFFSET:])
+    fh.seek(data_start + start)
+    return fh.read(end - start).split(b"\0")[:-1]
+
+
+def load_indexed(spec_path, index):
+    """``(workdir, run_dir, argv)`` as bytes from ``spec.argv``, or None when it is absent,
+    foreign or stale (then the caller reads spec.json)."""
+    path = os.path.join(os.path.dirname(spec_path), INDEX_NAME)
+    try:
+        st = os.stat(spec_path)
+        with open(path, "rb") as fh:
+            fields = fh.read(HEADER).split()
+            if b" ".join(fields[:2]) != INDEX_MAGIC or fields[3:5] != [b"%d" % st.st_size, b"%d" % st.st_mtime_ns]:
+                return None
+            count = int(fields[2])
+            if not 0 <= index < count:
+                raise WorkerError(f"{spec_path}: task index {index} out of range (0..{count - 1})")
+            data_start = HEADER + OFFSET * (count + 2)
+            workdir, run_dir = _record(fh, data_start, 0)
+            return workdir, run_dir, _record(fh, data_start, index + 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def load_task(spec_path, index):
+    """``(workdir, run_dir, argv)`` from spec.json (the slow, always-correct path)."""
+    import json
+
     try:
         with open(spec_path, encoding="utf-8") as fh:
             spec = json.load(fh)
@@ -76,25 +136,32 @@ def load_task(spec_path, index):
     task = tasks[index]
     if task.get("index") != index or not task.get("argv"):
         raise WorkerError(f"{spec_path}: task {index} is malformed")
-    return spec, task
+    return spec.get("workdir") or "", spec.get("run_dir") or "", task["argv"]
+
+
+def _json_str(value):
+    """A JSON string for ids and host names, without importing json."""
+    if value is None:
+        return "null"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c >= " " else f"\\u{ord(c):04x}" for c in text) + '"'
 
 
 def record_start(run_dir, index):
     """``tasks/<index>.start.json`` in the run folder: start time, host, Slurm ids."""
     folder = os.path.join(run_dir, "tasks")
     os.makedirs(folder, exist_ok=True)
-    record = {
-        "index": index,
-        "start": time.time(),
-        "host": os.uname().nodename,
-        "job_id": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
-        "array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
-        "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
-    }
+    env = os.environ
+    restarts = env.get("SLURM_RESTART_COUNT", "0")
+    host, job = _json_str(os.uname().nodename), _json_str(env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID"))
+    record = (
+        f'{{"index": {index}, "start": {time.time()!r}, "host": {host}, "job_id": {job}, '
+        f'"array_task_id": {_json_str(env.get("SLURM_ARRAY_TASK_ID"))}, "restart_count": {int(restarts) if restarts.isdigit() else 0}}}\n'
+    )
     path = os.path.join(folder, f"{index}.start.json")
     tmp = os.path.join(folder, f".{index}.start.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(record, fh)
+        fh.write(record)
     os.replace(tmp, path)
 
 
@@ -103,18 +170,20 @@ def main(argv=None):
     try:
         opts = parse_args(argv)
         index = resolve_index(opts["task_id"], opts["offset"], os.environ)
-        spec, task = load_task(opts["spec"], index)
+        found = load_indexed(opts["spec"], index) or load_task(opts["spec"], index)
     except WorkerError as exc:
         print(f"nexa worker: error: {exc}", file=sys.stderr)
         return 2
-    args = task["argv"]
+    workdir, run_dir, args = found
+    workdir, run_dir = os.fsdecode(workdir), os.fsdecode(run_dir)  # the index gives bytes
     if opts["dry_run"]:
-        print(json.dumps(args, ensure_ascii=False))
+        import json
+
+        print(json.dumps([a.decode("utf-8", "surrogateescape") if isinstance(a, bytes) else a for a in args], ensure_ascii=False))
         return 0
-    workdir = spec.get("workdir")
     if workdir and os.path.isdir(workdir):
         os.chdir(workdir)
-    run_dir = os.environ.get("NEXA_RUN_DIR") or spec.get("run_dir")
+    run_dir = os.environ.get("NEXA_RUN_DIR") or run_dir
     os.environ["NEXA_TASK_INDEX"] = str(index)
     if run_dir:
         os.environ["NEXA_RUN_DIR"] = run_dir
@@ -127,7 +196,7 @@ def main(argv=None):
     try:
         os.execvp(args[0], args)
     except OSError as exc:
-        print(f"nexa worker: error: cannot run {args[0]!r}: {exc.strerror}", file=sys.stderr)
+        print(f"nexa worker: error: cannot run {os.fsdecode(args[0])!r}: {exc.strerror}", file=sys.stderr)
         return 127
 
 

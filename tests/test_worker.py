@@ -80,3 +80,48 @@ def test_worker_imports_only_the_standard_library():
 
 def test_parse_args_equals_form():
     assert worker.parse_args(["--spec=x", "--task-id=4"])["task_id"] == "4"
+
+
+def test_index_beside_the_spec_is_used_and_matches_it(tmp_path):
+    """`nexa sweep` writes spec.argv; the worker reads one task from it without json."""
+    from nexa_ops.config import NexaConfig, parse_sweep
+    from nexa_ops.sweeps import plan_sweep
+
+    values = ["a b", "new\nline", "ünï ✓", "$(x)", "", "--d", "nul-free \t tab"]
+    defn = parse_sweep({"name": "i", "command": ["prog", "x"], "grid": {"v": values, "n": [1, 2]}}, "s.toml")
+    art = plan_sweep(defn, NexaConfig(root=tmp_path), tmp_path / "run")
+    assert (tmp_path / "run" / "spec.argv").exists()
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from nexa_ops import worker; import json as _j\n"
+        "del sys.modules['json']\n"
+        "for i in range(int(sys.argv[3])):\n"
+        "    w, r, argv = worker.load_indexed(sys.argv[2], i)\n"
+        "    print(_j.dumps([a.decode() for a in argv]))\n"
+        "print('json' in sys.modules, w.decode() == sys.argv[4])"
+    )
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(package_root()), str(art.spec_path), str(art.job_count), str(tmp_path)],
+                         capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert [json.loads(line) for line in lines[:-1]] == [t.argv for t in art.tasks]
+    assert lines[-1] == "False True"
+
+
+def test_stale_index_falls_back_to_the_spec(spec, tmp_path):
+    from nexa_ops import worker as w
+
+    (tmp_path / "spec.argv").write_bytes(w.index_bytes(str(spec), "/", "/", [["old", "argv"]] * 3))
+    assert w.load_indexed(str(spec), 1)[2] == [b"old", b"argv"]
+    data = json.loads(spec.read_text())
+    data["tasks"][1]["argv"] = ["echo", "new"]
+    spec.write_text(json.dumps(data) + " ")  # an edit: size and mtime change
+    assert w.load_indexed(str(spec), 1) is None
+    out = run_worker("--spec", str(spec), "--task-id", "1", "--dry-run")
+    assert json.loads(out.stdout) == ["echo", "new"]
+
+
+def test_index_out_of_range_is_the_same_error(spec, tmp_path):
+    from nexa_ops import worker as w
+
+    (tmp_path / "spec.argv").write_bytes(w.index_bytes(str(spec), "/", "/", [["a"]] * 3))
+    out = run_worker("--spec", str(spec), "--task-id", "5")
+    assert out.returncode == 2 and "task index 5 out of range (0..2)" in out.stderr

@@ -14,7 +14,8 @@ from ..resources import read_text
 WORKER_STUB = "import sys;sys.path.insert(0,sys.argv.pop(1));from nexa_ops.worker import main;sys.exit(main())"
 # In the array script the worker runs in the background (so the shell can trap Slurm's
 # signals), and bash starts background commands with SIGINT ignored: undo that before exec.
-BATCH_STUB = "import signal;signal.signal(signal.SIGINT,signal.SIG_DFL);" + WORKER_STUB
+# (_signal, the builtin behind `signal`, costs nothing to import; `signal` pulls in enum.)
+BATCH_STUB = "import _signal;_signal.signal(2,_signal.SIG_DFL);" + WORKER_STUB
 
 
 def directive_value(text: str) -> str:

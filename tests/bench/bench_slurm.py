@@ -5,6 +5,11 @@ Raw: ``sbatch --array=0-999`` of a script that runs the command. nexa: ``nexa sw
 timed from submission until the last task has left the queue, in one run, alternating.
 Also prints the submission latency (the CLI call alone). Target: nexa within 1.15x of raw.
 
+The trivial command is ``python3 -c 'import sys; sys.exit(0)'`` with ``python3`` from PATH for
+both, as a researcher would type it (on these machines a pyenv shim, as when the peers were
+measured). The worker's own interpreter is ``[cluster] python``, set here to the real
+interpreter behind this venv: a shim would cost the worker ~100 ms per task (see README).
+
 Restarts the test cluster with MaxArraySize=1001 (tests/cluster/slurm.sh), as peers were
 measured with the default limit.
 
@@ -33,7 +38,7 @@ def wait_gone(job: str, poll: float = 0.25) -> None:
 def raw(tmp: Path, tasks: int):
     script = tmp / "raw.sbatch"
     script.write_text(
-        f"#!/bin/bash\n#SBATCH --output={tmp}/raw_%A_%a.out\n#SBATCH --cpus-per-task=1\n{sys.executable} -c 'import sys; sys.exit(0)'\n"
+        f"#!/bin/bash\n#SBATCH --output={tmp}/raw_%A_%a.out\n#SBATCH --cpus-per-task=1\npython3 -c 'import sys; sys.exit(0)'\n"
     )
     start = time.perf_counter()
     job = subprocess.run(["sbatch", "--parsable", f"--array=0-{tasks - 1}", str(script)], capture_output=True, text=True, check=True)
@@ -45,11 +50,11 @@ def raw(tmp: Path, tasks: int):
 def nexa(tmp: Path, tasks: int):
     project = tmp / "project"
     project.mkdir(exist_ok=True)
-    (project / "nexa.toml").write_text(f'[cluster]\npython = "{sys.executable}"\n')
+    (project / "nexa.toml").write_text(f'[cluster]\npython = "{os.path.realpath(sys.executable)}"\n')
     sweep = project / "sweep.toml"
     sweep.write_text(
         'name = "bench"\n'
-        f'command = ["{sys.executable}", "-c", "import sys; sys.exit(0)"]\n'
+        'command = ["python3", "-c", "import sys; sys.exit(0)"]\n'
         f"[grid]\ni = {list(range(tasks))}\n[resources]\ncpus_per_task = 1\n"
     )
     start = time.perf_counter()
