@@ -161,7 +161,9 @@ def test_requeued_task_runs_again_and_its_count_shows(requeued, nexa_cli):
     st = poll(lambda: (lambda s: s if s.tasks[0].restarts == 1 else None)(requeued.status()), 100, "the requeue")
     assert st.tasks[0].state in ("PENDING", "REQUEUED", "RUNNING", "COMPLETING", "COMPLETED"), st.tasks[0]
     assert (requeued.dir / "marks" / "0.warned").read_text() == "0"  # the program got the warning first
-    subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], capture_output=True)
+    # Not "now": a restart in the same second as the requeue's kill finds its credential still
+    # revoked and Slurm fails it at once ("Job credential revoked", exit 1).
+    subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now+3"], capture_output=True)
     out = nexa_cli("wait", str(requeued.run), "--poll", "1")
     assert out.returncode == 0, out.stderr
     st = requeued.status()
