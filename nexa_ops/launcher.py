@@ -237,18 +237,15 @@ def run_streamed(
     stdin = subprocess.DEVNULL if _isatty(sys.stdin) else None
     lock = threading.Lock()
     with open(log_path, "ab") as log:
-        try:
-            popen = subprocess.Popen(
-                list(argv),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                stdin=stdin,
-                env=proc.merged_env(env) if env else None,
-                cwd=cwd,
-                preexec_fn=os.setpgrp,  # runs before any thread of ours exists
-            )
-        except OSError as exc:
-            raise ToolError(os.path.basename(argv[0]), argv, 126, cause=exc.strerror or str(exc)) from None
+        popen = proc.spawn(
+            argv,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=stdin,
+            cwd=cwd,
+            preexec_fn=os.setpgrp,  # runs before any thread of ours exists
+        )
         restore = _forward_signals(popen.pid)
         try:
             pumps = [

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from . import proc
 from .fs import atomic_write_json
 from .plan.sbatch import WORKER_STUB
 from .resources import package_root
@@ -37,7 +38,7 @@ def run_local(
     log_dir = log_dir or run_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, NEXA_RUN_DIR=str(run_dir))
+    env = {"NEXA_RUN_DIR": str(run_dir)}
     pending = list(range(count))
     pending.reverse()
     running: Dict[int, tuple] = {}
@@ -48,7 +49,7 @@ def run_local(
                 index = pending.pop()
                 out = open(log_dir / f"local_{index}.out", "wb")
                 err = open(log_dir / f"local_{index}.err", "wb")
-                popen = subprocess.Popen(worker_argv(spec_path, index), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+                popen = proc.spawn(worker_argv(spec_path, index), env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
                 running[index] = (popen, time.monotonic(), out, err)
             for index, (popen, started, out, err) in list(running.items()):
                 code = popen.poll()

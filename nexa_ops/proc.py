@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Callable, Collection, Dict, Mapping, Optional, Sequence, TextIO
+from typing import Any, Callable, Collection, Dict, Mapping, Optional, Sequence, TextIO
 
 from .errors import ToolError, ToolMissing
 
@@ -93,6 +93,22 @@ def run(
         cause = explain(proc.returncode, stderr) if explain else ""
         raise ToolError(tool, argv, proc.returncode, stderr, cause)
     return Result(argv, proc.returncode, proc.stdout, proc.stderr)
+
+
+def spawn(
+    argv: Sequence[str], *, env: Optional[Mapping[str, Optional[str]]] = None, hint: str = "", **popen: Any
+) -> "subprocess.Popen[bytes]":
+    """Start ``argv`` (no shell) for callers that manage the process themselves (streaming,
+    a pool of tasks): resolved on PATH first, logged like ``run``, ``ToolError`` if it cannot
+    start. ``popen`` goes to ``subprocess.Popen`` (stdout, stderr, stdin, cwd, ...)."""
+    argv = [str(a) for a in argv]
+    program = which(argv[0], hint)
+    if VERBOSE:
+        print(f"+ {quote(argv)}", file=sys.stderr)
+    try:
+        return subprocess.Popen([program] + argv[1:], env=merged_env(env) if env else None, **popen)
+    except OSError as exc:
+        raise ToolError(os.path.basename(argv[0]), argv, 126, cause=exc.strerror or str(exc)) from None
 
 
 def _text(data: object) -> str:
