@@ -13,29 +13,16 @@
 # DIR holds: data/ (data-root), x/ (exec-root, kept short for socket paths), dockerd.pid,
 # docker.sock, dockerd.log.
 set -euo pipefail
+# shellcheck source=tests/cluster/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BASE_IMAGE=local/nexa-base:1
 TEST_IMAGE=local/nexa-test:1
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
-log() { printf 'dockerd.sh: %s\n' "$*" >&2; }
-
-alive() {  # alive PIDFILE: the process exists and is not a zombie
-  local pid state
-  [[ -s $1 ]] || return 1
-  pid=$(<"$1")
-  [[ -r /proc/$pid/stat ]] || return 1
-  state=$(awk '{print $3}' "/proc/$pid/stat")
-  [[ $state != Z ]]
-}
-
 install() {
   command -v dockerd >/dev/null && command -v docker >/dev/null && command -v busybox >/dev/null && return
-  log "installing docker.io and busybox-static"
-  export DEBIAN_FRONTEND=noninteractive
-  local pkgs=(docker.io busybox-static)
-  apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${pkgs[@]}" >/dev/null \
-    || { apt-get update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${pkgs[@]}" >/dev/null; }
+  apt_install docker.io busybox-static
 }
 
 host() { printf 'unix://%s/docker.sock\n' "$1"; }

@@ -8,24 +8,12 @@
 #
 # DIR holds the pid file, the log and the TSDB.
 set -euo pipefail
-
-log() { printf 'prometheus.sh: %s\n' "$*" >&2; }
-
-alive() {  # alive PIDFILE: the process exists and is not a zombie
-  local pid state
-  [[ -s $1 ]] || return 1
-  pid=$(<"$1")
-  [[ -r /proc/$pid/stat ]] || return 1
-  state=$(awk '{print $3}' "/proc/$pid/stat")
-  [[ $state != Z ]]
-}
+# shellcheck source=tests/cluster/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install() {
   command -v prometheus >/dev/null && command -v promtool >/dev/null && return
-  log "installing prometheus"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends prometheus >/dev/null \
-    || { apt-get update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends prometheus >/dev/null; }
+  apt_install prometheus
 }
 
 ready() {  # ready PORT

@@ -9,6 +9,8 @@
 # NEXA_SLURM_MAX_ARRAY (default 25) sets MaxArraySize; a running cluster with another value
 # is restarted. State lives in $NEXA_SLURM_DIR (default /tmp/nexa-slurm).
 set -euo pipefail
+# shellcheck source=tests/cluster/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 dir=${NEXA_SLURM_DIR:-/tmp/nexa-slurm}
 max_array=${NEXA_SLURM_MAX_ARRAY:-25}
@@ -17,23 +19,9 @@ gres=/etc/slurm/gres.conf
 marker="# managed by nexa-ops tests/cluster/slurm.sh"
 host=$(hostname -s)
 
-log() { printf 'slurm.sh: %s\n' "$*" >&2; }
-
-alive() {  # alive PIDFILE: the process exists and is not a zombie
-  local pid state
-  [[ -s $1 ]] || return 1
-  pid=$(<"$1")
-  [[ -r /proc/$pid/stat ]] || return 1
-  state=$(awk '{print $3}' "/proc/$pid/stat")
-  [[ $state != Z ]]
-}
-
 install() {
   command -v slurmctld >/dev/null && command -v sbatch >/dev/null && command -v munged >/dev/null && return
-  log "installing slurm and munge"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null \
-    || { apt-get update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null; }
+  apt_install slurmctld slurmd slurm-client munge
 }
 
 start_munge() {

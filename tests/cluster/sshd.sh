@@ -9,25 +9,12 @@
 # DIR ends up with: host_ed25519(.pub), client_ed25519(.pub), authorized_keys, known_hosts
 # (the host key for [127.0.0.1]:PORT), sshd_config, sshd.pid, sshd.log.
 set -euo pipefail
-
-log() { printf 'sshd.sh: %s\n' "$*" >&2; }
-
-alive() {  # alive PIDFILE: the process exists and is not a zombie
-  local pid state
-  [[ -s $1 ]] || return 1
-  pid=$(<"$1")
-  [[ -r /proc/$pid/stat ]] || return 1
-  state=$(awk '{print $3}' "/proc/$pid/stat")
-  [[ $state != Z ]]
-}
+# shellcheck source=tests/cluster/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install() {
   command -v ssh >/dev/null && command -v ssh-keygen >/dev/null && [[ -x /usr/sbin/sshd ]] && command -v rsync >/dev/null && return
-  log "installing openssh-server, openssh-client and rsync"
-  export DEBIAN_FRONTEND=noninteractive
-  local pkgs=(openssh-server openssh-client rsync)
-  apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${pkgs[@]}" >/dev/null \
-    || { apt-get update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${pkgs[@]}" >/dev/null; }
+  apt_install openssh-server openssh-client rsync
 }
 
 start() {
