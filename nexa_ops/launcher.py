@@ -268,19 +268,32 @@ def run_streamed(
 
 
 def _pump(pipe: IO[bytes], sink: IO[bytes], log: IO[bytes], lock: threading.Lock) -> None:
+    """Copy one stream to the terminal as it comes, and to the shared log in whole lines, so
+    that stdout and stderr never cut into each other's lines in launch.log."""
     fd = pipe.fileno()
+    pending = b""
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:
             break
+        pending += chunk
+        cut = pending.rfind(b"\n") + 1
+        if not cut and len(pending) > 65536:  # a very long line (a progress bar): let it go
+            cut = len(pending)
         with lock:
-            log.write(chunk)
-            log.flush()
+            if cut:
+                log.write(pending[:cut])
+                log.flush()
             try:
                 sink.write(chunk)
                 sink.flush()
             except (OSError, ValueError):  # our terminal went away: keep logging
                 pass
+        pending = pending[cut:]
+    if pending:
+        with lock:
+            log.write(pending)
+            log.flush()
     pipe.close()
 
 
