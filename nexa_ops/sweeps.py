@@ -78,6 +78,22 @@ def spec_document(defn: SweepDefinition, tasks: List[Task], run_dir: Path, workd
     }
 
 
+def index_bytes(spec_path: str, workdir: str, run_dir: str, argvs: List[List[str]]) -> bytes:
+    """The ``spec.argv`` content (format in ``worker``) for ``argvs``, tied to ``spec_path``'s
+    current size and mtime so that a later edit of the spec makes it stale."""
+    st = os.stat(spec_path)
+    records = [b"\0".join(os.fsencode(a) for a in [workdir, run_dir]) + b"\0"]
+    records += [("\0".join(argv) + "\0").encode("utf-8", "surrogateescape") for argv in argvs]
+    offsets, total = [], 0
+    for record in records:
+        offsets.append(total)
+        total += len(record)
+    offsets.append(total)
+    header = b"%s %d %d %d" % (worker.INDEX_MAGIC, len(argvs), st.st_size, st.st_mtime_ns)
+    table = b"".join(b"%015d\n" % o for o in offsets)
+    return header.ljust(worker.HEADER - 1) + b"\n" + table + b"".join(records)
+
+
 def chunk(count: int, max_array_size: int) -> List[Chunk]:
     """Split ``count`` tasks so every array index stays below ``max_array_size``."""
     size = max(1, max_array_size)
@@ -102,7 +118,7 @@ def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = 
     text = json.dumps(spec_document(defn, tasks, run_dir, workdir), ensure_ascii=False)
     atomic_write_text(spec_path, text + "\n")
     # The worker's fast path: one task's argv in a few reads, no json import on the node.
-    index = worker.index_bytes(str(spec_path), str(workdir), str(run_dir), [t.argv for t in tasks])
+    index = index_bytes(str(spec_path), str(workdir), str(run_dir), [t.argv for t in tasks])
     atomic_write_bytes(run_dir / worker.INDEX_NAME, index)
     script = plan_sbatch.render_array_script(
         name=defn.name,

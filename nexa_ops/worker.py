@@ -73,22 +73,6 @@ def resolve_index(task_id, offset, environ):
     return _int(slurm, "SLURM_ARRAY_TASK_ID") + _int(offset, "--offset")
 
 
-def index_bytes(spec_path, workdir, run_dir, argvs):
-    """The ``spec.argv`` content for ``argvs`` (lists of str), tied to ``spec_path``'s
-    current size and mtime so that a later edit of the spec makes it stale."""
-    st = os.stat(spec_path)
-    records = [b"\0".join(os.fsencode(a) for a in [workdir, run_dir]) + b"\0"]
-    records += [("\0".join(argv) + "\0").encode("utf-8", "surrogateescape") for argv in argvs]
-    offsets, total = [], 0
-    for record in records:
-        offsets.append(total)
-        total += len(record)
-    offsets.append(total)
-    header = b"%s %d %d %d" % (INDEX_MAGIC, len(argvs), st.st_size, st.st_mtime_ns)
-    table = b"".join(b"%015d\n" % o for o in offsets)
-    return header.ljust(HEADER - 1) + b"\n" + table + b"".join(records)
-
-
 def _record(fh, data_start, number):
     fh.seek(HEADER + OFFSET * number)
     pair = fh.read(2 * OFFSET)

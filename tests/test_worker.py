@@ -108,8 +108,9 @@ def test_index_beside_the_spec_is_used_and_matches_it(tmp_path):
 
 def test_stale_index_falls_back_to_the_spec(spec, tmp_path):
     from nexa_ops import worker as w
+    from nexa_ops.sweeps import index_bytes
 
-    (tmp_path / "spec.argv").write_bytes(w.index_bytes(str(spec), "/", "/", [["old", "argv"]] * 3))
+    (tmp_path / "spec.argv").write_bytes(index_bytes(str(spec), "/", "/", [["old", "argv"]] * 3))
     assert w.load_indexed(str(spec), 1)[2] == [b"old", b"argv"]
     data = json.loads(spec.read_text())
     data["tasks"][1]["argv"] = ["echo", "new"]
@@ -120,8 +121,8 @@ def test_stale_index_falls_back_to_the_spec(spec, tmp_path):
 
 
 def test_index_out_of_range_is_the_same_error(spec, tmp_path):
-    from nexa_ops import worker as w
+    from nexa_ops.sweeps import index_bytes
 
-    (tmp_path / "spec.argv").write_bytes(w.index_bytes(str(spec), "/", "/", [["a"]] * 3))
+    (tmp_path / "spec.argv").write_bytes(index_bytes(str(spec), "/", "/", [["a"]] * 3))
     out = run_worker("--spec", str(spec), "--task-id", "5")
     assert out.returncode == 2 and "task index 5 out of range (0..2)" in out.stderr

@@ -1,7 +1,8 @@
 """Benchmark on the real local Slurm: a 1,000-task array of a trivial Python command.
 
-Raw: ``sbatch --array=0-999`` of a script that runs the command. nexa: ``nexa sweep
---submit`` of a 1,000-task sweep of the same command (worker + records included). Both are
+Raw: ``sbatch --array=0-999`` of a script that runs the command. nexa: ``python3 nexa.pyz
+sweep --submit`` of a 1,000-task sweep of the same command, from a freshly built zipapp as on a
+cluster (the worker is imported from the pyz on every task; its records included). Both are
 timed from submission until the last task has left the queue, in one run, alternating.
 Also prints the submission latency (the CLI call alone). Target: nexa within 1.15x of raw.
 
@@ -47,6 +48,9 @@ def raw(tmp: Path, tasks: int):
     return submitted, time.perf_counter() - start
 
 
+PYZ = Path()  # built once in main()
+
+
 def nexa(tmp: Path, tasks: int):
     project = tmp / "project"
     project.mkdir(exist_ok=True)
@@ -59,7 +63,7 @@ def nexa(tmp: Path, tasks: int):
     )
     start = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "nexa_ops", "sweep", "--config", str(sweep), "--submit"],
+        [os.path.realpath(sys.executable), str(PYZ), "sweep", "--config", str(sweep), "--submit"],
         capture_output=True,
         text=True,
         cwd=project,
@@ -82,6 +86,11 @@ def main() -> None:
     subprocess.run(["bash", str(ROOT / "tests" / "cluster" / "slurm.sh"), "start"], env=env, check=True)
     results = {"raw": [], "nexa": []}
     with tempfile.TemporaryDirectory() as tmp:
+        global PYZ
+        sys.path.insert(0, str(ROOT))
+        from nexa_ops import pyz
+
+        PYZ = pyz.build(pyz.load_settings(str(ROOT / "shiv.toml")), str(Path(tmp) / "nexa.pyz")).path
         for _ in range(args.rounds):
             for name, func in (("raw", raw), ("nexa", nexa)):
                 results[name].append(func(Path(tmp), args.tasks))
