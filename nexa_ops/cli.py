@@ -35,7 +35,14 @@ program = Program(namespace=ns, name="nexa", binary="nexa", version=__version__)
 
 
 def main() -> None:
-    program.run()
+    try:
+        program.run()
+    except BrokenPipeError:  # `nexa ... | head`: the reader left early; not a failure to report
+        import os
+        import sys
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(141)
 
 
 if __name__ == "__main__":

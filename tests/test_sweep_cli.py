@@ -101,3 +101,14 @@ def test_help_lists_tasks_and_options(nexa_cli):
     out = nexa_cli("sweep", "--help")
     for option in ("--config", "--out", "--submit", "--local", "--max-cost", "--dry-run"):
         assert option in out.stdout
+
+
+def test_output_into_a_closed_pipe_is_quiet(tmp_path):
+    """`nexa --help | head -1`: no traceback when the reader leaves early."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "nexa_ops", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() in (0, 141) and "Traceback" not in err
