@@ -8,7 +8,7 @@ required keys are ``ConfigError``s that name the file and the dotted key.
 import dataclasses
 import difflib
 import typing
-from typing import Any, Dict, List, Optional, Type, TypeVar, Union
+from typing import Any, Dict, List, Type, TypeVar, Union
 
 from .errors import ConfigError
 
@@ -132,11 +132,3 @@ def from_table(cls: Type[T], table: Dict[str, Any], path: str, prefix: str = "")
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:  # type: ignore[misc]
             raise ConfigError(f"missing required key (expected {describe(hints[field.name])})", path, full)
     return cls(**kwargs)
-
-
-def optional_table(table: Dict[str, Any], key: str, path: str) -> Optional[Dict[str, Any]]:
-    """``table[key]`` if present, checked to be a table."""
-    value = table.get(key)
-    if value is not None and not isinstance(value, dict):
-        raise ConfigError(f"expected a table, got {type(value).__name__}", path, key)
-    return value
