@@ -36,6 +36,13 @@ def launch_file(tmp_path, train_path, extra=""):
     return path
 
 
+def the_run_dir(tmp_path):
+    """The one run folder under ./runs; `runs/manifests` (cost manifests) sits beside it, and
+    directory order is the file system's, so never take the first entry."""
+    (run_dir,) = (p for p in (tmp_path / "runs").iterdir() if (p / "manifest.json").is_file())
+    return run_dir
+
+
 @pytest.fixture
 def site_env(monkeypatch):
     """A submitting shell with listed variables, one that must not leak, and a site that
@@ -53,7 +60,7 @@ def test_two_node_job_every_rank_is_right(slurm_cluster, tmp_path, torch_path, t
     out = nexa_cli("launch", "--config", str(path), "--wait")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Cost estimate" in out.stdout and "Submitted job " in out.stdout and "2 node(s) x 2 process(es)" in out.stdout
-    run_dir = next((tmp_path / "runs").iterdir())
+    run_dir = the_run_dir(tmp_path)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["backend"] == "slurm" and manifest["exit_code"] == 0 and manifest["state"] == "COMPLETED"
     assert manifest["env"] == ["HF_HOME", "PATH", "WANDB_MODE", "WANDB_PROJECT"]
@@ -88,7 +95,7 @@ def test_failing_rank_is_named_and_the_job_fails(slurm_cluster, tmp_path, torch_
     assert out.returncode in (1, 143), out.stdout + out.stderr
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("nexa: error: train: rank 2 (local_rank 0 on ") and "exited with 3" in last
-    run_dir = next((tmp_path / "runs").iterdir())
+    run_dir = the_run_dir(tmp_path)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["state"] == "FAILED" and manifest["failures"][0]["rank"] == 2
 
@@ -104,7 +111,7 @@ def test_impossible_node_count_is_refused_by_slurm(slurm_cluster, tmp_path, trai
     out = nexa_cli("launch", "--config", str(launch_file(tmp_path, train)), "--nodes", "3")
     assert out.returncode == 1
     assert out.stderr.startswith("nexa: error: sbatch exited with 1: Batch job submission failed: Node count specification invalid")
-    run_dir = next((tmp_path / "runs").iterdir())
+    run_dir = the_run_dir(tmp_path)
     assert "Node count specification invalid" in json.loads((run_dir / "manifest.json").read_text())["error"]
     with pytest.raises(ToolError, match="Node count specification invalid"):
         launch(config=launch_file(tmp_path, train), nodes=3, workdir=tmp_path, project=None)
@@ -158,7 +165,7 @@ def test_launch_cost_manifest_gets_actual_hours(slurm_cluster, tmp_path, torch_p
     (tmp_path / "nexa.toml").write_text('[cost]\ngpu_type = "H100"\n')  # the fake GPUs' price
     out = nexa_cli("launch", "--config", str(tmp_path / "launch.toml"), "--wait")
     assert out.returncode == 0, out.stdout + out.stderr
-    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.name != "manifests")
+    run_dir = the_run_dir(tmp_path)
     cost_path = tmp_path / "runs" / "manifests" / f"cost_{run_dir.name}.json"
     cost = json.loads(cost_path.read_text())
     assert cost["kind"] == "launch" and cost["nodes"] == 2 and cost["gpus_per_node"] == 2 and cost["estimated_usd"] > 0
