@@ -3,7 +3,12 @@
 Standard library only, and nothing imported that the task does not need: this runs once per
 array task, thousands of times per sweep. It is started either as ``nexa worker`` or, in
 generated sbatch scripts, straight from the package folder with ``python3 -S`` (see
-``plan.sbatch.WORKER_STUB``), so it must not import the rest of nexa.
+``plan.sbatch.BATCH_STUB``), so it must not import the rest of nexa.
+
+Imported from nexa.pyz, this module would be compiled again by every task: zipimport keeps
+no bytecode. So the array script's stub keeps the compiled worker in the run folder
+(``.nexa-worker.<cache tag>.pyc``, written by :func:`save_code` on first use) and later
+tasks load it with ``marshal``: no zip directory to read, no compile, no package import.
 
 The argv comes from ``spec.argv``, a binary index that ``nexa sweep`` writes beside
 ``spec.json``: reading one task from it costs a few system calls and no import (``json``
@@ -13,6 +18,7 @@ the worker reads ``spec.json`` instead.
 Exit codes: the program's own (exec); 2 for a bad spec, index or missing task id.
 """
 
+import marshal
 import os
 import sys
 import time
@@ -149,6 +155,43 @@ def record_start(run_dir, index):
     os.replace(tmp, path)
 
 
+def save_code(path):
+    """Write this module's code object to ``path`` (atomically) for the stub to load.
+
+    Only a cache: any failure (a read-only run folder, a loader without ``get_code``) leaves
+    the next task to import and compile as this one did.
+    """
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        code = __loader__.get_code(__name__)
+        with open(tmp, "wb") as fh:
+            fh.write(marshal.dumps(code))
+        os.replace(tmp, path)
+    except (OSError, ImportError, AttributeError, TypeError):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def exec_program(args):
+    """``os.execvp`` without its import of ``warnings`` (a third of the worker's own
+    start-up): a name without a slash is searched on PATH; the first error other than
+    "not there" (say, permission denied) is the one raised, as execvp does."""
+    program = os.fsdecode(args[0])
+    if "/" in program:
+        os.execv(program, args)
+    first = None
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        try:
+            os.execv(os.path.join(folder, program), args)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            first = first or exc
+    raise first or FileNotFoundError(2, "No such file or directory", program)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -178,7 +221,7 @@ def main(argv=None):
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execvp(args[0], args)
+        exec_program(args)
     except OSError as exc:
         print(f"nexa worker: error: cannot run {os.fsdecode(args[0])!r}: {exc.strerror}", file=sys.stderr)
         return 127

@@ -197,6 +197,12 @@ def test_runs_alone_on_each_python(version, nexa_pyz, tmp_path, offline):
     task1 = json.loads((probe / "1.json").read_text())
     assert task1 == {"argv": ["--lr=0.01"], "python": [int(x) for x in version.split(".")]}
     assert json.loads((work / "run" / "tasks" / "1.end.json").read_text())["exit_code"] == 0
+    # That first task left the worker's compiled code in the run folder: the next one loads
+    # it instead of reading the zip and compiling (zipimport caches no bytecode).
+    (cached,) = (work / "run").glob(".nexa-worker.*.pyc")
+    res = run(["bash", script], dict(node_env, SLURM_ARRAY_TASK_ID="2", PYTHONVERBOSE="1"), work, offline)
+    assert res.returncode == 0 and "import 'nexa_ops" not in res.stderr, res.stderr
+    assert json.loads((probe / "2.json").read_text())["argv"] == ["--lr=0.001"]
 
     res = run([python, pyzfile, "sweep", "--config", sweep, "--local", "--out", work / "local"], env, work, offline)
     assert res.returncode == 0, res.stderr

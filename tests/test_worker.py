@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from nexa_ops import worker
-from nexa_ops.plan.sbatch import WORKER_STUB
+from nexa_ops.plan.sbatch import BATCH_STUB, WORKER_STUB
 from nexa_ops.resources import package_root
 
 
@@ -76,6 +76,63 @@ def test_worker_imports_only_the_standard_library():
     )
     out = subprocess.run([sys.executable, "-S", "-c", code, str(package_root())], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['nexa_ops', 'nexa_ops.worker']"
+
+
+def run_batch_stub(cache, *args, env=None):
+    """The worker as the array script starts it: BATCH_STUB <pkg> <cache prefix> ...;
+    PYTHONVERBOSE shows which modules were imported, and from where."""
+    env = dict(env or {"PATH": "/usr/bin:/bin"}, PYTHONVERBOSE="1")
+    return subprocess.run([sys.executable, "-S", "-c", BATCH_STUB, str(package_root()), str(cache), *args],
+                          capture_output=True, text=True, env=env)
+
+
+def test_batch_stub_keeps_the_compiled_worker_in_the_run_folder(spec, tmp_path):
+    cache = tmp_path / ".nexa-worker"
+    first = run_batch_stub(cache, "--spec", str(spec), "--task-id", "1")
+    assert first.returncode == 1 and "['1', 'a b']" in first.stdout
+    assert "import 'nexa_ops.worker'" in first.stderr  # no cache yet: imported, then saved
+    (saved,) = tmp_path.glob(".nexa-worker.*.pyc")
+    assert saved.name == f".nexa-worker.{sys.implementation.cache_tag}.pyc"
+    second = run_batch_stub(cache, "--spec", str(spec), "--task-id", "2")
+    assert second.returncode == 2 and "['2', 'a b']" in second.stdout
+    assert "import 'nexa_ops" not in second.stderr  # loaded from the cache: the package is never imported
+    assert json.loads((tmp_path / "tasks" / "2.start.json").read_text())["index"] == 2
+
+
+def test_batch_stub_replaces_a_damaged_cache(spec, tmp_path):
+    saved = tmp_path / f".nexa-worker.{sys.implementation.cache_tag}.pyc"
+    saved.write_bytes(b"\xe3 not marshal data")
+    out = run_batch_stub(tmp_path / ".nexa-worker", "--spec", str(spec), "--task-id", "0")
+    assert out.returncode == 0 and "['0', 'a b']" in out.stdout
+    assert "import 'nexa_ops" not in run_batch_stub(tmp_path / ".nexa-worker", "--spec", str(spec), "--task-id", "0").stderr
+    assert [p.name for p in tmp_path.glob(".nexa-worker*")] == [saved.name]  # no temp file left
+
+
+def test_batch_stub_runs_where_the_cache_cannot_be_written(spec, tmp_path):
+    out = run_batch_stub(tmp_path / "missing" / ".nexa-worker", "--spec", str(spec), "--task-id", "0")
+    assert out.returncode == 0 and "['0', 'a b']" in out.stdout
+    assert "Traceback" not in out.stderr and not (tmp_path / "missing").exists()
+
+
+def test_program_is_found_on_path_as_execvp_would(tmp_path):
+    """The worker's own PATH search: a name without a slash, the first executable match,
+    a non-executable match skipped but remembered as the error."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    (first / "prog").write_text("#!/bin/sh\necho never\n")  # not executable
+    (second / "prog").write_text("#!/bin/sh\necho found \"$@\"\n")
+    (second / "prog").chmod(0o755)
+    path = tmp_path / "spec.json"
+    tasks = [{"index": 0, "argv": ["prog", "x y"]}, {"index": 1, "argv": ["no-such-prog"]}]
+    path.write_text(json.dumps({"workdir": str(tmp_path), "run_dir": "", "tasks": tasks}))
+    env = {"PATH": f"{first}:{second}"}
+    out = run_worker("--spec", str(path), "--task-id", "0", env=env)
+    assert (out.returncode, out.stdout) == (0, "found x y\n")
+    out = run_worker("--spec", str(path), "--task-id", "0", env={"PATH": str(first)})
+    assert out.returncode == 127 and out.stderr == "nexa worker: error: cannot run 'prog': Permission denied\n"
+    out = run_worker("--spec", str(path), "--task-id", "1", env=env)
+    assert out.returncode == 127 and out.stderr == "nexa worker: error: cannot run 'no-such-prog': No such file or directory\n"
 
 
 def test_parse_args_equals_form():

@@ -12,10 +12,28 @@ from ..resources import read_text
 # extraction of the zipapp. sys.argv[1] is the folder holding nexa_ops (a checkout or
 # nexa.pyz/site-packages, which zipimport reads in place).
 WORKER_STUB = "import sys;sys.path.insert(0,sys.argv.pop(1));from nexa_ops.worker import main;sys.exit(main())"
-# In the array script the worker runs in the background (so the shell can trap Slurm's
-# signals), and bash starts background commands with SIGINT ignored: undo that before exec.
-# (_signal, the builtin behind `signal`, costs nothing to import; `signal` pulls in enum.)
-BATCH_STUB = "import _signal;_signal.signal(2,_signal.SIG_DFL);" + WORKER_STUB
+# In the array script, argv[2] is the run folder's bytecode cache of the worker (zipimport
+# keeps none; see nexa_ops.worker): the first task imports the worker and saves its code,
+# later ones load it with marshal. The worker runs in the background there (so the shell can
+# trap Slurm's signals), and bash starts background commands with SIGINT ignored: undo that
+# before exec. (_signal, the builtin behind `signal`, costs nothing to import; `signal`
+# pulls in enum.)
+BATCH_STUB = """\
+import _signal, marshal, sys
+_signal.signal(2, _signal.SIG_DFL)
+path, cache = sys.argv.pop(1), "%s.%s.pyc" % (sys.argv.pop(1), sys.implementation.cache_tag)
+scope = {"__name__": "nexa_worker", "__file__": cache}
+try:
+    with open(cache, "rb") as f:
+        exec(marshal.load(f), scope)
+    main = scope["main"]
+except Exception:  # no cache yet (first task), another Python's, or damaged
+    sys.path.insert(0, path)
+    from nexa_ops import worker
+    worker.save_code(cache)
+    main = worker.main
+sys.exit(main())
+"""
 
 
 def directive_value(text: str) -> str:
