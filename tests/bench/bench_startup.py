@@ -4,7 +4,7 @@ In one run, with one interpreter (one that has invoke, so the floor exists): bui
 (or takes --pyz), times the first run on an empty extraction root (extraction included),
 then alternates warm ``--help`` runs with the floor and prints medians (and minima) and the ratio (target:
 within 1.3x). Also prints the compute-node worker's start as the array script runs it (``python -S -c
-<stub> nexa.pyz/site-packages <cache> ... --dry-run``, no extraction): the first task of a run
+<stub> nexa.pyz/site-packages <cache> ...`` running ``true``, no extraction): the first task of a run
 (imported from the zip) and the others (its code loaded from the run folder's cache),
 against ``python -S -c pass``; and the
 import cost of every command module loaded at start-up, so one that imports more than invoke
@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from nexa_ops import pyz  # noqa: E402
 from nexa_ops.plan.sbatch import BATCH_STUB  # noqa: E402
+from nexa_ops.sweeps import index_bytes  # noqa: E402
 
 
 def once(argv: List[str], env: Dict[str, str]) -> float:
@@ -105,7 +106,8 @@ def main() -> None:
 
         spec = work / "spec.json"
         spec.write_text(json.dumps({"tasks": [{"index": 0, "params": {}, "argv": ["true"]}]}))
-        task = ["--spec", str(spec), "--task-id", "0", "--dry-run"]
+        (work / "spec.argv").write_bytes(index_bytes(str(spec), "", "", [["true"]]))  # as `nexa sweep` writes it
+        task = ["--spec", str(spec), "--task-id", "0"]  # runs `true`, as a task would
         nowhere = str(work / "no-such-folder" / ".nexa-worker")  # the cache can't be written: always the first task
         first_task = [python, "-S", "-c", BATCH_STUB, f"{app}/site-packages", nowhere, *task]
         cached = [python, "-S", "-c", BATCH_STUB, f"{app}/site-packages", str(work / ".nexa-worker"), *task]
