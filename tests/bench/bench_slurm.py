@@ -2,7 +2,7 @@
 
 Raw: ``sbatch --array=0-999`` of a script that runs the command. nexa: ``python3 nexa.pyz
 sweep --submit`` of a 1,000-task sweep of the same command, from a freshly built zipapp as on a
-cluster (the worker is imported from the pyz on every task; its records included). Both are
+cluster (the first task imports the worker from the pyz, the rest load its cached code; records included). Both are
 timed from submission until the last task has left the queue, in one run, alternating.
 Also prints the submission latency (the CLI call alone). Target: nexa within 1.15x of raw.
 
