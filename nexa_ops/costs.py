@@ -385,9 +385,11 @@ def _reconciled(doc: Dict[str, Any], runs_dir: Path, slurm: _Slurm) -> Dict[str,
     if doc.get("backend") == "slurm" and job_ids:
         rows = slurm.sacct(job_ids)
         if rows:
-            actual, _ = plan.actual_from_sacct(rows, _offsets(doc), gpus_per_task, rate or 0.0)
-    if actual is None:
-        actual = plan.actual_from_records(runs.task_records(_run_dir(doc, runs_dir)), gpus_per_task, rate or 0.0)
+            actual, _ = plan.actual_from_sacct(rows, _offsets(doc), gpus_per_task, rate or 0.0, array=doc.get("kind") != "launch")
+    if actual is None or actual.done < tasks:
+        recorded = plan.actual_from_records(runs.task_records(_run_dir(doc, runs_dir)), gpus_per_task, rate or 0.0)
+        if actual is None or recorded.done > actual.done:
+            actual = recorded  # slurmdbd records asynchronously: it can lag behind the run's own records
     if tasks and actual.done >= tasks:
         status = "finished" if actual.failed == 0 else "failed"
     elif doc.get("backend") == "slurm" and slurm.gone(job_ids):

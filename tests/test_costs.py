@@ -146,6 +146,33 @@ def test_estimate_cost_from_files(tmp_path):
 # --- reconcile ---------------------------------------------------------------------------
 
 
+class Accounting(costs._Slurm):
+    """Slurm with accounting, answering with ``sacct`` lines in its real format."""
+
+    def __init__(self, text):
+        super().__init__(None)
+        self.text = text
+
+    def sacct(self, job_ids):
+        return plan.parse_sacct(self.text)
+
+    def gone(self, job_ids):
+        return True
+
+
+def test_reconcile_bills_from_accounting_unless_it_lags_behind_the_records(tmp_path):
+    path = make_run(tmp_path, "s-1", tasks=2, gpus=2, records=done(2, seconds=600.0), backend="slurm", job_ids=["7"])
+    both = "7_0|COMPLETED|900|0:0|cpu=1,gres/gpu=2,node=1\n7_1|TIMEOUT|1200|0:15|cpu=1,gres/gpu=2,node=1\n"
+    doc, _ = costs.reconcile_manifest(path, tmp_path, Accounting(both))
+    assert (doc["actual_source"], doc["tasks_ok"], doc["tasks_failed"], doc["status"]) == ("sacct", 1, 1, "failed")
+    assert doc["actual_gpu_hours"] == pytest.approx((900 + 1200) * 2 / 3600)
+    # slurmdbd has not caught up yet (one element, listed under the bare array id): the
+    # run's own records know more, so they are used, and the run is not called incomplete
+    doc, _ = costs.reconcile_manifest(path, tmp_path, Accounting("7|COMPLETED|900|0:0|cpu=1,gres/gpu=2,node=1\n"))
+    assert (doc["actual_source"], doc["tasks_ok"], doc["status"]) == ("worker", 2, "finished")
+    assert doc["actual_gpu_hours"] == pytest.approx(2 * 600 * 2 / 3600)
+
+
 def test_reconcile_from_worker_records(tmp_path):
     path = make_run(tmp_path, "s-1", records={**done(3), 3: {"start": 1_000_000.0, "end": 1_000_900.0, "exit_code": 1}})
     (result,) = costs.reconcile(tmp_path)

@@ -235,3 +235,13 @@ def test_actual_from_sacct_bills_killed_tasks_and_maps_chunk_offsets():
     assert a.usd == pytest.approx(gpu_seconds / 3600 * 3.0)
     assert (a.ok, a.failed, a.running, a.source) == (1, 3, 1, "sacct")
     assert states == {0: "COMPLETED", 1: "FAILED", 2: "TIMEOUT", 25: "CANCELLED"}
+
+
+def test_actual_from_sacct_skips_an_array_element_not_yet_recorded_as_one():
+    """Seen on the real slurmdbd: a few seconds after an array's last element ends, it is
+    listed under the bare array id; a plain job (nexa launch) is always listed so."""
+    rows = plan.parse_sacct("7|FAILED|1|2:0|billing=1,cpu=1,gres/gpu=2,node=1\n7_0|COMPLETED|1|0:0|billing=1,cpu=1,gres/gpu=2,node=1\n")
+    a, states = plan.actual_from_sacct(rows, {"7": 0}, gpus_per_task=2, rate=1.0)
+    assert (a.ok, a.failed, states) == (1, 0, {0: "COMPLETED"})
+    a, states = plan.actual_from_sacct(rows[:1], {"7": 0}, gpus_per_task=2, rate=1.0, array=False)
+    assert (a.ok, a.failed, states, a.gpu_hours) == (0, 1, {0: "FAILED"}, pytest.approx(2 / 3600))

@@ -422,21 +422,23 @@ def parse_sacct(text: str) -> List[SacctRow]:
 
 
 def actual_from_sacct(
-    rows: Sequence[SacctRow], offsets: Mapping[str, int], gpus_per_task: int, rate: float
+    rows: Sequence[SacctRow], offsets: Mapping[str, int], gpus_per_task: int, rate: float, *, array: bool = True
 ) -> Tuple[Actual, Dict[int, str]]:
     """Actual use from accounting: elapsed x allocated GPUs per finished array element.
 
     ``offsets`` maps each chunk's job id to its first task index; returns the Actual and the
     task index -> state of each finished element. Unlike the worker's records this also
-    bills tasks killed at their time limit.
+    bills tasks killed at their time limit. For an ``array``, a row without an element
+    (``57`` rather than ``57_3``) is skipped: slurmdbd shows an element so for a few seconds,
+    until it has recorded which one it is. A plain job (``array=False``) is task 0.
     """
     seconds_gpus = 0.0
     ok = failed = running = 0
     states: Dict[int, str] = {}
     for row in rows:
         base, _, element = row.job_id.partition("_")
-        if base not in offsets or "[" in element:
-            continue  # a pending range like 12_[3-9], or another job
+        if base not in offsets or "[" in element or (array and not element):
+            continue  # a pending range like 12_[3-9], an element not yet recorded as one, another job
         index = offsets[base] + (int(element) if element.isdigit() else 0)
         if row.state not in FINISHED_STATES:
             if row.state in ("RUNNING", "REQUEUED", "SUSPENDED", "COMPLETING"):
