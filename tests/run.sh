@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh Debian 12 machine (as root) and run them all:
-# Debian packages (Slurm + munge, Docker engine, Prometheus, sshd, rsync, shellcheck), the
+# Debian packages (Slurm + munge, slurmdbd + MariaDB, Docker engine, Prometheus, sshd, rsync, shellcheck), the
 # venv with nexa and its dev tools, PyTorch CPU, then lint, shellcheck and pytest. The real
 # services (Slurm, dockerd, sshd, Prometheus) are started by the tests' session fixtures.
 #
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(slurmctld slurmd slurm-client munge docker.io busybox-static prometheus openssh-server rsync shellcheck)
+packages=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server docker.io busybox-static prometheus openssh-server rsync shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,22 +6,82 @@
 #   tests/cluster/slurm.sh stop     stop the daemons this script started
 #   tests/cluster/slurm.sh status   exit 0 when both nodes answer
 #
-# NEXA_SLURM_MAX_ARRAY (default 25) sets MaxArraySize; a running cluster with another value
-# is restarted. State lives in $NEXA_SLURM_DIR (default /tmp/nexa-slurm).
+# NEXA_SLURM_MAX_ARRAY (default 25) sets MaxArraySize. NEXA_SLURM_ACCOUNTING=1 adds job
+# accounting: MariaDB on 127.0.0.1:3307 and slurmdbd, so sacct answers, with MinJobAge=2 so
+# slurmctld forgets finished jobs as a busy cluster does. A running cluster set up otherwise
+# is restarted (with an empty queue and accounting database). State lives in $NEXA_SLURM_DIR
+# (default /tmp/nexa-slurm).
 set -euo pipefail
 # shellcheck source=tests/cluster/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 dir=${NEXA_SLURM_DIR:-/tmp/nexa-slurm}
 max_array=${NEXA_SLURM_MAX_ARRAY:-25}
+accounting=${NEXA_SLURM_ACCOUNTING:-0}
 conf=/etc/slurm/slurm.conf
 gres=/etc/slurm/gres.conf
+dbd_conf=/etc/slurm/slurmdbd.conf
+db_port=3307
+dbd_port=6829  # slurmd n2 has 6819, slurmdbd's default
+db_run=$dir/mysql-run  # owned by mysql: its socket, PID file and log
 marker="# managed by nexa-ops tests/cluster/slurm.sh"
 host=$(hostname -s)
 
 install() {
-  command -v slurmctld >/dev/null && command -v sbatch >/dev/null && command -v munged >/dev/null && return
-  apt_install slurmctld slurmd slurm-client munge
+  if ! command -v slurmctld >/dev/null || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
+    apt_install slurmctld slurmd slurm-client munge
+  fi
+  if [[ $accounting == 1 ]] && { ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; }; then
+    apt_install slurmdbd mariadb-server
+  fi
+}
+
+managed() {  # managed FILE: absent, or written by this script (never overwrite a real config)
+  [[ ! -e $1 ]] || grep -qF "$marker" "$1" || { log "$1 exists and was not written by this script: refusing to overwrite it"; exit 1; }
+}
+
+sql() { mariadb --no-defaults --socket="$db_run/mysqld.sock" -uroot -e "$1"; }
+
+start_db() {  # MariaDB for slurmdbd, its files under $dir; the accounting database starts empty
+  if ! alive "$db_run/mysqld.pid"; then
+    rm -rf "$dir/mysql" "$db_run"
+    mkdir -p "$dir/mysql" "$db_run"
+    chown mysql:mysql "$dir/mysql" "$db_run"
+    mariadb-install-db --no-defaults --user=mysql --datadir="$dir/mysql" --skip-test-db >/dev/null
+    setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$dir/mysql" --socket="$db_run/mysqld.sock" \
+      --pid-file="$db_run/mysqld.pid" --log-error="$db_run/mysqld.log" --bind-address=127.0.0.1 \
+      --port="$db_port" --skip-name-resolve --innodb-buffer-pool-size=32M </dev/null >/dev/null 2>&1 &
+  fi
+  for _ in $(seq 100); do sql 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+  sql "DROP DATABASE IF EXISTS slurm_acct_db; CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'nexa-test';
+       GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" || { log "MariaDB does not answer"; tail -n 20 "$db_run/mysqld.log" >&2; exit 1; }
+}
+
+start_dbd() {  # slurmdbd, then the cluster registered in it (slurmctld needs both)
+  managed "$dbd_conf"
+  local tmp
+  tmp=$(mktemp "$dbd_conf.XXXX")
+  cat >"$tmp" <<CONF
+$marker
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$dbd_port
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$db_port
+StorageUser=slurm
+StoragePass=nexa-test
+StorageLoc=slurm_acct_db
+PidFile=$dir/slurmdbd.pid
+LogFile=$dir/log/slurmdbd.log
+CONF
+  chmod 600 "$tmp"
+  mv -f "$tmp" "$dbd_conf"
+  slurmdbd
+  for _ in $(seq 100); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 0.1; done
+  sacctmgr -i add cluster nexa >/dev/null || { log "slurmdbd does not answer"; tail -n 20 "$dir/log/slurmdbd.log" >&2; exit 1; }
 }
 
 start_munge() {
@@ -37,10 +97,16 @@ start_munge() {
   log "munge does not answer"; exit 1
 }
 
-write_config() {
-  if [[ -e $conf ]] && ! grep -qF "$marker" "$conf"; then
-    log "$conf exists and was not written by this script: refusing to overwrite it"; exit 1
+storage() {  # the accounting lines of slurm.conf
+  if [[ $accounting == 1 ]]; then
+    printf 'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=127.0.0.1\nAccountingStoragePort=%s\nAccountingStorageTRES=gres/gpu\nMinJobAge=2\n' "$dbd_port"
+  else
+    printf 'AccountingStorageType=accounting_storage/none\nMinJobAge=300\n'
   fi
+}
+
+write_config() {
+  managed "$conf"
   mkdir -p "$dir"/{state,spool,log} /etc/slurm
   for i in 0 1; do [[ -c $dir/gpu$i ]] || mknod -m 666 "$dir/gpu$i" c 1 3; done
   local tmp
@@ -56,7 +122,7 @@ CommunicationParameters=NoInAddrAny
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+$(storage)
 JobCompType=jobcomp/filetxt
 JobCompLoc=$dir/log/jobcomp.log
 SelectType=select/cons_tres
@@ -67,7 +133,6 @@ ReturnToService=2
 EnforcePartLimits=ALL
 SlurmdParameters=config_overrides
 MaxArraySize=$max_array
-MinJobAge=300
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=1,bf_interval=1
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool/%n
@@ -94,14 +159,18 @@ ready() {
 
 stop() {
   local f pid
-  for f in "$dir"/slurmd.n1.pid "$dir"/slurmd.n2.pid "$dir"/slurmctld.pid; do
+  local daemons=("$dir"/slurmd.n1.pid "$dir"/slurmd.n2.pid "$dir"/slurmctld.pid "$dir"/slurmdbd.pid "$db_run"/mysqld.pid)
+  for f in "${daemons[@]}"; do
     if alive "$f"; then pid=$(<"$f"); kill "$pid" 2>/dev/null || true; fi
   done
-  for _ in $(seq 50); do
-    alive "$dir/slurmctld.pid" || alive "$dir/slurmd.n1.pid" || alive "$dir/slurmd.n2.pid" || return 0
+  local up
+  for _ in $(seq 100); do
+    up=0
+    for f in "${daemons[@]}"; do alive "$f" && up=1; done
+    ((up)) || return 0
     sleep 0.1
   done
-  for f in "$dir"/slurmd.n1.pid "$dir"/slurmd.n2.pid "$dir"/slurmctld.pid; do
+  for f in "${daemons[@]}"; do
     if alive "$f"; then kill -9 "$(<"$f")" 2>/dev/null || true; fi
   done
 }
@@ -109,18 +178,26 @@ stop() {
 start() {
   install
   start_munge
-  if alive "$dir/slurmctld.pid" && grep -qx "MaxArraySize=$max_array" "$conf" 2>/dev/null && ready; then
+  if alive "$dir/slurmctld.pid" && grep -qx "MaxArraySize=$max_array" "$conf" 2>/dev/null \
+    && [[ $(grep '^AccountingStorageType=\|^MinJobAge=' "$conf") == "$(storage | grep '^AccountingStorageType=\|^MinJobAge=')" ]] && ready; then
     return 0
   fi
   stop
   rm -rf "$dir/state" "$dir/spool"
   write_config
   mkdir -p "$dir/state" "$dir/spool/n1" "$dir/spool/n2"
+  if [[ $accounting == 1 ]]; then
+    start_db
+    start_dbd
+  fi
   slurmctld -c -i
   for _ in $(seq 50); do scontrol ping >/dev/null 2>&1 && break; sleep 0.1; done
   slurmd -N n1
   slurmd -N n2
-  for _ in $(seq 150); do ready && { log "up: nodes n1 n2, MaxArraySize=$max_array"; return 0; }; sleep 0.2; done
+  for _ in $(seq 150); do
+    ready && { log "up: nodes n1 n2, MaxArraySize=$max_array, accounting=$accounting"; return 0; }
+    sleep 0.2
+  done
   log "nodes did not become idle:"; sinfo -N -l >&2 || true; tail -n 20 "$dir"/log/*.log >&2 || true
   exit 1
 }

@@ -39,12 +39,28 @@ class SlurmCluster:
         raise AssertionError(f"Slurm jobs {job_ids} still queued after {timeout} s: {self.active(job_ids)[:5]}")
 
 
+def start(accounting: bool = False) -> None:
+    """(Re)start the cluster as asked; slurm.sh restarts it only when it runs otherwise."""
+    env = dict(os.environ, NEXA_SLURM_MAX_ARRAY=str(MAX_ARRAY), NEXA_SLURM_ACCOUNTING="1" if accounting else "0")
+    proc = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True)
+    require(proc.returncode == 0, f"local Slurm could not start: {proc.stderr.strip()[-500:]}")
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     require_root()
     require_tool("bash")
-    env = dict(os.environ, NEXA_SLURM_MAX_ARRAY=str(MAX_ARRAY))
-    proc = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True)
-    require(proc.returncode == 0, f"local Slurm could not start: {proc.stderr.strip()[-500:]}")
+    start()
     require_tool("sbatch", "squeue", "scontrol")
     return SlurmCluster(nodes=["n1", "n2"])
+
+
+@pytest.fixture(scope="module")
+def slurm_accounting(slurm_cluster):
+    """The same cluster with job accounting (slurmdbd + MariaDB) for one test module, and
+    MinJobAge=2, so slurmctld soon forgets finished jobs and only sacct still knows them.
+    The plain cluster is back afterwards (both restarts empty the queue)."""
+    start(accounting=True)
+    require_tool("sacct", "sacctmgr", "slurmdbd", "mariadbd")
+    yield slurm_cluster
+    start(accounting=False)

@@ -1,0 +1,104 @@
+"""Slurm with job accounting, for real (slurmdbd on MariaDB): ``cost.reconcile`` bills what
+sacct recorded (elapsed x allocated GPUs), and ``status`` still knows a task that never ran
+after slurmctld has forgotten its job, where the run folder has no record of it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.test_cost_slurm import project, sweep_file
+
+pytestmark = pytest.mark.slurm
+
+FIELDS = "JobID,State,ElapsedRaw,ExitCode,AllocTRES"
+
+
+def accounted(job, count, timeout=60.0):
+    """sacct's rows for the job's elements once all ``count`` have finished there: slurmdbd
+    records asynchronously, a few seconds behind the queue."""
+    deadline = time.monotonic() + timeout
+    rows = []
+    while time.monotonic() < deadline:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", FIELDS, "-j", job], capture_output=True, text=True)
+        rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith(f"{job}_")]
+        if len(rows) == count and all(r[1] not in ("PENDING", "RUNNING", "COMPLETING") for r in rows):
+            return rows
+        time.sleep(0.5)
+    raise AssertionError(f"sacct did not record the {count} elements of job {job} within {timeout} s: {rows}")
+
+
+def forgotten(job, timeout=90.0):
+    """Wait until slurmctld has purged the job (MinJobAge=2 here; default 300 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(["scontrol", "show", "job", job], capture_output=True).returncode != 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"slurmctld still knows job {job} after {timeout} s")
+
+
+def test_reconcile_bills_what_accounting_recorded(slurm_accounting, tmp_path, nexa_cli):
+    cfg = project(tmp_path)
+    sweep = sweep_file(tmp_path, "billed", [0, 0, 3], resources='gpus_per_node = 2\ntime = "00:05:00"\nestimated_hours = 0.5')
+    out = nexa_cli("sweep", "--config", str(sweep), "--project", str(cfg), "--submit", "--wait")
+    assert out.returncode == 1, out.stdout + out.stderr  # one task exits 3
+    (manifest,) = (tmp_path / "runs" / "manifests").glob("cost_*.json")
+    doc = json.loads(manifest.read_text())
+    (job,) = doc["job_ids"]
+    rows = accounted(job, 3)
+    assert all("gres/gpu=2" in r[4] for r in rows)  # the fake GPUs, as accounting saw them
+    gpu_seconds = sum(int(r[2]) * 2 for r in rows)
+
+    out = nexa_cli("cost.reconcile", "--project", str(cfg), "--run", doc["run_id"])
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(manifest.read_text())
+    assert (doc["actual_source"], doc["status"], doc["tasks_ok"], doc["tasks_failed"]) == ("sacct", "failed", 2, 1)
+    assert doc["actual_gpu_hours"] == pytest.approx(gpu_seconds / 3600, abs=1e-6)
+    assert doc["actual_usd"] == pytest.approx(gpu_seconds / 3600 * doc["rate_usd_per_gpu_hour"], abs=1e-6)
+
+    out = nexa_cli("cost.reconcile", "--project", str(cfg), "--run", doc["run_id"], "--no-sacct")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(manifest.read_text())["actual_source"] == "worker"
+
+
+def test_status_knows_a_task_killed_hard_after_slurm_forgot_it(slurm_accounting, tmp_path, nexa_cli):
+    """Task 1 and its batch shell are killed with SIGKILL, as the OOM killer would: the run
+    folder has its start but no end. Once slurmctld purges the job, only accounting knows
+    what became of it; without it, status could only say UNKNOWN."""
+    pids = tmp_path / "pids.1"  # task i writes pids.<i>: its parent (the batch shell), itself
+    program = (
+        f"import os, sys, time; path = {str(tmp_path / 'pids.')!r} + os.environ['NEXA_TASK_INDEX']; "
+        "open(path + '.tmp', 'w').write('%d %d' % (os.getppid(), os.getpid())); os.replace(path + '.tmp', path); "
+        "time.sleep(float(sys.argv[1].split('=')[1]))"
+    )
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(
+        f'name = "acct"\ncommand = [{json.dumps(sys.executable)}, "-c", {json.dumps(program)}]\n'
+        '[grid]\nseconds = [0, 120]\n[resources]\ntime = "00:05:00"\n'
+    )
+    out = nexa_cli("sweep", "--config", str(sweep), "--submit")
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = (p for p in (tmp_path / "runs").iterdir() if p.name != "manifests")
+    (job,) = json.loads((run_dir / "manifest.json").read_text())["job_ids"]
+    deadline = time.monotonic() + 60
+    while not pids.exists():
+        assert time.monotonic() < deadline, "task 1 did not start"
+        time.sleep(0.2)
+    for pid in map(int, pids.read_text().split()):
+        os.kill(pid, signal.SIGKILL)
+    slurm_accounting.wait([job], timeout=60)
+    rows = accounted(job, 2)
+    forgotten(job)
+    assert not (run_dir / "tasks" / "1.end.json").exists()
+
+    out = nexa_cli("status", "--json")
+    assert out.returncode == 0, out.stderr
+    tasks = {t["index"]: t for t in json.loads(out.stdout)["tasks"]}
+    assert (tasks[0]["state"], tasks[0]["exit_code"]) == ("COMPLETED", 0)
+    assert (tasks[1]["state"], tasks[1]["source"]) == (rows[1][1], "sacct") == ("FAILED", "sacct")
+    assert tasks[1]["exit_code"] == 128 + 9  # sacct's "0:9": killed by signal 9
