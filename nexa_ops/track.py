@@ -344,10 +344,16 @@ def merge_task(
     elif start:
         # Started, never ended, and Slurm no longer knows it: killed hard (node lost, SIGKILL).
         row.state, row.source = ("RUNNING" if backend == "local" else "UNKNOWN"), "record"
+        if backend != "local":
+            row.reason = "started, never ended: killed hard (SIGKILL, node lost)?"
     elif backend == "local":
         row.state = "PENDING"
     elif backend == "planned" or slot is None:
         row.state = "PLANNED"
+    else:
+        # Submitted, never started, and no trace left: Slurm drops an array element
+        # cancelled while pending, from the queue and from accounting alike.
+        row.reason = "never started: cancelled while pending?"
     row.restarts = max(row.restarts, int(start.get("restart_count") or 0), int(end.get("restart_count") or 0))
     if start.get("start"):
         stop = end.get("end") if end else None

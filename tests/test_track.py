@@ -150,8 +150,10 @@ def test_records_alone_after_slurm_forgot():
     assert state(exit_code=140, signals="USR2") == "FAILED"  # the warning is USR1 here
     started_only = track.merge_task(0, slot(), None, None, None, {"start": NOW - 5}, now=NOW)
     assert started_only.state == "UNKNOWN" and started_only.bucket == "failed"
+    assert started_only.reason == "started, never ended: killed hard (SIGKILL, node lost)?"
     nothing = track.merge_task(0, slot(), None, None, None, {}, now=NOW)
     assert nothing.state == "UNKNOWN" and nothing.source == "none"
+    assert nothing.reason == "never started: cancelled while pending?"  # Slurm keeps no trace of that
 
 
 def test_accounting_fills_in_when_scontrol_forgot():

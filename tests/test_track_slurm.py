@@ -154,6 +154,26 @@ def test_cancel_one_task_then_the_whole_array(slurm_cluster, tmp_path, nexa_cli)
     assert out.returncode == 1 and "3 of 3 task(s) failed" in out.stderr
 
 
+def test_task_cancelled_while_pending_is_unknown_and_said_so(slurm_cluster, tmp_path, nexa_cli):
+    """Slurm drops an array element cancelled while it waits (here behind a throttle of 1)
+    from the queue and keeps no record of it: status says it never started."""
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    (tmp_path / "marks").mkdir()
+    path = write_sweep(tmp_path, "throttled", {"n": [0, 1, 2]}, {"mode": "sleep", "dir": str(tmp_path / "marks")},
+                       ['time = "5"', "max_parallel = 1"])
+    cfg = load_config(cwd=tmp_path)
+    artifacts = launch_slurm_sweep(path, submit=True, out=tmp_path / "run", config=cfg)
+    run = str(tmp_path / "run")
+    poll(lambda: track.status(run, config=cfg).tasks[0].state == "RUNNING", 30, "task 0 running")
+    assert track.status(run, config=cfg).tasks[2].state == "PENDING"
+    out = nexa_cli("cancel", run, "--task", "2")
+    assert out.returncode == 0 and f"cancelled {artifacts.job_ids[0]}_2" in out.stdout, out.stdout + out.stderr
+    row = poll(lambda: (lambda t: t if t.state != "PENDING" else None)(track.status(run, config=cfg).tasks[2]), 30, "task 2 gone")
+    assert (row.state, row.source, row.reason, row.bucket) == ("UNKNOWN", "none", "never started: cancelled while pending?", "failed")
+    assert nexa_cli("cancel", run).returncode == 0
+    slurm_cluster.wait(artifacts.job_ids, timeout=60)
+
+
 def test_requeued_task_runs_again_and_its_count_shows(requeued, nexa_cli):
     job = requeued.artifacts.job_ids[0]
     # Slurm's warning comes up to ~60 s before the limit; the script requeues the task, which
