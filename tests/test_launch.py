@@ -332,6 +332,43 @@ def test_local_forwards_signals_so_the_program_cleans_up(tmp_path, signame, expe
     assert (tmp_path / "cleaned").read_text() == signame
 
 
+def test_local_runs_the_gloo_script_as_one_process(nexa_cli, tmp_path, torch_path, train):
+    """The training script, without torchrun: world size 1, the rendezvous given by the caller."""
+    import socket
+    import warnings
+
+    with warnings.catch_warnings():  # torch without numpy warns on import
+        warnings.simplefilter("ignore", UserWarning)
+        import torch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rendezvous = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    out = nexa_cli(
+        "launch", "--mode", "local", "--", "python", str(train), "--out", str(tmp_path / "out"), "it's a b",
+        env={"PATH": torch_path, **rendezvous},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "finished in" in out.stderr
+    ranks = read_ranks(tmp_path / "out")
+    assert sorted(ranks) == [0]
+    seen = ranks[0]
+    assert {k: seen[k] for k in rendezvous} == rendezvous
+    assert seen["sum"] == 1.0 and seen["argv"][-1] == "it's a b" and seen["cwd"] == str(tmp_path)
+    torch.manual_seed(0)  # the same step without DDP: one rank, so DDP's averaging changes nothing
+    model = torch.nn.Linear(4, 1)
+    before = model.weight.detach().flatten().tolist()
+    (model(torch.full((8, 4), 1.0)) ** 2).mean().backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert seen["weight"] != before
+    assert seen["weight"] == pytest.approx(model.weight.detach().flatten().tolist())
+    run_dir = Path(seen["NEXA_RUN_DIR"])
+    assert run_dir.parent == tmp_path / "runs" and (run_dir / "launch.log").is_file()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["exit_code"] == 0 and manifest["backend"] == "local"
+
+
 # --- real: ddp with torchrun and gloo ----------------------------------------------------
 
 
