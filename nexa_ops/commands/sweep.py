@@ -14,7 +14,7 @@ SHOW_ROWS = 5
         "out": "Run folder to write into (default: a new folder under the runs directory).",
         "submit": "Submit to Slurm as one job array (chunked above MaxArraySize).",
         "local": "Run the tasks on this machine instead, max_parallel at a time.",
-        "max_cost": "Refuse to submit when the estimate is above this many USD.",
+        "max_cost": "Refuse to submit when the estimate is above this many USD (default: [cost] max_cost).",
         "dry_run": "Plan and write the files, print the sbatch commands; submit nothing.",
         "wait": "With --submit: wait until every task has ended, with progress (as `nexa wait`); exit 1 if any failed.",
     }
