@@ -5,9 +5,12 @@ Each module in ``COMMAND_MODULES`` exposes ``TASKS`` (top-level tasks) and/or ``
 the library behind a task is imported when the task runs, which keeps ``--help`` fast.
 """
 
+import copy
 import importlib
+import os
+from typing import List, Optional
 
-from invoke import Collection, Program
+from invoke import Argument, Collection, Program
 
 from . import __version__
 
@@ -30,8 +33,71 @@ def build_namespace() -> Collection:
     return ns
 
 
+class NexaProgram(Program):
+    """Invoke's Program, where the core ``--config FILE`` is nexa's project file.
+
+    Invoke reads its own ``--config`` as a runtime config (yaml, json or py), so a nexa.toml
+    given there ended in a traceback. Here it names the project file for every task without a
+    ``--config`` of its own (``sweep``, ``launch`` and ``cost.estimate`` take their sweep or
+    launch file there), as ``--project`` and ``$NEXA_CONFIG`` do; ``--project`` wins.
+    """
+
+    def core_args(self) -> List[Argument]:
+        args = super().core_args()
+        for arg in args:
+            if arg.name == "config":
+                arg.help = "Project file (nexa.toml) for tasks without a --config of their own; as --project."
+        return args
+
+    def normalize_argv(self, argv: Optional[List[str]]) -> None:
+        super().normalize_argv(argv)
+        self.argv = hoist_project_flag(list(self.argv), self.namespace)
+
+    def update_config(self, merge: bool = True) -> None:
+        project = self.args.config.value
+        if project:
+            from .config import ENV_CONFIG
+
+            os.environ[ENV_CONFIG] = project
+            self.args.config.set_value(None, cast=False)  # not an Invoke runtime config
+        super().update_config(merge)
+
+
+PROJECT_FLAGS = ("--config", "-f")
+
+
+def hoist_project_flag(argv: List[str], namespace: Collection) -> List[str]:
+    """``argv`` with the core ``--config FILE`` moved in front of the task it follows, when
+    that task has no such flag of its own.
+
+    Invoke's parser gives a word to a missing positional (``status``'s optional RUN) before
+    it looks at core flags, so ``nexa status --config p.toml`` would take ``--config`` for the
+    run. In front of the task name it is read as the core flag, whatever the task.
+    """
+    names = {n for name, aliases in namespace.task_names.items() for n in (name, *aliases)}
+    out, hoisted, own_flags = [argv[0]], [], None
+    words = iter(argv[1:])
+    for word in words:
+        if word == "--":
+            out.append(word)
+            out.extend(words)
+            break
+        if word in names:
+            task = copy.copy(namespace[word])
+            task.help = dict(task.help)  # get_arguments() pops the help texts it uses
+            own_flags = {("-" if len(n) == 1 else "--") + n for a in task.get_arguments() for n in a.names}
+        flag = word.split("=", 1)[0]
+        if own_flags is not None and flag in PROJECT_FLAGS and flag not in own_flags:
+            hoisted.append(word)
+            if "=" not in word:
+                hoisted.append(next(words, ""))
+            continue
+        out.append(word)
+    return out[:1] + hoisted + out[1:]
+
+
 ns = build_namespace()
-program = Program(namespace=ns, name="nexa", binary="nexa", version=__version__)
+program = NexaProgram(namespace=ns, name="nexa", binary="nexa", version=__version__)
 
 
 def main() -> None:

@@ -28,15 +28,15 @@ class OptionalRun(Task):
 
 def run_word_given(argv: Sequence[str], name: str, args: Sequence[Argument]) -> bool:
     """Whether ``argv`` has a RUN word for task ``name`` (see ``OptionalRun``)."""
-    from ..cli import ns
+    from ..cli import ns, program
 
     dashed = name.replace("_", "-")
     if dashed not in argv:
         return False
     takes_value = {}
-    for arg in args:
+    for arg in [*program.core_args(), *args]:  # core flags such as --config FILE may follow the task
         for flag in arg.names:
-            takes_value[("-" if len(flag) == 1 else "--") + flag] = arg.kind is not bool
+            takes_value[("-" if len(flag) == 1 else "--") + flag] = arg.kind is not bool and not arg.optional
     words = iter(argv[argv.index(dashed) + 1 :])
     for word in words:
         if word == "--" or word in ns.task_names:
