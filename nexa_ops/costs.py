@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
@@ -294,6 +294,35 @@ def record_submission(
     return write_cost_manifest(config.runs_dir, doc)
 
 
+def record_resubmission(
+    runs_dir: Path, run_id: str, chunks: Sequence[Dict[str, Any]], replaced: Dict[int, Dict[str, Any]]
+) -> Optional[Path]:
+    """Add a resubmission's jobs to the run's cost manifest (when it has one), so reconcile
+    bills them too, and reopen it.
+
+    ``replaced`` holds the worker's records of the attempts being resubmitted: the new
+    attempts overwrite them, so their time is kept here (``earlier_attempts_gpu_hours``)
+    for reconciling from records. sacct lists every job, the old ones included, and needs
+    none of it.
+    """
+    path = manifest_path(runs_dir, run_id)
+    if not path.is_file():
+        return None
+
+    def change(doc: Dict[str, Any]) -> Dict[str, Any]:
+        gpus_per_task = int(doc.get("nodes") or 1) * int(doc.get("gpus_per_node") or 0)
+        earlier = plan.actual_from_records(replaced, gpus_per_task, 0.0).gpu_hours
+        doc["job_ids"] = [*(doc.get("job_ids") or []), *(c["job_id"] for c in chunks)]
+        keep = ("offset", "count", "job_id", "array", "submitted_at")  # what track.slots reads
+        doc["chunks"] = [*(doc.get("chunks") or []), *({k: c[k] for k in keep if k in c} for c in chunks)]
+        doc["earlier_attempts_gpu_hours"] = float(doc.get("earlier_attempts_gpu_hours") or 0.0) + earlier
+        doc["status"] = "submitted"  # not finished any more: the next report reconciles it
+        return doc
+
+    update_manifest(path, change)
+    return path
+
+
 # --- reconcile -----------------------------------------------------------------------------
 
 
@@ -387,7 +416,13 @@ def _reconciled(doc: Dict[str, Any], runs_dir: Path, slurm: _Slurm) -> Dict[str,
         if rows:
             actual, _ = plan.actual_from_sacct(rows, _offsets(doc), gpus_per_task, rate or 0.0, array=doc.get("kind") != "launch")
     if actual is None or actual.done < tasks:
-        recorded = plan.actual_from_records(runs.task_records(_run_dir(doc, runs_dir)), gpus_per_task, rate or 0.0)
+        records = runs.task_records(_run_dir(doc, runs_dir))
+        earlier = float(doc.get("earlier_attempts_gpu_hours") or 0.0)  # resubmitted tasks' first attempts
+        if "earlier_attempts_gpu_hours" in doc:
+            records = _current(records, doc)
+        recorded = plan.actual_from_records(records, gpus_per_task, rate or 0.0)
+        if earlier:
+            recorded = replace(recorded, gpu_hours=recorded.gpu_hours + earlier, usd=(recorded.gpu_hours + earlier) * (rate or 0.0))
         if actual is None or recorded.done > actual.done:
             actual = recorded  # slurmdbd records asynchronously: it can lag behind the run's own records
     if tasks and actual.done >= tasks:
@@ -408,6 +443,21 @@ def _reconciled(doc: Dict[str, Any], runs_dir: Path, slurm: _Slurm) -> Dict[str,
         reconciled_at=runs.now_iso(),
     )
     return doc
+
+
+def _current(records: Dict[int, Dict[str, Any]], doc: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
+    """A resubmitted run's records without what the replaced attempts wrote (their time is
+    in ``earlier_attempts_gpu_hours``): a resubmitted task keeps its old end record until
+    its new attempt starts."""
+    from .track import current_records, slots
+
+    where = slots(doc)
+    out = {}
+    for index, record in records.items():
+        start, end = current_records(record, where.get(index))
+        if start or end:
+            out[index] = {**start, **end}
+    return out
 
 
 def _summary(doc: Dict[str, Any], path: Path) -> Reconciled:

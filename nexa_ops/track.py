@@ -729,6 +729,8 @@ def resubmit_failed(run: RunRef, dry_run: bool = False, *, config: Optional[Nexa
     max_parallel = int(throttle) if throttle.isdigit() else None
     manifest = run_obj.manifest
     serial = len(manifest.get("resubmits", [])) + 1
+    records, where = runs.task_records(path), slots(manifest)
+    replaced = {i: {**start, **end} for i in indices for start, end in [current_records(records.get(i, {}), where.get(i))]}
     chunks: List[Dict[str, Any]] = []
     job_ids: List[str] = []
     entry = {"at": runs.now_iso(), "indices": indices, "job_ids": job_ids}
@@ -753,7 +755,18 @@ def resubmit_failed(run: RunRef, dry_run: bool = False, *, config: Optional[Nexa
             if entry not in resubmits:
                 resubmits.append(entry)
             runs.write_manifest(path, manifest)
+            _bill(cfg, path, st.run_id, chunk, {offset + e: replaced[offset + e] for e in elements})
     return ResubmitResult(st.run_id, indices, chunks, job_ids)
+
+
+def _bill(cfg: NexaConfig, path: Path, run_id: str, chunk: Dict[str, Any], replaced: Dict[int, Dict[str, Any]]) -> None:
+    """Add a resubmitted chunk to the run's cost manifest, in the runs folder of the project
+    or, for a run planned with --out, beside the run folder."""
+    from .costs import record_resubmission
+
+    for runs_dir in dict.fromkeys([cfg.runs_dir, path.parent]):
+        if record_resubmission(runs_dir, run_id, [chunk], replaced) is not None:
+            return
 
 
 def _need_slurm(st: RunStatus, what: str) -> None:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.test_cost_slurm import project, sweep_file
+from tests.test_cost_slurm import project, resubmitted_run, sweep_file
 
 pytestmark = pytest.mark.slurm
 
@@ -64,6 +64,20 @@ def test_reconcile_bills_what_accounting_recorded(slurm_accounting, tmp_path, ne
     out = nexa_cli("cost.reconcile", "--project", str(cfg), "--run", doc["run_id"], "--no-sacct")
     assert out.returncode == 0, out.stderr
     assert json.loads(manifest.read_text())["actual_source"] == "worker"
+
+
+def test_reconcile_bills_both_attempts_of_a_resubmitted_task(slurm_accounting, tmp_path, nexa_cli):
+    cfg, manifest, _ = resubmitted_run(tmp_path, nexa_cli)
+    doc = json.loads(manifest.read_text())
+    first, second = doc["job_ids"]
+    rows = accounted(first, 2) + accounted(second, 1)
+    assert [r[1] for r in rows] == ["COMPLETED", "FAILED", "COMPLETED"]
+    gpu_seconds = sum(int(r[2]) * int(r[4].split("gres/gpu=")[1].split(",")[0]) for r in rows)
+    out = nexa_cli("cost.reconcile", "--project", str(cfg), "--run", doc["run_id"])
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(manifest.read_text())
+    assert (doc["actual_source"], doc["status"], doc["tasks_ok"], doc["tasks_failed"]) == ("sacct", "finished", 2, 0)
+    assert doc["actual_gpu_hours"] == pytest.approx(gpu_seconds / 3600, abs=1e-6)
 
 
 def test_status_knows_a_task_killed_hard_after_slurm_forgot_it(slurm_accounting, tmp_path, nexa_cli):

@@ -186,3 +186,49 @@ def test_cancelled_tasks_are_billed_and_lost_ones_reported_incomplete(slurm_clus
     assert json.loads(next((tmp_path / "runs" / "manifests").glob("cost_*.json")).read_text())["actual_gpu_hours"] == pytest.approx(
         first / 3600, abs=1e-6
     )
+
+
+# Fails once with its `code` (when non-zero), succeeds when run again: a task to resubmit.
+RETRIED = (
+    "import os, sys, time; time.sleep(1.5); code = int(sys.argv[1].split('=')[1]); "
+    "mark = os.path.join(os.environ['NEXA_RUN_DIR'], 'tried.' + os.environ['NEXA_TASK_INDEX']); "
+    "first = not os.path.exists(mark); open(mark, 'w').close(); sys.exit(code if first else 0)"
+)
+
+
+def resubmitted_run(tmp_path, nexa_cli):
+    """A 2-task sweep (1 GPU per task) whose task 1 fails, then succeeds on `nexa resubmit
+    --failed`; returns the project file, the cost manifest's path and the first attempt's
+    records (which the second attempt replaces)."""
+    cfg = project(tmp_path)
+    sweep = tmp_path / "retried.toml"
+    sweep.write_text(
+        f'name = "retried"\ncampaign = "e2e-cost"\ncommand = [{json.dumps(sys.executable)}, "-c", {json.dumps(RETRIED)}]\n'
+        '[grid]\ncode = [0, 4]\n[resources]\ngpus_per_node = 1\ntime = "00:05:00"\nestimated_hours = 0.5\n'
+    )
+    out = nexa_cli("sweep", "--config", str(sweep), "--project", str(cfg), "--submit", "--wait")
+    assert out.returncode == 1, out.stdout + out.stderr
+    (manifest,) = (tmp_path / "runs" / "manifests").glob("cost_*.json")
+    run_id = json.loads(manifest.read_text())["run_id"]
+    first = runs.task_records(tmp_path / "runs" / run_id)
+    out = nexa_cli("cost.reconcile", "--project", str(cfg))
+    assert out.returncode == 0 and json.loads(manifest.read_text())["status"] == "failed", out.stdout + out.stderr
+    out = nexa_cli("resubmit", "--project", str(cfg), "--failed", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    return cfg, manifest, first
+
+
+def test_resubmitted_tasks_are_billed_for_both_attempts(slurm_cluster, tmp_path, nexa_cli):
+    cfg, manifest, first = resubmitted_run(tmp_path, nexa_cli)
+    doc = json.loads(manifest.read_text())
+    assert len(doc["job_ids"]) == 2 and doc["status"] == "submitted"  # reopened by the resubmission
+    out = nexa_cli("cost.report", "--project", str(cfg), "--by", "run", "--format", "json")  # no --all
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)["rows"]
+    assert (row["status"], row["tasks_done"]) == ("finished", 2)
+    now = runs.task_records(tmp_path / "runs" / doc["run_id"])
+    assert now[1]["start"] > first[1]["end"]  # the second attempt replaced the first one's records
+    seconds = sum(r["end"] - r["start"] for r in now.values()) + (first[1]["end"] - first[1]["start"])
+    assert row["actual_gpu_hours"] == pytest.approx(seconds / 3600, abs=1e-6)
+    doc = json.loads(manifest.read_text())
+    assert (doc["tasks_ok"], doc["tasks_failed"], doc["actual_source"]) == (2, 0, "worker")

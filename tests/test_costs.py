@@ -173,6 +173,43 @@ def test_reconcile_bills_from_accounting_unless_it_lags_behind_the_records(tmp_p
     assert doc["actual_gpu_hours"] == pytest.approx(2 * 600 * 2 / 3600)
 
 
+class Queued(costs._Slurm):
+    """Slurm without accounting whose jobs are still in the queue."""
+
+    def __init__(self):
+        super().__init__(False)
+
+    def gone(self, job_ids):
+        return False
+
+
+def test_resubmitted_tasks_are_billed_for_every_attempt(tmp_path):
+    t0 = 1_000_000.0
+    records = {0: {"start": t0, "end": t0 + 600, "exit_code": 0}, 1: {"start": t0, "end": t0 + 300, "exit_code": 1}}
+    path = make_run(tmp_path, "s-1", tasks=2, gpus=2, records=records, backend="slurm", job_ids=["7"])
+    doc, _ = costs.reconcile_manifest(path, tmp_path, Queued())
+    assert (doc["status"], doc["actual_gpu_hours"]) == ("failed", pytest.approx(900 * 2 / 3600))
+
+    # `nexa resubmit --failed` sends task 1 again as job 9 and hands over its first attempt
+    chunk = {"offset": 0, "count": 1, "job_id": "9", "array": "1", "submitted_at": t0 + 1000, "resubmit": 1}
+    costs.record_resubmission(tmp_path, "s-1", [chunk], {1: records[1]})
+    doc = json.loads(path.read_text())
+    assert (doc["status"], doc["job_ids"], doc["chunks"][-1]) == ("submitted", ["7", "9"], {k: chunk[k] for k in chunk if k != "resubmit"})
+    assert doc["earlier_attempts_gpu_hours"] == pytest.approx(300 * 2 / 3600)
+
+    # before the new attempt starts, task 1's old end record is still there: not billed twice
+    doc, summary = costs.reconcile_manifest(path, tmp_path, Queued())
+    assert (doc["status"], summary.done, doc["actual_gpu_hours"]) == ("running", 1, pytest.approx(900 * 2 / 3600))
+
+    # the new attempt ran 400 s and succeeded (the array script replaced the records)
+    (tmp_path / "s-1" / "tasks" / "1.start.json").write_text(json.dumps({"index": 1, "start": t0 + 1100}))
+    (tmp_path / "s-1" / "tasks" / "1.end.json").write_text(json.dumps({"index": 1, "end": t0 + 1500, "exit_code": 0}))
+    doc, _ = costs.reconcile_manifest(path, tmp_path, Queued())
+    assert (doc["status"], doc["tasks_ok"], doc["tasks_failed"]) == ("finished", 2, 0)
+    assert doc["actual_gpu_hours"] == pytest.approx((600 + 300 + 400) * 2 / 3600)
+    assert doc["actual_usd"] == pytest.approx(doc["actual_gpu_hours"] * doc["rate_usd_per_gpu_hour"])
+
+
 def test_reconcile_from_worker_records(tmp_path):
     path = make_run(tmp_path, "s-1", records={**done(3), 3: {"start": 1_000_000.0, "end": 1_000_900.0, "exit_code": 1}})
     (result,) = costs.reconcile(tmp_path)

@@ -237,6 +237,18 @@ def test_actual_from_sacct_bills_killed_tasks_and_maps_chunk_offsets():
     assert states == {0: "COMPLETED", 1: "FAILED", 2: "TIMEOUT", 25: "CANCELLED"}
 
 
+def test_actual_from_sacct_bills_every_attempt_of_a_resubmitted_task():
+    """Task 1 failed in job 7 and was resubmitted as job 9 (same offset): both attempts ran
+    and are billed; the later one says how the task ended."""
+    text = "9_1|COMPLETED|400|0:0|gres/gpu=2\n7_0|COMPLETED|600|0:0|gres/gpu=2\n7_1|FAILED|300|1:0|gres/gpu=2\n"
+    a, states = plan.actual_from_sacct(plan.parse_sacct(text), {"7": 0, "9": 0}, gpus_per_task=2, rate=1.0)
+    assert (a.ok, a.failed, a.running, states) == (2, 0, 0, {0: "COMPLETED", 1: "COMPLETED"})
+    assert a.gpu_hours == pytest.approx((600 + 300 + 400) * 2 / 3600)
+    pending = "7_0|COMPLETED|600|0:0|gres/gpu=2\n7_1|FAILED|300|1:0|gres/gpu=2\n9_1|PENDING|0|0:0|\n"
+    a, states = plan.actual_from_sacct(plan.parse_sacct(pending), {"7": 0, "9": 0}, gpus_per_task=2, rate=1.0)
+    assert (a.ok, a.failed, a.done, states) == (1, 0, 1, {0: "COMPLETED"})  # task 1 is not over yet
+
+
 def test_actual_from_sacct_skips_an_array_element_not_yet_recorded_as_one():
     """Seen on the real slurmdbd: a few seconds after an array's last element ends, it is
     listed under the bare array id; a plain job (nexa launch) is always listed so."""

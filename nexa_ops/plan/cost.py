@@ -433,19 +433,24 @@ def actual_from_sacct(
     until it has recorded which one it is. A plain job (``array=False``) is task 0.
     """
     seconds_gpus = 0.0
-    ok = failed = running = 0
-    states: Dict[int, str] = {}
-    for row in rows:
+    latest: Dict[int, SacctRow] = {}
+    # A resubmitted task appears once per job: every attempt is billed, the latest one (the
+    # higher job id) says how the task ended.
+    for row in sorted(rows, key=lambda r: _job_number(r.job_id)):
         base, _, element = row.job_id.partition("_")
         if base not in offsets or "[" in element or (array and not element):
             continue  # a pending range like 12_[3-9], an element not yet recorded as one, another job
         index = offsets[base] + (int(element) if element.isdigit() else 0)
+        latest[index] = row
+        if row.state in FINISHED_STATES:
+            seconds_gpus += row.elapsed * (row.gpus if row.gpus is not None else gpus_per_task)
+    ok = failed = running = 0
+    states: Dict[int, str] = {}
+    for index, row in latest.items():
         if row.state not in FINISHED_STATES:
             if row.state in ("RUNNING", "REQUEUED", "SUSPENDED", "COMPLETING"):
                 running += 1
             continue
-        gpus = row.gpus if row.gpus is not None else gpus_per_task
-        seconds_gpus += row.elapsed * gpus
         states[index] = row.state
         if row.state == "COMPLETED" and row.exit_code.split(":")[0] == "0":
             ok += 1
@@ -453,3 +458,8 @@ def actual_from_sacct(
             failed += 1
     gpu_hours = seconds_gpus / 3600.0
     return Actual(gpu_hours, gpu_hours * rate, ok, failed, running, "sacct"), states
+
+
+def _job_number(job_id: str) -> int:
+    base = job_id.partition("_")[0]
+    return int(base) if base.isdigit() else 0
