@@ -37,7 +37,11 @@ _API = {
     "estimate_cost": "costs",
     "cost_report": "costs",
     "campaign_spend": "costs",
+    "check_budget": "costs",
     "reconcile": "costs",
+    # monitoring
+    "MonitorPlan": "monitor",
+    "write_monitoring_config": "monitor",
     # teardown
     "TeardownResult": "infra",
     "teardown": "infra",

@@ -766,6 +766,20 @@ def cost_report(
     return CostReport(by, rows, totals, skipped, filters)
 
 
+def check_budget(report: CostReport, budget: Optional[float]) -> None:
+    """Refuse (exit 3 from the CLI) when the report's actual spend is above ``budget``.
+
+    Args:
+        report: a ``CostReport`` from ``cost_report``.
+        budget: the limit in the report's currency; None checks nothing.
+
+    Raises:
+        Refused: the actual spend is above the budget.
+    """
+    if budget is not None and report.totals["actual_usd"] > budget:
+        raise Refused(f"actual spend ${report.totals['actual_usd']:,.2f} is above --budget ${budget:,.2f}")
+
+
 def write_report(
     report: CostReport, fmt: str = "table", output: Optional[Union[str, Path]] = None, out: TextIO = sys.stdout
 ) -> Optional[Path]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import fs, proc, resources
-from .config import MonitorConfig, NexaConfig
+from .config import MonitorConfig, NexaConfig, load_config
 from .errors import ConfigError
 
 PROMETHEUS_TEMPLATE = "data/prometheus.yml"
@@ -256,3 +256,43 @@ def write_monitor(plan: MonitorPlan, *, check: bool = False, dry_run: bool = Fal
             explain=lambda code, err: "the written config does not load in Prometheus",
         )
     return plan
+
+
+def write_monitoring_config(
+    targets: Sequence[str] = (),
+    *,
+    config: Optional[NexaConfig] = None,
+    out: Optional[str] = None,
+    from_slurm: bool = False,
+    check: bool = False,
+    dry_run: bool = False,
+    **settings: object,
+) -> MonitorPlan:
+    """Write ``prometheus.yml`` and ``gpu_rules.yml`` for the GPU nodes (``nexa monitor-config``).
+
+    Args:
+        targets: nodes to scrape (hostname or IP, no port); they win over ``[monitor] targets``.
+        config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
+        out: folder for both files (default: ``[monitor] out``, relative to the project).
+        from_slurm: scrape every Slurm node (``sinfo``) instead of the targets.
+        check: run ``promtool check config`` on the written files.
+        dry_run: print what would be written; write nothing.
+        settings: ``[monitor]`` keys to override for this call: ``partition``, ``exporters``,
+            ``dcgm_port``, ``node_exporter_port``, ``nexa_exporter_port``,
+            ``scrape_interval``, ``evaluation_interval``.
+
+    Returns:
+        ``MonitorPlan``: the nodes and where they came from, the scrape jobs, both files'
+        text and paths, and ``written`` (empty for a dry run).
+
+    Raises:
+        ConfigError: a bad setting or no node to scrape. ToolError: sinfo or promtool failed.
+    """
+    import dataclasses
+
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(MonitorConfig)})
+    if unknown:
+        raise ConfigError(f"write_monitoring_config: unknown [monitor] setting(s): {', '.join(unknown)}")
+    cfg = config or load_config()
+    plan = plan_monitor(cfg, targets=list(targets), out=out, from_slurm=from_slurm, overrides=settings)
+    return write_monitor(plan, check=check, dry_run=dry_run)

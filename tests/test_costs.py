@@ -451,6 +451,14 @@ def test_cli_estimate(tmp_path, nexa_cli):
     assert out.returncode == 2 and "--config FILE is required" in out.stderr
 
 
+def test_check_budget(books):
+    rep = costs.cost_report(books)
+    costs.check_budget(rep, None)
+    costs.check_budget(rep, rep.totals["actual_usd"])  # at the limit is within it
+    with pytest.raises(Refused, match="above --budget \\$1.00"):
+        costs.check_budget(rep, 1.0)
+
+
 def test_cli_report_for_cron(books, nexa_cli):
     (books / "manifests" / "cost_junk.json").write_text("{nope")
     out = nexa_cli("cost.report", "--runs-dir", str(books), "--format", "csv", "--output", "r/cost.csv", env={"TERM": "dumb"})

@@ -92,6 +92,14 @@ def test_no_targets_is_an_error(tmp_path):
         monitor.plan_monitor(load_config(cwd=tmp_path))
 
 
+def test_api_writes_both_files_with_overrides(tmp_path):
+    plan = monitor.write_monitoring_config(["gpu01"], config=load_config(cwd=tmp_path), out=str(tmp_path / "m"), scrape_interval="30s")
+    assert plan.written == [tmp_path / "m" / "prometheus.yml", tmp_path / "m" / "gpu_rules.yml"]
+    assert "scrape_interval: 30s" in plan.prometheus_yml and plan.config_path.read_text() == plan.prometheus_yml
+    with pytest.raises(ConfigError, match="unknown \\[monitor\\] setting\\(s\\): scrape_every"):
+        monitor.write_monitoring_config(["gpu01"], config=load_config(cwd=tmp_path), scrape_every="30s")
+
+
 # --- the command, promtool on what it writes --------------------------------------------------
 
 

@@ -109,8 +109,8 @@ def report(
     dry_run=False,
 ):
     """Estimated and actual cost by campaign, user, GPU or run; made for cron."""
-    from ..costs import FORMATS, cost_report, write_report
-    from ..errors import ConfigError, Refused
+    from ..costs import FORMATS, check_budget, cost_report, write_report
+    from ..errors import ConfigError
 
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
@@ -130,8 +130,7 @@ def report(
         echo(f"(dry run: would write {output})")
         output = None
     write_report(rep, format, output)
-    if limit is not None and rep.totals["actual_usd"] > limit:
-        raise Refused(f"actual spend ${rep.totals['actual_usd']:,.2f} is above --budget ${limit:,.2f}")
+    check_budget(rep, limit)
 
 
 collection = Collection("cost")

@@ -39,7 +39,7 @@ def monitor_config(
 ):
     """Write a Prometheus config (dcgm, node and nexa GPU exporters) and the GPU alert rules."""
     from ..config import load_config
-    from ..monitor import plan_monitor, write_monitor
+    from ..monitor import write_monitoring_config
 
     cfg = load_config(project)
     overrides = {
@@ -51,8 +51,7 @@ def monitor_config(
         "scrape_interval": scrape_interval,
         "evaluation_interval": evaluation_interval,
     }
-    plan = plan_monitor(cfg, targets=list(target or []), out=out, from_slurm=from_slurm, overrides=overrides)
-    write_monitor(plan, check=check, dry_run=dry_run)
+    plan = write_monitoring_config(target or [], config=cfg, out=out, from_slurm=from_slurm, check=check, dry_run=dry_run, **overrides)
     if dry_run:
         return
     jobs = ", ".join(f"{j.name} (:{j.port})" for j in plan.jobs)
