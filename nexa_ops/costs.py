@@ -416,16 +416,21 @@ def _reconciled(doc: Dict[str, Any], runs_dir: Path, slurm: _Slurm) -> Dict[str,
         if rows:
             actual, _ = plan.actual_from_sacct(rows, _offsets(doc), gpus_per_task, rate or 0.0, array=doc.get("kind") != "launch")
     if actual is None or actual.done < tasks:
-        records = runs.task_records(_run_dir(doc, runs_dir))
-        earlier = float(doc.get("earlier_attempts_gpu_hours") or 0.0)  # resubmitted tasks' first attempts
+        run_dir = _run_dir(doc, runs_dir)
+        records = runs.task_records(run_dir)
         if "earlier_attempts_gpu_hours" in doc:
             records = _current(records, doc)
         recorded = plan.actual_from_records(records, gpus_per_task, rate or 0.0)
-        if earlier:
-            recorded = replace(recorded, gpu_hours=recorded.gpu_hours + earlier, usd=(recorded.gpu_hours + earlier) * (rate or 0.0))
+        # Attempts the new ones replaced: resubmitted (kept by resubmit) and requeued (kept by
+        # the array script in tasks/attempts/). They ran, so they are billed.
+        requeued = plan.actual_from_records(dict(enumerate(runs.attempt_records(run_dir))), gpus_per_task, 0.0)
+        extra = float(doc.get("earlier_attempts_gpu_hours") or 0.0) + requeued.gpu_hours
+        if extra:
+            recorded = replace(recorded, gpu_hours=recorded.gpu_hours + extra, usd=(recorded.gpu_hours + extra) * (rate or 0.0))
         if actual is None or recorded.done > actual.done:
             actual = recorded  # slurmdbd records asynchronously: it can lag behind the run's own records
-    if tasks and actual.done >= tasks:
+    queued = doc.get("backend") == "slurm" and slurm.gone(job_ids) is False
+    if tasks and actual.done >= tasks and not queued:
         status = "finished" if actual.failed == 0 else "failed"
     elif doc.get("backend") == "slurm" and slurm.gone(job_ids):
         status = "incomplete"  # the jobs left the queue with tasks unrecorded (killed, lost)

@@ -6,7 +6,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .fs import atomic_write_json
 
@@ -52,21 +52,35 @@ def read_manifest(run_dir: Path) -> Dict[str, Any]:
 
 def task_records(run_dir: Path) -> Dict[int, Dict[str, Any]]:
     """Merge the worker's ``<i>.start.json`` and the script's ``<i>.end.json`` per task."""
-    records: Dict[int, Dict[str, Any]] = {}
-    folder = run_dir / "tasks"
-    if not folder.is_dir():
+    return _merged(run_dir / "tasks", lambda name: int(name.split(".", 1)[0]))
+
+
+def attempt_records(run_dir: Path) -> List[Dict[str, Any]]:
+    """The attempts Slurm requeued, one merged start + end record each
+    (``tasks/attempts/<i>.<job>.<restart>.start|end.json``): they ran, and cost, before the
+    task's last attempt, whose records are the ones in ``tasks/``."""
+    return list(_merged(run_dir / "tasks" / "attempts", lambda name: name.rsplit(".", 2)[0]).values())
+
+
+def _merged(folder: Path, key: Callable[[str], Any]) -> Dict[Any, Dict[str, Any]]:
+    """Every visible ``*.json`` in ``folder`` merged by ``key(file name)``. A file that cannot
+    be read or parsed (one being written) is skipped."""
+    records: Dict[Any, Dict[str, Any]] = {}
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
         return records
-    for entry in os.scandir(folder):
+    for entry in entries:
         name = entry.name
         if name.startswith(".") or not name.endswith(".json"):
             continue
         try:
-            index = int(name.split(".", 1)[0])
+            k = key(name)
             with open(entry.path, encoding="utf-8") as fh:
                 data = json.load(fh)
         except (ValueError, OSError):
             continue
-        records.setdefault(index, {}).update(data)
+        records.setdefault(k, {}).update(data)
     return records
 
 

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from nexa_ops import runs
 from tests.test_cost_slurm import project, resubmitted_run, sweep_file
 
 pytestmark = pytest.mark.slurm
@@ -18,13 +19,15 @@ pytestmark = pytest.mark.slurm
 FIELDS = "JobID,State,ElapsedRaw,ExitCode,AllocTRES"
 
 
-def accounted(job, count, timeout=60.0):
+def accounted(job, count, timeout=60.0, every_attempt=False):
     """sacct's rows for the job's elements once all ``count`` have finished there: slurmdbd
-    records asynchronously, a few seconds behind the queue."""
+    records asynchronously, a few seconds behind the queue. ``every_attempt``: with -D, a
+    row per attempt of a requeued element."""
     deadline = time.monotonic() + timeout
     rows = []
     while time.monotonic() < deadline:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", FIELDS, "-j", job], capture_output=True, text=True)
+        argv = ["sacct", "-n", "-P", "-X", *(["-D"] if every_attempt else []), "-o", FIELDS, "-j", job]
+        out = subprocess.run(argv, capture_output=True, text=True)
         rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith(f"{job}_")]
         if len(rows) == count and all(r[1] not in ("PENDING", "RUNNING", "COMPLETING") for r in rows):
             return rows
@@ -78,6 +81,52 @@ def test_reconcile_bills_both_attempts_of_a_resubmitted_task(slurm_accounting, t
     doc = json.loads(manifest.read_text())
     assert (doc["actual_source"], doc["status"], doc["tasks_ok"], doc["tasks_failed"]) == ("sacct", "finished", 2, 0)
     assert doc["actual_gpu_hours"] == pytest.approx(gpu_seconds / 3600, abs=1e-6)
+
+
+def test_a_task_requeued_by_slurm_is_billed_for_both_attempts(slurm_accounting, tmp_path, nexa_cli):
+    """`scontrol requeue` (as preemption does): the task's first attempt ends with TERM, it
+    runs again in the same job; sacct -D lists both attempts, and the run folder keeps the
+    first one's records under tasks/attempts/."""
+    cfg = project(tmp_path)
+    sweep = tmp_path / "requeued.toml"
+    sweep.write_text(
+        f'name = "requeued"\ncommand = [{json.dumps(sys.executable)}, "-c", "import time; time.sleep(4)"]\n'
+        '[grid]\nx = [0, 1]\n[resources]\ngpus_per_node = 1\ntime = "00:05:00"\nrequeue = true\nmax_requeues = 1\n'
+    )
+    out = nexa_cli("sweep", "--config", str(sweep), "--project", str(cfg), "--submit")
+    assert out.returncode == 0, out.stderr
+    (manifest,) = (tmp_path / "runs" / "manifests").glob("cost_*.json")
+    doc = json.loads(manifest.read_text())
+    (job,) = doc["job_ids"]
+    run_dir = tmp_path / "runs" / doc["run_id"]
+    deadline = time.monotonic() + 60
+    while not (run_dir / "tasks" / "0.start.json").exists():
+        assert time.monotonic() < deadline, "task 0 did not start"
+        time.sleep(0.2)
+    time.sleep(1)
+    subprocess.run(["scontrol", "requeue", f"{job}_0"], check=True)
+    time.sleep(1)  # Slurm holds a requeued task ~2 minutes: release it (not "now": see test_track_slurm)
+    subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now+3"], check=True)
+    slurm_accounting.wait([job], timeout=90)
+
+    rows = accounted(job, 3, every_attempt=True)
+    assert sorted(r[1] for r in rows) == ["COMPLETED", "COMPLETED", "REQUEUED"]
+    gpu_seconds = sum(int(r[2]) for r in rows)  # one GPU each
+    out = nexa_cli("cost.reconcile", "--project", str(cfg), "--run", doc["run_id"])
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(manifest.read_text())
+    assert (doc["actual_source"], doc["status"], doc["tasks_ok"], doc["tasks_failed"]) == ("sacct", "finished", 2, 0)
+    assert doc["actual_gpu_hours"] == pytest.approx(gpu_seconds / 3600, abs=1e-6)
+
+    (first,) = runs.attempt_records(run_dir)
+    last = runs.task_records(run_dir)
+    assert (first["restart_count"], first["signals"], last[0]["restart_count"]) == (0, "TERM", 1)
+    seconds = sum(r["end"] - r["start"] for r in [first, *last.values()])
+    out = nexa_cli("cost.reconcile", "--project", str(cfg), "--run", doc["run_id"], "--no-sacct")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(manifest.read_text())
+    assert (doc["actual_source"], doc["status"]) == ("worker", "finished")
+    assert doc["actual_gpu_hours"] == pytest.approx(seconds / 3600, abs=1e-6)
 
 
 def test_status_knows_a_task_killed_hard_after_slurm_forgot_it(slurm_accounting, tmp_path, nexa_cli):

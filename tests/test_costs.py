@@ -174,20 +174,22 @@ def test_reconcile_bills_from_accounting_unless_it_lags_behind_the_records(tmp_p
 
 
 class Queued(costs._Slurm):
-    """Slurm without accounting whose jobs are still in the queue."""
+    """Slurm without accounting whose jobs are still in the queue (or, ``queued=False``,
+    have all left it)."""
 
-    def __init__(self):
+    def __init__(self, queued=True):
         super().__init__(False)
+        self.queued = queued
 
     def gone(self, job_ids):
-        return False
+        return not self.queued
 
 
 def test_resubmitted_tasks_are_billed_for_every_attempt(tmp_path):
     t0 = 1_000_000.0
     records = {0: {"start": t0, "end": t0 + 600, "exit_code": 0}, 1: {"start": t0, "end": t0 + 300, "exit_code": 1}}
     path = make_run(tmp_path, "s-1", tasks=2, gpus=2, records=records, backend="slurm", job_ids=["7"])
-    doc, _ = costs.reconcile_manifest(path, tmp_path, Queued())
+    doc, _ = costs.reconcile_manifest(path, tmp_path, Queued(False))
     assert (doc["status"], doc["actual_gpu_hours"]) == ("failed", pytest.approx(900 * 2 / 3600))
 
     # `nexa resubmit --failed` sends task 1 again as job 9 and hands over its first attempt
@@ -204,10 +206,37 @@ def test_resubmitted_tasks_are_billed_for_every_attempt(tmp_path):
     # the new attempt ran 400 s and succeeded (the array script replaced the records)
     (tmp_path / "s-1" / "tasks" / "1.start.json").write_text(json.dumps({"index": 1, "start": t0 + 1100}))
     (tmp_path / "s-1" / "tasks" / "1.end.json").write_text(json.dumps({"index": 1, "end": t0 + 1500, "exit_code": 0}))
-    doc, _ = costs.reconcile_manifest(path, tmp_path, Queued())
+    doc, _ = costs.reconcile_manifest(path, tmp_path, Queued(False))
     assert (doc["status"], doc["tasks_ok"], doc["tasks_failed"]) == ("finished", 2, 0)
     assert doc["actual_gpu_hours"] == pytest.approx((600 + 300 + 400) * 2 / 3600)
     assert doc["actual_usd"] == pytest.approx(doc["actual_gpu_hours"] * doc["rate_usd_per_gpu_hour"])
+
+
+def test_requeued_attempts_are_billed_and_a_queued_run_is_not_over(tmp_path):
+    """Slurm requeued task 0 once: the array script kept that attempt's records under
+    tasks/attempts/; the end record in tasks/ (say, TERM from an external requeue) is not
+    the task's end while its job is still in the queue."""
+    t0 = 1_000_000.0
+    path = make_run(tmp_path, "s-1", tasks=1, gpus=2, records={0: {"start": t0 + 1000, "end": t0 + 1400, "exit_code": 143}},
+                    backend="slurm", job_ids=["7"])
+    attempts = tmp_path / "s-1" / "tasks" / "attempts"
+    attempts.mkdir()
+    (attempts / "0.7.0.start.json").write_text(json.dumps({"index": 0, "start": t0, "restart_count": 0}))
+    (attempts / "0.7.0.end.json").write_text(json.dumps({"index": 0, "end": t0 + 600, "exit_code": 143, "restart_count": 0}))
+    (attempts / ".0.end.tmp").write_text("{half")  # being written: ignored
+    doc, _ = costs.reconcile_manifest(path, tmp_path, Queued())
+    assert doc["status"] == "running" and doc["actual_gpu_hours"] == pytest.approx((600 + 400) * 2 / 3600)
+    doc, _ = costs.reconcile_manifest(path, tmp_path, Queued(False))
+    assert (doc["status"], doc["tasks_failed"]) == ("failed", 1)
+
+
+def test_sacct_duplicates_bill_every_requeued_attempt():
+    """What `sacct -D` prints for an array whose element 0 was requeued once (seen on the
+    real slurmdbd): the REQUEUED attempt first, then the last one."""
+    text = "1_0|REQUEUED|2|0:0|gres/gpu=2\n1_1|COMPLETED|4|0:0|gres/gpu=2\n1_0|COMPLETED|4|0:0|gres/gpu=2\n"
+    a, states = plan.actual_from_sacct(plan.parse_sacct(text), {"1": 0}, gpus_per_task=2, rate=1.0)
+    assert (a.ok, a.failed, a.running, states) == (2, 0, 0, {0: "COMPLETED", 1: "COMPLETED"})
+    assert a.gpu_hours == pytest.approx((2 + 4 + 4) * 2 / 3600)
 
 
 def test_reconcile_from_worker_records(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from nexa_ops import launch_slurm_sweep, track
 from nexa_ops.config import load_config
-from nexa_ops.runs import task_records
+from nexa_ops.runs import attempt_records, task_records
 
 pytestmark = pytest.mark.slurm
 
@@ -196,6 +196,11 @@ def test_requeued_task_runs_again_and_its_count_shows(requeued, nexa_cli):
     assert (
         "attempt 1 restart 0" in log and "attempt 2 restart 1" in log and "requeued (restart 1 of 1)" in open(row.log[:-4] + ".err").read()
     )
+    # The requeued attempt's records were kept aside for the cost; tasks/ holds the last one's.
+    (first,) = attempt_records(requeued.run)
+    last = task_records(requeued.run)[0]
+    assert (first["restart_count"], first["signals"], last["restart_count"], last["exit_code"]) == (0, "USR1 TERM", 1, 0)
+    assert first["start"] < first["end"] < last["start"] < last["end"]
 
 
 def test_wait_reports_each_state_truthfully(limited, nexa_cli):

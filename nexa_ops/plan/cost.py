@@ -434,15 +434,16 @@ def actual_from_sacct(
     """
     seconds_gpus = 0.0
     latest: Dict[int, SacctRow] = {}
-    # A resubmitted task appears once per job: every attempt is billed, the latest one (the
-    # higher job id) says how the task ended.
+    # A resubmitted task appears once per job, a requeued one once per attempt (sacct -D):
+    # every attempt is billed, the latest one (the higher job id, then sacct's order) says
+    # how the task ended.
     for row in sorted(rows, key=lambda r: _job_number(r.job_id)):
         base, _, element = row.job_id.partition("_")
         if base not in offsets or "[" in element or (array and not element):
             continue  # a pending range like 12_[3-9], an element not yet recorded as one, another job
         index = offsets[base] + (int(element) if element.isdigit() else 0)
         latest[index] = row
-        if row.state in FINISHED_STATES:
+        if row.state in FINISHED_STATES or row.state == "REQUEUED":  # a requeued attempt ran too
             seconds_gpus += row.elapsed * (row.gpus if row.gpus is not None else gpus_per_task)
     ok = failed = running = 0
     states: Dict[int, str] = {}

@@ -14,7 +14,8 @@ def sacct(job_ids: Sequence[str], *, dry_run: bool = False) -> Optional[List[Sac
     ``sacct`` missing, or "Slurm accounting storage is disabled" (exit 1, no slurmdbd)."""
     if not job_ids:
         return []
-    argv = ["sacct", "-n", "-P", "-X", "-o", FIELDS, "-j", ",".join(job_ids)]
+    # -D: every attempt of a requeued job, not only its last one (billed; the last one wins)
+    argv = ["sacct", "-n", "-P", "-X", "-D", "-o", FIELDS, "-j", ",".join(job_ids)]
     try:
         result = proc.run(argv, dry_run=dry_run, timeout=60)
     except (ToolMissing, ToolError):
