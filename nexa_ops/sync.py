@@ -124,38 +124,55 @@ def make_plan(
     force: bool = False,
     where: str = "nexa.toml",
 ) -> SyncPlan:
-    """Merge options over ``[sync]`` and validate them; raise ``ConfigError`` on bad input."""
-    host = host or cfg.host
-    user = user or cfg.user
-    if not host:
+    """Merge options over ``[sync]`` and validate them; raise ``ConfigError`` on bad input.
+
+    A bad value is named where it came from: an option by its flag (``--port: ...``), a
+    ``[sync]`` value by ``where`` (the file) and its key (``nexa.toml: sync.port: ...``).
+    """
+
+    def bad(message: str, from_option: bool, flag: str, key: str) -> ConfigError:
+        return ConfigError(f"{flag}: {message}") if from_option else ConfigError(message, where, key)
+
+    host_from_option = host is not None
+    user_from_option = user is not None
+    host = host if host_from_option else cfg.host
+    user = user if user_from_option else cfg.user
+    if host is None:
         raise ConfigError("no host to sync to: pass --host or set host in [sync]", where, "sync.host")
+    user_from_host = False
     if "@" in host:
         at_user, host = host.rsplit("@", 1)
-        user = user or at_user
-    if not host or host.startswith("-") or any(c.isspace() for c in host):
-        raise ConfigError(f"expected a host name, got {host!r}", where, "sync.host")
-    if user is not None and (not user or user.startswith("-") or any(c.isspace() for c in user)):
-        raise ConfigError(f"expected a user name, got {user!r}", where, "sync.user")
-    port = cfg.port if port is None else port
+        if user is None:
+            user, user_from_host = at_user, True
+    if not host or host.startswith("-") or any(c.isspace() or not c.isprintable() for c in host):
+        raise bad(f"expected a host name, got {host!r}", host_from_option, "--host", "sync.host")
+    if user is not None and (not user or user.startswith("-") or any(c.isspace() or not c.isprintable() for c in user)):
+        if user_from_host:  # the USER@ part of a host
+            raise bad(f"expected a user name before '@', got {user!r}", host_from_option, "--host", "sync.host")
+        raise bad(f"expected a user name, got {user!r}", user_from_option, "--user", "sync.user")
+    port_from_option = port is not None
+    port = port if port_from_option else cfg.port
     if port is not None:
         try:
-            port = int(port)
-        except ValueError:
-            port = -1
-        if not 0 < port < 65536:
-            raise ConfigError("expected a port between 1 and 65535", where, "sync.port")
+            number = int(port) if not isinstance(port, bool) else -1
+        except (TypeError, ValueError):
+            number = -1
+        if not 0 < number < 65536:
+            raise bad(f"expected a port between 1 and 65535, got {port!r}", port_from_option, "--port", "sync.port")
+        port = number
+    identity_from_option = bool(identity)
     identity = identity or cfg.identity
     if identity:
         identity = os.path.expanduser(identity)
         if not os.path.isfile(identity):
-            raise ConfigError(f"identity file {identity!r} does not exist", where, "sync.identity")
+            raise bad(f"identity file {identity!r} does not exist", identity_from_option, "--identity", "sync.identity")
     if not source.is_dir():
         raise ConfigError(f"source folder {str(source)!r} does not exist")
     raw_dest = dest if dest is not None else cfg.dest
     if raw_dest is None:
         raw_dest = source.resolve().name
     if not raw_dest.strip():
-        raise ConfigError("expected a destination path, got an empty string", where, "sync.dest")
+        raise bad("expected a destination path, got an empty string", dest is not None, "--dest", "sync.dest")
     for i, option in enumerate(cfg.ssh_options):
         if "=" not in option or option.startswith("-"):
             raise ConfigError(f"expected an ssh option like 'ProxyJump=bastion', got {option!r}", where, f"sync.ssh_options[{i}]")

@@ -61,21 +61,68 @@ def test_runs_dir_elsewhere_in_the_tree_is_excluded_too(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kw, key",
+    "kw, flag",
     [
-        ({"host": None}, "sync.host"),
-        ({"host": "-oProxyCommand=x"}, "sync.host"),
-        ({"port": 70000}, "sync.port"),
-        ({"identity": "/nonexistent/key"}, "sync.identity"),
-        ({"dest": "  "}, "sync.dest"),
+        ({"host": "-oProxyCommand=x"}, "--host: expected a host name, got '-oProxyCommand=x'"),
+        ({"host": "a b"}, "--host: expected a host name"),
+        ({"host": ""}, "--host: expected a host name, got ''"),
+        ({"host": "-u@h"}, "--host: expected a user name before '@', got '-u'"),
+        ({"user": "-x"}, "--user: expected a user name, got '-x'"),
+        ({"user": "a\nb"}, "--user: expected a user name"),
+        ({"port": 0}, "--port: expected a port between 1 and 65535, got 0"),
+        ({"port": 70000}, "--port: expected a port between 1 and 65535, got 70000"),
+        ({"identity": "/nonexistent/key"}, "--identity: identity file '/nonexistent/key' does not exist"),
+        ({"dest": "  "}, "--dest: expected a destination path"),
     ],
 )
-def test_bad_options_name_the_key(tmp_path, kw, key):
-    cfg = SyncConfig(host=None)
+def test_bad_options_name_the_option_not_the_file(tmp_path, kw, flag):
+    cfg = SyncConfig(host="h", port=22)  # good file values: only the option is wrong
     args = {"host": "h"}
     args.update(kw)
-    with pytest.raises(ConfigError, match=key):
-        make_plan(cfg, source=tmp_path, **args)
+    with pytest.raises(ConfigError) as info:
+        make_plan(cfg, source=tmp_path, where="/p/nexa.toml", **args)
+    assert str(info.value).startswith(flag)
+    assert "nexa.toml" not in str(info.value) and "sync." not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (SyncConfig(), "/p/nexa.toml: sync.host: no host to sync to: pass --host or set host in [sync]"),
+        (SyncConfig(host="-oProxyCommand=x"), "/p/nexa.toml: sync.host: expected a host name"),
+        (SyncConfig(host="-u@h"), "/p/nexa.toml: sync.host: expected a user name before '@'"),
+        (SyncConfig(host="h", user="a b"), "/p/nexa.toml: sync.user: expected a user name, got 'a b'"),
+        (SyncConfig(host="h", port=0), "/p/nexa.toml: sync.port: expected a port between 1 and 65535, got 0"),
+        (SyncConfig(host="h", identity="/nonexistent/key"), "/p/nexa.toml: sync.identity: identity file"),
+        (SyncConfig(host="h", dest=" "), "/p/nexa.toml: sync.dest: expected a destination path"),
+        (SyncConfig(host="h", ssh_options=["-x"]), "/p/nexa.toml: sync.ssh_options[0]: expected an ssh option"),
+    ],
+)
+def test_bad_file_values_name_the_file_and_key(tmp_path, cfg, message):
+    with pytest.raises(ConfigError) as info:
+        make_plan(cfg, source=tmp_path, where="/p/nexa.toml")
+    assert str(info.value).startswith(message)
+
+
+def test_good_options_override_bad_file_values(tmp_path):
+    key = tmp_path / "id"
+    key.write_text("k")
+    cfg = SyncConfig(host="-bad", user="-bad", port=0, identity="/nonexistent/key")
+    plan = make_plan(cfg, source=tmp_path, host="h", user="me", port=2222, identity=str(key))
+    assert (plan.remote.login, plan.remote.port, plan.remote.identity) == ("me@h", 2222, str(key))
+
+
+def test_cli_bad_options_name_the_option_without_a_project_file(tmp_path, nexa_cli):
+    for args, message in (
+        (["--port", "0"], "--port: expected a port between 1 and 65535, got 0"),
+        (["--port", "abc"], "--port: expected an integer, got 'abc'"),
+        (["--host=-x"], "--host: expected a host name, got '-x'"),
+        (["--user=-x"], "--user: expected a user name, got '-x'"),
+        (["--identity", str(tmp_path / "missing")], f"--identity: identity file '{tmp_path / 'missing'}' does not exist"),
+    ):
+        argv = ["sync", "--host", "127.0.0.1", *args] if not args[0].startswith("--host") else ["sync", *args]
+        out = nexa_cli(*argv, cwd=tmp_path, env={"NEXA_CONFIG": ""})
+        assert (out.returncode, out.stderr) == (2, f"nexa: error: {message}\n"), argv
 
 
 def test_user_at_host_and_dest_normalisation(tmp_path):
