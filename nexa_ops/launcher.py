@@ -7,7 +7,6 @@ reach nexa (Ctrl-C, ``kill``, Slurm's preemption signals) are forwarded to the p
 process group, so it can clean up as if it had been started directly.
 """
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -123,7 +122,10 @@ def launch(
             and ``[launch] env`` of nexa.toml. Local and ddp runs inherit this environment.
         config: a launch TOML file (mode, command, name, env, [resources], ...).
         project: a ``NexaConfig`` or the path of nexa.toml (default: found as the CLI does).
-        rdzv_port: rendezvous port (ddp default: a free one; slurm default: from the job id).
+        name: the run name: letters, digits, '.', '_' or '-' only (default: the launch file's,
+            else the script's name).
+        rdzv_port: rendezvous port, 1-65535 (default: the launch file's, else ``[launch] rdzv_port``
+            of nexa.toml, else for ddp a free one, for slurm one from the job id).
         join_timeout: seconds torchrun waits for every rank to join.
         max_restarts: torchrun restarts of the worker group (default 0).
         workdir: where the command runs (default: the current directory).
@@ -138,7 +140,8 @@ def launch(
         ``LaunchResult``; a non-zero ``exit_code`` is not raised (see ``check``).
 
     Raises:
-        ConfigError: bad options or launch file. ToolMissing: torchrun/sbatch not on PATH.
+        ConfigError: bad options (named by their flag, e.g. ``--rdzv-port``), launch file or
+            ``[launch]`` of nexa.toml (named by file and key). ToolMissing: torchrun/sbatch not on PATH.
         ToolError: Slurm refused the job (its message included).
         Refused: the cost estimate is above ``max_cost``.
     """
@@ -155,12 +158,12 @@ def launch(
         resources=resources,
         env=env,
         project_env=cfg.launch.env,
+        project_rdzv_port=cfg.launch.rdzv_port,
+        project_where=str(cfg.path) if cfg.path else "nexa.toml",
         rdzv_port=rdzv_port,
         join_timeout=join_timeout,
         max_restarts=max_restarts,
     )
-    if spec.rdzv_port is None and cfg.launch.rdzv_port is not None:
-        spec = dataclasses.replace(spec, rdzv_port=cfg.launch.rdzv_port)
     cwd = Path(workdir).resolve() if workdir else Path.cwd()
     if spec.mode == "slurm":
         return _launch_slurm(spec, cfg, cwd, wait=wait, wait_timeout=wait_timeout, max_cost=max_cost, dry_run=dry_run, out=out)

@@ -1,6 +1,7 @@
 """`nexa launch`: pure argv/script planning, and real local and 2-process gloo DDP runs."""
 
 import importlib.util
+import io
 import json
 import os
 import signal
@@ -163,12 +164,19 @@ def test_launch_file_and_option_precedence(tmp_path):
         ('command = "python train.py"\n', {}, "launch.toml: command: expected a list of strings"),
         ("", {}, "launch.toml: command: no command"),
         ('command = ["x"]\n[resources]\ntime = "soon"\n', {}, "launch.toml: resources.time: expected a Slurm time"),
-        ('command = ["x"]\nenv = ["A B"]\n', {}, "launch.toml: env[0]: expected a variable name or a glob"),
+        ('command = ["x"]\nenv = ["A B"]\n', {}, "launch.toml: env[0]: expected an environment variable name or a glob like 'WANDB_*'"),
+        ('command = ["x"]\nenv = ["OK", "A-B"]\n', {}, "launch.toml: env[1]: expected an environment variable name"),
+        ('command = ["x"]\n', {"env": ["A B"]}, "--env: expected an environment variable name or a glob like 'WANDB_*', got 'A B'"),
         ('command = ["x"]\n', {"mode": "local", "nproc_per_node": 2}, "local mode runs one process"),
         ('command = ["x"]\n', {"mode": "ddp", "nodes": 2}, "ddp mode runs on this machine; use --mode slurm for 2 nodes"),
         ('command = ["x"]\n[resources]\nntasks_per_node = 2\n', {"mode": "slurm"}, "one torchrun per node"),
-        ('command = ["x"]\nrdzv_port = 70000\n', {}, "rdzv_port: expected a TCP port"),
-        ('command = ["x"]\nname = "a/b"\n', {}, "name: expected letters"),
+        ('command = ["x"]\nrdzv_port = 70000\n', {}, "launch.toml: rdzv_port: expected a TCP port 1..65535, got 70000"),
+        ('command = ["x"]\nrdzv_port = 0\n', {"mode": "ddp"}, "launch.toml: rdzv_port: expected a TCP port 1..65535, got 0"),
+        ('command = ["x"]\nrdzv_port = 99999\n', {"rdzv_port": 29500}, "launch.toml: rdzv_port: expected a TCP port"),
+        ('command = ["x"]\n', {"mode": "ddp", "rdzv_port": 0}, "--rdzv-port: expected a TCP port 1..65535, got 0"),
+        ('command = ["x"]\nname = "a/b"\n', {}, "launch.toml: name: expected letters"),
+        ('command = ["x"]\nname = "ok"\n', {"name": "ab\n"}, "--name: expected letters, digits, '.', '_' or '-', got 'ab\\n'"),
+        ('command = ["x"]\n', {"mode": "mpi"}, "--mode: expected one of local, ddp, slurm, got 'mpi'"),
     ],
 )
 def test_bad_launch_input_is_one_clear_error(tmp_path, text, kwargs, message):
@@ -177,6 +185,45 @@ def test_bad_launch_input_is_one_clear_error(tmp_path, text, kwargs, message):
     with pytest.raises(ConfigError) as info:
         launch(config=path, dry_run=True, **kwargs)
     assert message in str(info.value).replace(str(tmp_path) + "/", "")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ("rdzv_port = 99999", "nexa.toml: launch.rdzv_port: expected a TCP port 1..65535, got 99999"),
+        ("rdzv_port = 0", "nexa.toml: launch.rdzv_port: expected a TCP port 1..65535, got 0"),
+        ('env = ["A B"]', "nexa.toml: launch.env[0]: expected an environment variable name or a glob like 'WANDB_*', got 'A B'"),
+    ],
+)
+def test_bad_project_launch_section_names_nexa_toml(nexa_cli, tmp_path, section, message):
+    (tmp_path / "nexa.toml").write_text(f"[launch]\n{section}\n")
+    out = nexa_cli("launch", "--mode", "ddp", "--dry-run", "--", "train.py", env={"NEXA_CONFIG": ""})
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == f"nexa: error: {tmp_path / message}\n"
+
+
+def test_project_rdzv_port_reaches_torchrun_below_the_launch_file(tmp_path):
+    (tmp_path / "nexa.toml").write_text("[launch]\nrdzv_port = 29600\n")
+    (tmp_path / "launch.toml").write_text('mode = "ddp"\ncommand = ["train.py"]\n')
+    out = io.StringIO()
+    launch(config=tmp_path / "launch.toml", project=tmp_path / "nexa.toml", dry_run=True, out=out)
+    assert "--rdzv_endpoint=127.0.0.1:29600" in out.getvalue()
+    (tmp_path / "launch.toml").write_text('mode = "ddp"\ncommand = ["train.py"]\nrdzv_port = 29700\n')
+    out = io.StringIO()
+    launch(config=tmp_path / "launch.toml", project=tmp_path / "nexa.toml", dry_run=True, out=out)
+    assert "--rdzv_endpoint=127.0.0.1:29700" in out.getvalue()
+
+
+def test_cli_bad_name_and_port_name_the_option(nexa_cli, tmp_path):
+    for args, message in (
+        (["--name", "ab\n"], "--name: expected letters, digits, '.', '_' or '-', got 'ab\\n'"),
+        (["--name", "a\tb"], "--name: expected letters, digits, '.', '_' or '-', got 'a\\tb'"),
+        (["--mode", "ddp", "--rdzv-port", "99999"], "--rdzv-port: expected a TCP port 1..65535, got 99999"),
+        (["--env", "A B"], "--env: expected an environment variable name or a glob like 'WANDB_*', got 'A B'"),
+    ):
+        out = nexa_cli("launch", *args, "--dry-run", "--", "train.py", env={"NEXA_CONFIG": ""})
+        assert (out.returncode, out.stdout, out.stderr) == (2, "", f"nexa: error: {message}\n"), args
     assert not (tmp_path / "runs").exists()
 
 

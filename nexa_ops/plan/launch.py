@@ -21,7 +21,7 @@ MODES = ("local", "ddp", "slurm")
 #: ``torchrun`` would resolve to the login defaults instead of the user's environment.
 ALWAYS_ENV = ("PATH",)
 
-ENV_PATTERN = re.compile(r"^[A-Za-z_*?\[][A-Za-z0-9_*?\[\]!]*$")
+ENV_PATTERN = re.compile(r"[A-Za-z_*?\[][A-Za-z0-9_*?\[\]!]*")  # use with fullmatch
 
 
 @dataclass(frozen=True)
@@ -88,54 +88,95 @@ def resolve(
     resources: Optional[Resources] = None,
     env: Sequence[str] = (),
     project_env: Sequence[str] = (),
+    project_rdzv_port: Optional[int] = None,
+    project_where: str = "nexa.toml",
     rdzv_port: Optional[int] = None,
     join_timeout: Optional[int] = None,
     max_restarts: Optional[int] = None,
 ) -> LaunchSpec:
-    """Merge options (explicit values win over the launch file) and validate the result.
+    """Merge options (explicit values win over the launch file, which wins over ``[launch]`` of
+    nexa.toml) and validate the result.
 
-    ``where`` names the source in error messages (the launch file, or "options").
+    ``where`` names the launch file in error messages, ``project_where`` nexa.toml (for
+    ``project_env`` and ``project_rdzv_port``). A bad option value is named by its flag
+    (``--rdzv-port: ...``), a bad file value by the file and key.
     """
+    has_file = file is not None
     file = file or LaunchFile()
-    chosen_mode = mode or file.mode or "local"
+
+    def bad(message: str, key: str, flag: Optional[str] = None) -> ConfigError:
+        """The error for a value from option ``flag`` (when given) or the launch file's ``key``."""
+        if flag:
+            return ConfigError(f"{flag}: {message}")
+        if has_file:
+            return ConfigError(message, where, key)
+        return ConfigError(f"{key}: {message}")
+
+    chosen_mode = mode if mode is not None else file.mode or "local"
     if chosen_mode not in MODES:
-        key = "mode" if not mode else "--mode"
-        raise ConfigError(f"expected one of {', '.join(MODES)}, got {chosen_mode!r}", where, key)
+        raise bad(f"expected one of {', '.join(MODES)}, got {chosen_mode!r}", "mode", "--mode" if mode is not None else None)
     cmd = list(command) or list(file.command)
     if not cmd or not cmd[0]:
-        raise ConfigError("no command: give it after `--` (nexa launch -- python train.py) or as command = [...]", where, "command")
-    run_name = name or file.name or default_name(cmd)
-    if not NAME_RE.match(run_name):
-        raise ConfigError(f"expected letters, digits, '.', '_' or '-', got {run_name!r}", where, "name")
+        message = "no command: give it after `--` (nexa launch -- python train.py) or as command = [...]"
+        raise ConfigError(message, where, "command") if has_file else ConfigError(message)
+    run_name = next((n for n in (name, file.name) if n is not None), None)
+    if run_name is None:
+        run_name = default_name(cmd)
+    if not isinstance(run_name, str) or not NAME_RE.fullmatch(run_name):  # fullmatch: not even a final newline
+        raise bad(f"expected letters, digits, '.', '_' or '-', got {run_name!r}", "name", "--name" if name is not None else None)
     res = resources or file.resources
     if nodes is not None:
         res = replace(res, nodes=nodes)
     nproc = nproc_per_node if nproc_per_node is not None else file.nproc_per_node
-    port = rdzv_port if rdzv_port is not None else file.rdzv_port
     timeout = join_timeout if join_timeout is not None else file.join_timeout
     restarts = max_restarts if max_restarts is not None else file.max_restarts
-    _check_int(nproc, 1, where, "nproc_per_node")
-    _check_int(res.nodes, 1, where, "resources.nodes")
-    _check_int(timeout, 1, where, "join_timeout")
-    _check_int(restarts, 0, where, "max_restarts")
-    if port is not None and not 1 <= port <= 65535:
-        raise ConfigError(f"expected a TCP port 1..65535, got {port}", where, "rdzv_port")
+    nproc_flag = "--nproc-per-node" if nproc_per_node is not None else None
+    nodes_flag = "--nodes" if nodes is not None else ("resources" if resources is not None else None)
+    _check_int(nproc, 1, bad, "nproc_per_node", nproc_flag)
+    _check_int(res.nodes, 1, bad, "resources.nodes", nodes_flag)
+    _check_int(timeout, 1, bad, "join_timeout", "--join-timeout" if join_timeout is not None else None)
+    _check_int(restarts, 0, bad, "max_restarts", "max_restarts" if max_restarts is not None else None)
+    # Every rdzv_port given is checked, also one overridden by a higher-precedence source.
+    if rdzv_port is not None:
+        _check_port(rdzv_port, bad, "rdzv_port", "--rdzv-port")
+    if file.rdzv_port is not None:
+        _check_port(file.rdzv_port, bad, "rdzv_port")
+    if project_rdzv_port is not None:
+        _check_port(project_rdzv_port, lambda m, k, f=None: ConfigError(m, project_where, f"launch.{k}"), "rdzv_port")
+    port = next((p for p in (rdzv_port, file.rdzv_port, project_rdzv_port) if p is not None), None)
+    expected_env = "expected an environment variable name or a glob like 'WANDB_*'"
+    for i, pattern in enumerate(project_env):
+        if not _env_ok(pattern):
+            raise ConfigError(f"{expected_env}, got {pattern!r}", project_where, f"launch.env[{i}]")
+    for i, pattern in enumerate(file.env):
+        if not _env_ok(pattern):
+            raise bad(f"{expected_env}, got {pattern!r}", f"env[{i}]")
+    for pattern in env:
+        if not _env_ok(pattern):
+            raise bad(f"{expected_env}, got {pattern!r}", "env", "--env")
     patterns = list(project_env) + list(file.env) + list(env)
-    for i, pattern in enumerate(patterns):
-        if not ENV_PATTERN.match(pattern):
-            raise ConfigError(f"expected a variable name or a glob like 'WANDB_*', got {pattern!r}", where, f"env[{i}]")
     if chosen_mode == "local" and nproc not in (None, 1):
-        raise ConfigError("local mode runs one process; use --mode ddp for several", where, "nproc_per_node")
+        raise bad("local mode runs one process; use --mode ddp for several", "nproc_per_node", nproc_flag)
     if chosen_mode != "slurm" and res.nodes > 1:
-        raise ConfigError(f"{chosen_mode} mode runs on this machine; use --mode slurm for {res.nodes} nodes", where, "nodes")
+        raise bad(f"{chosen_mode} mode runs on this machine; use --mode slurm for {res.nodes} nodes", "resources.nodes", nodes_flag)
     if chosen_mode == "slurm" and res.ntasks_per_node != 1:
-        raise ConfigError("launch runs one torchrun per node; set nproc_per_node instead", where, "resources.ntasks_per_node")
+        key = "resources.ntasks_per_node"
+        raise bad("launch runs one torchrun per node; set nproc_per_node instead", key, "resources" if resources is not None else None)
     return LaunchSpec(chosen_mode, cmd, run_name, nproc, _dedupe(patterns), port, timeout, restarts, res)
 
 
-def _check_int(value: Optional[int], floor: int, where: str, key: str) -> None:
+def _env_ok(pattern: Any) -> bool:
+    return isinstance(pattern, str) and ENV_PATTERN.fullmatch(pattern) is not None
+
+
+def _check_int(value: Optional[int], floor: int, bad: Any, key: str, flag: Optional[str] = None) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < floor):
-        raise ConfigError(f"expected an integer >= {floor}, got {value!r}", where, key)
+        raise bad(f"expected an integer >= {floor}, got {value!r}", key, flag)
+
+
+def _check_port(value: Any, bad: Any, key: str, flag: Optional[str] = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise bad(f"expected a TCP port 1..65535, got {value!r}", key, flag)
 
 
 def _dedupe(items: Sequence[str]) -> List[str]:
