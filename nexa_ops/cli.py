@@ -8,9 +8,10 @@ the library behind a task is imported when the task runs, which keeps ``--help``
 import copy
 import importlib
 import os
+import re
 from typing import List, Optional
 
-from invoke import Argument, Collection, Program
+from invoke import Argument, Collection, Exit, ParseError, Program
 
 from . import __version__
 
@@ -53,14 +54,35 @@ class NexaProgram(Program):
         super().normalize_argv(argv)
         self.argv = hoist_project_flag(list(self.argv), self.namespace)
 
+    def parse_core(self, argv: Optional[List[str]]) -> None:
+        try:
+            super().parse_core(argv)
+        except ParseError as exc:
+            raise usage_error(exc) from None
+
+    def parse_tasks(self) -> None:
+        try:
+            super().parse_tasks()
+        except ParseError as exc:
+            raise usage_error(exc) from None
+
     def update_config(self, merge: bool = True) -> None:
         project = self.args.config.value
-        if project:
+        if project is not None:
+            if not project.strip():
+                raise Exit("nexa: error: --config: expected a project file, got ''", code=2)
             from .config import ENV_CONFIG
 
             os.environ[ENV_CONFIG] = project
             self.args.config.set_value(None, cast=False)  # not an Invoke runtime config
         super().update_config(merge)
+
+
+def usage_error(exc: ParseError) -> Exit:
+    """Invoke's parse errors ("No idea what 'x' is!", a flag without its value) as nexa's
+    own: one line, exit 2 like every other bad input."""
+    message = re.sub(r"Flag <Argument: ([\w-]+)(?: \(\w\))?>", lambda m: "--" + m.group(1).replace("_", "-"), str(exc))
+    return Exit(f"nexa: error: {message}", code=2)
 
 
 PROJECT_FLAGS = ("--config", "-f")

@@ -4,6 +4,7 @@ Loading is strict (see ``schema``): what is not understood is refused with the f
 before anything is written or run.
 """
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,10 +18,10 @@ from .schema import from_table
 CONFIG_NAME = "nexa.toml"
 ENV_CONFIG = "NEXA_CONFIG"
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-TIME_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?$")
-MEM_RE = re.compile(r"^\d+[KMGT]?$")
+NAME_RE = re.compile(r"[A-Za-z0-9._-]+\Z")  # with .match: the whole string (\Z, unlike $, not before a final newline)
+KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\Z")
+TIME_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?\Z")
+MEM_RE = re.compile(r"^\d+[KMGT]?\Z")
 WARN_SIGNALS = ("USR1", "USR2")  # TERM/INT would be taken for a cancel or an interrupt
 
 
@@ -169,6 +170,9 @@ def load_config(explicit: Optional[Union[str, Path]] = None, cwd: Optional[Path]
         return NexaConfig(root=(cwd or Path.cwd()).resolve())
     table = toml.load(path)
     cfg = from_table(NexaConfig, table, str(path))
+    size = cfg.cluster.max_array_size
+    if size is not None and size < 1:
+        raise ConfigError(f"expected an integer >= 1 (Slurm's MaxArraySize), got {size}", str(path), "cluster.max_array_size")
     return _replace(cfg, path=path, root=path.resolve().parent)
 
 
@@ -232,10 +236,10 @@ class Resources:
             raise ConfigError("expected seconds between 1 and 65535", path, "resources.signal_seconds")
 
     def time_hours(self) -> Optional[float]:
-        """The time limit in hours, or None when unset."""
+        """The time limit in hours, or None when unset or 0 (Slurm's "no limit")."""
         if self.time is None:
             return None
-        return time_to_hours(self.time)
+        return time_to_hours(self.time) or None
 
 
 def time_to_hours(text: str) -> float:
@@ -362,6 +366,7 @@ def parse_sweep(table: Dict[str, Any], where: str, path: Optional[Path] = None) 
             for v in values:
                 if not isinstance(v, SCALAR):
                     raise ConfigError(f"expected a string, number or boolean, got {type(v).__name__}", where, f"{section}.{key}")
+                _check_value(v, where, f"{section}.{key}")
     random = _parse_random(raw.random, seen, where) if raw.random is not None else None
     for i, rule in enumerate(raw.exclude):
         if not rule:
@@ -373,7 +378,7 @@ def parse_sweep(table: Dict[str, Any], where: str, path: Optional[Path] = None) 
                 raise ConfigError("expected a string, number or boolean", where, f"exclude[{i}].{key}")
     raw.resources.validate(where)
     for i, name in enumerate(raw.env):
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\*?$", name):
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\*?\Z", name):
             raise ConfigError(f"expected a variable name or a NAME_* prefix, got {name!r}", where, f"env[{i}]")
     return SweepDefinition(
         name=raw.name,
@@ -389,6 +394,17 @@ def parse_sweep(table: Dict[str, Any], where: str, path: Optional[Path] = None) 
         env=list(raw.env),
         path=path,
     )
+
+
+def _check_value(value: Any, where: str, key: str) -> None:
+    """A parameter value becomes part of an argv item: no NUL (it would cut the item short),
+    no nan or inf (spec.json must stay valid JSON)."""
+    from .schema import check_text
+
+    if isinstance(value, str):
+        check_text(value, where, key, argv=True)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"expected a finite number, got {value!r}", where, key)
 
 
 def _did_you_mean(key: str, choices: Dict[str, str]) -> str:
@@ -450,6 +466,8 @@ def _check_dist(kind: str, args: Any, where: str, key: str) -> None:
     expected = f"expected {RANDOM_KINDS[kind]}"
     if not isinstance(args, list) or not args:
         raise ConfigError(expected, where, key)
+    for a in args:
+        _check_value(a, where, key)
     if kind == "choice":
         if not all(isinstance(a, SCALAR) for a in args):
             raise ConfigError(expected + " (strings, numbers or booleans)", where, key)

@@ -28,8 +28,8 @@ EXPORTERS: Dict[str, Tuple[str, str, str]] = {
     "nexa": ("nexa-gpu-exporter", "nexa_exporter_port", "nexa gpu-exporter"),
 }
 
-HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$")
-DURATION_RE = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
+HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])\Z")
+DURATION_RE = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+\Z")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 DEFAULT_SCRAPE_TIMEOUT = 10.0
 

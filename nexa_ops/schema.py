@@ -7,6 +7,7 @@ required keys are ``ConfigError``s that name the file and the dotted key.
 
 import dataclasses
 import difflib
+import math
 import typing
 from typing import Any, Dict, List, Type, TypeVar, Union
 
@@ -15,6 +16,11 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+#: Keys whose strings reach a program as argv items, never a script line or a file name: the
+#: only ones where a line break is allowed. Everywhere else one would end an ``#SBATCH`` line
+#: in the generated script and start a shell command.
+ARGV_KEYS = frozenset({"command", "arg_format"})
 
 
 def describe(tp: Any) -> str:
@@ -56,8 +62,9 @@ def suggest(word: str, choices: typing.Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def convert(tp: Any, value: Any, path: str, key: str) -> Any:
-    """Check ``value`` against hint ``tp``; return it converted (tables become dataclasses)."""
+def convert(tp: Any, value: Any, path: str, key: str, *, argv: bool = False) -> Any:
+    """Check ``value`` against hint ``tp``; return it converted (tables become dataclasses).
+    ``argv``: strings may hold line breaks (see ``ARGV_KEYS``)."""
     origin = getattr(tp, "__origin__", None)
     args = getattr(tp, "__args__", ())
     if tp is Any:
@@ -66,9 +73,11 @@ def convert(tp: Any, value: Any, path: str, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:  # Optional[X]: X's own message (say, "expected a single line")
+            return convert(inner[0], value, path, key, argv=argv)
         for candidate in inner:
             try:
-                return convert(candidate, value, path, key)
+                return convert(candidate, value, path, key, argv=argv)
             except ConfigError:
                 continue
         raise _expected(tp, value, path, key)
@@ -82,16 +91,19 @@ def convert(tp: Any, value: Any, path: str, key: str) -> Any:
         raise _expected(tp, value, path, key)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # TOML has nan and inf; no setting means either
+                raise ConfigError(f"expected a finite number, got {value!r}", path, key)
             return float(value)
         raise _expected(tp, value, path, key)
     if tp is str:
         if isinstance(value, str):
+            check_text(value, path, key, argv=argv)
             return value
         raise _expected(tp, value, path, key)
     if origin in (list, List):
         if not isinstance(value, list):
             raise _expected(tp, value, path, key)
-        return [convert(args[0], v, path, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [convert(args[0], v, path, f"{key}[{i}]", argv=argv) for i, v in enumerate(value)]
     if origin in (dict, Dict):
         if not isinstance(value, dict):
             raise _expected(tp, value, path, key)
@@ -101,6 +113,14 @@ def convert(tp: Any, value: Any, path: str, key: str) -> Any:
             raise _expected(tp, value, path, key)
         return from_table(tp, value, path, key)
     raise TypeError(f"unsupported schema type {tp!r}")  # a bug in nexa, not user input
+
+
+def check_text(value: str, path: str, key: str, *, argv: bool = False) -> None:
+    """No NUL anywhere (no argv item, path or script can hold one); no line break outside argv."""
+    if "\0" in value:
+        raise ConfigError(f"expected text without NUL characters, got {_short(value)}", path, key)
+    if not argv and ("\n" in value or "\r" in value):
+        raise ConfigError(f"expected a single line, got {_short(value)}", path, key)
 
 
 def _expected(tp: Any, value: Any, path: str, key: str) -> ConfigError:
@@ -128,7 +148,7 @@ def from_table(cls: Type[T], table: Dict[str, Any], path: str, prefix: str = "")
     for toml_name, field in fields.items():
         full = key_path(prefix, toml_name)
         if toml_name in table:
-            kwargs[field.name] = convert(hints[field.name], table[toml_name], path, full)
+            kwargs[field.name] = convert(hints[field.name], table[toml_name], path, full, argv=toml_name in ARGV_KEYS)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:  # type: ignore[misc]
             raise ConfigError(f"missing required key (expected {describe(hints[field.name])})", path, full)
     return cls(**kwargs)

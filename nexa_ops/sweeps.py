@@ -2,9 +2,10 @@
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import runs, worker
 from .config import NexaConfig, SweepDefinition, load_config, load_sweep
@@ -101,17 +102,64 @@ def chunk(count: int, max_array_size: int) -> List[Chunk]:
 
 
 def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = None) -> SweepArtifacts:
-    """Expand the sweep and write ``spec.json`` and the sbatch script into the run folder."""
+    """Expand the sweep and write ``spec.json`` and the sbatch script into the run folder.
+
+    Everything that can be checked is checked before the run folder exists (the cost
+    settings included); should writing still fail, a run folder made here is removed again,
+    so a failed plan leaves nothing behind.
+    """
+    from .costs import estimate_cost
+
     tasks = expand(defn, _launcher_prefix(defn))
     if not tasks:
         raise ConfigError("every combination is excluded: nothing to run", str(defn.path or "sweep"), "exclude")
-    if out is not None:
-        run_dir = Path(out).resolve()
+    estimate = estimate_cost(defn, config, tasks=len(tasks))
+    if out is not None and not str(out).strip():
+        raise ConfigError("--out: expected a folder, got ''")
+    run_dir, made = _new_run_dir(config, defn.name, out)
+    try:
+        return _write_plan(defn, config, tasks, run_dir, estimate)
+    except BaseException:
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _new_run_dir(config: NexaConfig, name: str, out: Optional[Path]) -> Tuple[Path, Optional[Path]]:
+    """The run folder, and the topmost folder this call created (None: it existed)."""
+    if out is None:
+        made = _first_missing(config.runs_dir)
+        try:
+            run_dir = runs.create_run_dir(config.runs_dir, name)
+        except OSError as exc:
+            message = f"cannot make a run folder in {config.runs_dir}: {exc.strerror}"
+            raise ConfigError(message, _project(config), "cluster.runs_dir") from None
+        return run_dir, made or run_dir
+    run_dir = Path(out).resolve()
+    made = _first_missing(run_dir)
+    try:
         run_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        run_dir = runs.create_run_dir(config.runs_dir, defn.name)
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot make the run folder {out}: {exc.strerror}") from None
+    return run_dir, made
+
+
+def _first_missing(path: Path) -> Optional[Path]:
+    """The topmost folder of ``path`` that does not exist yet (None: it all does)."""
+    path = path.resolve()
+    return next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
+
+
+def _project(config: NexaConfig) -> str:
+    return str(config.path) if config.path else "nexa.toml (defaults)"
+
+
+def _write_plan(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], run_dir: Path, estimate: Any) -> SweepArtifacts:
     log_dir = Path(config.cluster.log_dir).expanduser().resolve() if config.cluster.log_dir else run_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot make the log folder {log_dir}: {exc.strerror}", _project(config), "cluster.log_dir") from None
     (run_dir / "tasks").mkdir(exist_ok=True)
     workdir = config.root
     spec_path = run_dir / runs.SPEC
@@ -133,10 +181,8 @@ def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = 
         python=config.cluster.python,
     )
     script_path = atomic_write_text(run_dir / f"{defn.name}.sbatch", script, mode=0o755)
-    from .costs import estimate_cost
-
     artifacts = SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, [script_path], tasks)
-    artifacts.cost = estimate_cost(defn, config, tasks=len(tasks))
+    artifacts.cost = estimate
     return artifacts
 
 
@@ -150,6 +196,23 @@ def _launcher_prefix(defn: SweepDefinition) -> List[str]:
 
     nproc = defn.launcher.nproc_per_node or max(1, defn.resources.gpus_per_node)
     return torchrun.prefix(defn.command, nproc_per_node=nproc)
+
+
+def array_limit(config: NexaConfig, dry_run: bool = False) -> int:
+    """MaxArraySize: ``[cluster] max_array_size``, else Slurm's own, also for a dry run (a
+    read-only query), so that it shows the chunks a real submission makes. A dry run where
+    Slurm cannot be asked assumes Slurm's default, 1001."""
+    from .errors import ToolError, ToolMissing
+    from .tools import slurm
+
+    if config.cluster.max_array_size:
+        return config.cluster.max_array_size
+    try:
+        return slurm.max_array_size()
+    except (ToolMissing, ToolError):
+        if dry_run:
+            return 1001
+        raise
 
 
 def submit_sweep(
@@ -168,8 +231,7 @@ def submit_sweep(
         artifacts.cost = costs.estimate_cost(defn, config, tasks=len(artifacts.tasks))
     costs.check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
 
-    limit = config.cluster.max_array_size or (1001 if dry_run else slurm.max_array_size())
-    artifacts.chunks = chunk(len(artifacts.tasks), limit)
+    artifacts.chunks = chunk(len(artifacts.tasks), array_limit(config, dry_run))
     script = str(artifacts.script_paths[0])
     manifest = _manifest(artifacts, defn, backend="slurm")
     for part in artifacts.chunks:

@@ -50,6 +50,11 @@ def test_project_file_found_in_cwd_and_env(tmp_path, monkeypatch):
         ('[cost]\nmax_cost = "lots"\n', "cost.max_cost: expected a number, got string 'lots'"),
         ("[teardown.c1]\n", "teardown.c1.tf_dir: missing required key (expected a string)"),
         ("[cluster\n", "invalid TOML"),
+        ("[cost]\nmax_cost = nan\n", "cost.max_cost: expected a finite number, got nan"),
+        ('[cost.rates]\n"H100-80GB" = inf\n', "cost.rates.H100-80GB: expected a finite number, got inf"),
+        ('[cluster]\npartition = "gpu\\ntouch /tmp/x #"\n', "cluster.partition: expected a single line"),
+        ('[cluster]\naccount = "ml\\u0000"\n', "cluster.account: expected text without NUL characters"),
+        ("[cluster]\nmax_array_size = -5\n", "cluster.max_array_size: expected an integer >= 1"),
     ],
 )
 def test_project_file_errors(tmp_path, text, expected):
@@ -93,6 +98,17 @@ def test_sweep_parses(tmp_path):
         ),
         ('name = "a"\ncommand = ["x"]\n[random.params]\nd = { uniform = [1] }\n', "random.params.d.uniform: expected [low, high] numbers"),
         ('name = "a"\ncommand = ["x"]\nlauncher = "mpirun"\n', "launcher.kind: expected 'direct' or 'torchrun'"),
+        # Nothing that reaches the sbatch script may end its line: that would start a command.
+        ('name = "a\\n"\ncommand = ["x"]\n', "name: expected a single line"),
+        ('name = "a"\ncommand = ["x"]\n[resources]\naccount = "ml\\ntouch /tmp/x #"\n', "resources.account: expected a single line"),
+        ('name = "a"\ncommand = ["x"]\n[resources]\nextra = ["--qos=high\\nrm -rf ~"]\n', "resources.extra[0]: expected a single line"),
+        ('name = "a"\ncommand = ["x"]\n[resources]\ngpu_type = "h100\\r"\n', "resources.gpu_type: expected a single line"),
+        ('name = "a"\ncommand = ["x"]\n[resources]\nestimated_hours = nan\n', "resources.estimated_hours: expected a finite number"),
+        # A value becomes an argv item: a NUL would cut it short, nan would break spec.json.
+        ('name = "a"\ncommand = ["x\\u0000y"]\n', "command[0]: expected text without NUL characters"),
+        ('name = "a"\ncommand = ["x"]\n[grid]\ns = ["a\\u0000b"]\n', "grid.s: expected text without NUL characters"),
+        ('name = "a"\ncommand = ["x"]\n[grid]\nlr = [nan]\n', "grid.lr: expected a finite number, got nan"),
+        ('name = "a"\ncommand = ["x"]\n[random.params]\nd = { uniform = [0, inf] }\n', "random.params.d.uniform: expected a finite number"),
     ],
 )
 def test_sweep_errors(tmp_path, text, expected):
@@ -110,3 +126,16 @@ def test_missing_sweep_file(tmp_path):
 @pytest.mark.parametrize("text, hours", [("90", 1.5), ("04:00:00", 4.0), ("1-12:00:00", 36.0), ("30:00", 0.5), ("2-0", 48.0)])
 def test_time_to_hours(text, hours):
     assert time_to_hours(text) == pytest.approx(hours)
+
+
+def test_line_breaks_stay_allowed_where_they_are_argv(tmp_path):
+    """A command word or a parameter value is an argv item: a line break there is literal
+    data for the program and never reaches a script line."""
+    defn = load_sweep(write(tmp_path, 'name = "a"\ncommand = ["python", "-c", "import sys\\nprint(1)"]\n[grid]\nm = ["two\\nlines"]\n'))
+    assert defn.command[2] == "import sys\nprint(1)" and defn.grid["m"] == ["two\nlines"]
+
+
+def test_a_zero_time_limit_gives_no_hours(tmp_path):
+    """Slurm reads --time=0 as no limit: it cannot bound the cost estimate."""
+    defn = load_sweep(write(tmp_path, 'name = "a"\ncommand = ["x"]\n[resources]\ntime = "0"\ngpus_per_node = 8\n'))
+    assert defn.resources.time_hours() is None

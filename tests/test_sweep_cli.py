@@ -3,6 +3,8 @@
 import json
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 PROBE = ROOT / "tests" / "data" / "argv_probe.py"
@@ -116,3 +118,61 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait() == 141, err
     assert "Traceback" not in err and "Broken pipe" not in err
+
+
+@pytest.mark.parametrize(
+    "project, message",
+    [
+        ('[cost]\ncurrency = "EUR"\n', 'nexa.toml: cost.currency: expected "USD"'),
+        ('[cost]\nrates = { a100 = 1.0 }\n', "nexa.toml: cost.rates.a100: GPU type 'a100' is ambiguous"),
+        ('[cluster]\nlog_dir = "afile"\n', "nexa.toml: cluster.log_dir: cannot make the log folder"),
+        ('[cluster]\nruns_dir = "afile/runs"\n', "nexa.toml: cluster.runs_dir: cannot make a run folder"),
+        ('[cluster]\nruns_dir = "new/runs"\nlog_dir = "afile"\n', "nexa.toml: cluster.log_dir: cannot make the log folder"),
+    ],
+)
+def test_a_failed_plan_leaves_nothing_behind(nexa_cli, tmp_path, project, message):
+    (tmp_path / "nexa.toml").write_text(project)
+    (tmp_path / "afile").write_text("keep me")
+    path = sweep_file(tmp_path, 'gpus_per_node = 1\ngpu_type = "H100-80GB"\ntime = "1:00:00"')
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = nexa_cli("sweep", "--config", str(path))
+    assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no runs/, no new/, no run folder
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "afile"], "--out: cannot make the run folder afile: File exists"),
+        (["--out", "afile/sub"], "--out: cannot make the run folder afile/sub: Not a directory"),
+        (["--out", ""], "--out: expected a folder, got ''"),
+        (["--max-cost", "nan"], "--max-cost: expected a finite number, got 'nan'"),
+        (["--max-cost", "-1"], "--max-cost: expected a number >= 0, got '-1'"),
+        (["--submit", "--dry-run", "--max-cost", "inf"], "--max-cost: expected a finite number, got 'inf'"),
+    ],
+)
+def test_bad_options_are_refused_before_planning(nexa_cli, tmp_path, args, message):
+    (tmp_path / "afile").write_text("keep me")
+    path = sweep_file(tmp_path)
+    out = nexa_cli("sweep", "--config", str(path), *args)
+    assert out.returncode == 2 and f"nexa: error: {message}\n" == out.stderr, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "sweep.toml"]
+
+
+def test_usage_errors_are_one_line_with_exit_2(nexa_cli, tmp_path):
+    for args, message in [
+        (["sweep", "--config"], "nexa: error: --config needed value and was not given one!\n"),
+        (["no-such-task"], "nexa: error: No idea what 'no-such-task' is!\n"),
+        (["status", "--config="], "nexa: error: --config: expected a project file, got ''\n"),
+        (["cost.report", "--budget", "nan"], "nexa: error: --budget: expected a finite number, got 'nan'\n"),
+    ]:
+        out = nexa_cli(*args)
+        assert (out.returncode, out.stderr) == (2, message), args
+
+
+def test_an_unusable_path_is_one_line_not_a_traceback(nexa_cli, tmp_path):
+    (tmp_path / "afile").write_text("")
+    out = nexa_cli("monitor-config", "--target", "gpu01", "--out", "afile/sub")
+    assert out.returncode == 1 and out.stderr.startswith("nexa: error: ") and "Not a directory" in out.stderr, out.stderr
+    assert out.stderr.count("\n") == 1

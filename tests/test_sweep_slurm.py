@@ -133,6 +133,16 @@ def test_dry_run_submits_nothing(slurm_cluster, tmp_path, nexa_cli):
     assert not (tmp_path / "run" / "manifest.json").exists()
 
 
+def test_dry_run_shows_the_chunks_a_submission_makes(slurm_cluster, tmp_path, nexa_cli):
+    """MaxArraySize is read from Slurm for a dry run too (a read-only query)."""
+    path = write_sweep(tmp_path, {"i": list(range(60))})
+    out = nexa_cli("sweep", "--config", str(path), "--submit", "--dry-run", "--out", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr
+    calls = [line for line in out.stdout.splitlines() if "sbatch --parsable" in line]
+    assert len(calls) == 3 and [c.split()[-1] for c in calls] == ["0", "25", "50"], out.stdout
+    assert "--array=0-9" in calls[2]
+
+
 def test_project_defaults_reach_the_script(slurm_cluster, tmp_path, probe_dir):
     (tmp_path / "nexa.toml").write_text('[cluster]\npartition = "debug"\nruns_dir = "my runs"\n')
     path = write_sweep(tmp_path, {"i": [0]})

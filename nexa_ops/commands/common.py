@@ -24,12 +24,25 @@ def nexa_task(*args: Any, **kwargs: Any) -> Callable:
                 return body(c, *a, **kw)
             except NexaError as exc:
                 raise Exit(f"nexa: error: {exc}", code=exc.exit_code) from None
+            except BrokenPipeError:
+                raise  # the reader left (`nexa ... | head`): cli.main exits quietly
+            except OSError as exc:  # a path given or configured that cannot be used: one line too
+                raise Exit(f"nexa: error: {_os_error(exc)}", code=1) from None
             except KeyboardInterrupt:
                 raise Exit("nexa: interrupted", code=130) from None
 
         return task(*args, **kwargs)(wrapper)
 
     return decorate
+
+
+def _os_error(exc: OSError) -> str:
+    """``<path>: <reason>`` (both paths of a rename), as the shell tools say it."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{where}: {reason}"
 
 
 HELP_WORDS = ("-h", "--help")
@@ -64,16 +77,24 @@ def echo(text: str = "") -> None:
     print(text, flush=True)
 
 
-def parse_float(text: Any, option: str) -> Optional[float]:
-    """An option's number (None stays None), or a ``ConfigError`` naming the option."""
+def parse_float(text: Any, option: str, minimum: Optional[float] = None) -> Optional[float]:
+    """An option's finite number (None stays None), or a ``ConfigError`` naming the option.
+    ``nan`` and ``inf`` are refused: compared with anything they would pass every check."""
+    import math
+
     from ..errors import ConfigError
 
     if text is None:
         return None
     try:
-        return float(text)
+        number = float(text)
     except (TypeError, ValueError):
         raise ConfigError(f"{option}: expected a number, got {text!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{option}: expected a finite number, got {text!r}")
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{option}: expected a number >= {minimum:g}, got {text!r}")
+    return number
 
 
 def parse_int(text: Any, option: str, minimum: Optional[int] = None) -> Optional[int]:

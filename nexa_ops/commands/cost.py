@@ -114,7 +114,7 @@ def report(
 
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
-    limit = parse_float(budget, "--budget")
+    limit = parse_float(budget, "--budget", minimum=0)
     folder = _runs_dir(project, runs_dir)
     rep = cost_report(
         folder,

@@ -33,7 +33,7 @@ def sweep(c, config=None, project=None, out=None, submit=False, local=False, max
         raise ConfigError("--wait goes with --submit (--local always waits)")
     cfg = load_config(project)
     defn = load_sweep(config)
-    max_cost = parse_float(max_cost, "--max-cost")
+    max_cost = parse_float(max_cost, "--max-cost", minimum=0)
     artifacts = plan_sweep(defn, cfg, out)
     _print_plan(artifacts, defn)
     if artifacts.cost is not None:
@@ -91,11 +91,11 @@ def _print_local(artifacts: Any) -> int:
     help={
         "spec": "spec.json written by `nexa sweep`.",
         "task_id": "Task index (default: $SLURM_ARRAY_TASK_ID + --offset).",
-        "offset": "Added to $SLURM_ARRAY_TASK_ID for chunked arrays.",
+        "offset": "Added to $SLURM_ARRAY_TASK_ID for chunked arrays (default 0).",
         "dry_run": "Print the task's argv as a JSON list instead of running it.",
     }
 )
-def worker(c, spec=None, task_id=None, offset=0, dry_run=False):
+def worker(c, spec=None, task_id=None, offset="0", dry_run=False):  # offset as text: the worker checks it
     """Run one sweep task (on a compute node): exec its program with its arguments."""
     import sys
 

@@ -170,9 +170,9 @@ def wait(c, run=None, poll=None, timeout=None, every=None, project=None):
     wait_and_report(
         run,
         _config(project),
-        poll=parse_float(poll, "--poll") or 5.0,
-        timeout=parse_float(timeout, "--timeout"),
-        every=parse_float(every, "--every") or 60.0,
+        poll=parse_float(poll, "--poll", minimum=0) or 5.0,
+        timeout=parse_float(timeout, "--timeout", minimum=0),
+        every=parse_float(every, "--every", minimum=0) or 60.0,
     )
 
 
