@@ -1,7 +1,10 @@
 """Sweep expansion: order, excludes, random draws, formatting; no tools involved."""
 
+import pytest
+
 from nexa_ops.config import parse_sweep
-from nexa_ops.plan.sweep import count, expand, format_value
+from nexa_ops.errors import ConfigError
+from nexa_ops.plan.sweep import MAX_TASKS, count, expand, format_value
 
 HOSTILE = ["a b", "it's", 'say "hi"', "$(touch /tmp/pwned)", "x; rm -rf /", "ünïcødé ✓", "--leading-dash", "{value}", ""]
 
@@ -109,3 +112,10 @@ def test_large_grid_count_matches_expand():
     tasks = expand(defn)
     assert len(tasks) == count(defn) == 4000
     assert tasks[-1].params == {"a": 49, "b": 39, "c": "y"}
+
+
+def test_an_absurd_grid_is_refused_before_anything_is_built():
+    grid = {k: list(range(100)) for k in "abcd"}  # 100**4 = 100,000,000 combinations
+    defn = parse_sweep({"name": "big", "command": ["x"], "grid": grid}, "big.toml")
+    with pytest.raises(ConfigError, match=f"big.toml: grid: 100,000,000 combinations: more than {MAX_TASKS:,} tasks"):
+        expand(defn)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..config import RandomParam, SweepDefinition
+from ..errors import ConfigError
 
 
 def format_value(value: Any) -> str:
@@ -92,8 +93,17 @@ def iter_params(defn: SweepDefinition) -> Iterator[Dict[str, Any]]:
             yield params
 
 
+#: More tasks than this is a mistake in the sweep file, not a sweep: Slurm's MaxJobCount
+#: (default 10,000) is far lower, and the plan alone would take gigabytes.
+MAX_TASKS = 5_000_000
+
+
 def expand(defn: SweepDefinition, prefix: Optional[Sequence[str]] = None) -> List[Task]:
     """The sweep's tasks. ``prefix`` replaces the start of argv (e.g. a torchrun launcher)."""
+    upper = _upper_bound(defn)
+    if upper > MAX_TASKS:
+        message = f"{upper:,} combinations: more than {MAX_TASKS:,} tasks is not a sweep nexa plans"
+        raise ConfigError(message, str(defn.path or "sweep"), "grid")
     fmt = ArgFormatter(defn.arg_format)
     command = list(prefix or []) + list(defn.command)
     # Pre-render every (key, value) once: the hot loop only concatenates lists.
@@ -112,11 +122,16 @@ def expand(defn: SweepDefinition, prefix: Optional[Sequence[str]] = None) -> Lis
     return tasks
 
 
-def count(defn: SweepDefinition) -> int:
-    """Number of tasks without building them when there are no excludes (fast path)."""
-    if defn.exclude:
-        return sum(1 for _ in iter_params(defn))
+def _upper_bound(defn: SweepDefinition) -> int:
+    """Tasks before excludes, without building any."""
     n = 1
     for values in defn.grid.values():
         n *= len(values)
     return n * (defn.random.samples if defn.random else 1)
+
+
+def count(defn: SweepDefinition) -> int:
+    """Number of tasks without building them when there are no excludes (fast path)."""
+    if defn.exclude:
+        return sum(1 for _ in iter_params(defn))
+    return _upper_bound(defn)
