@@ -117,5 +117,5 @@ def test_large_grid_count_matches_expand():
 def test_an_absurd_grid_is_refused_before_anything_is_built():
     grid = {k: list(range(100)) for k in "abcd"}  # 100**4 = 100,000,000 combinations
     defn = parse_sweep({"name": "big", "command": ["x"], "grid": grid}, "big.toml")
-    with pytest.raises(ConfigError, match=f"big.toml: grid: 100,000,000 combinations: more than {MAX_TASKS:,} tasks"):
+    with pytest.raises(ConfigError, match=f"grid: 100,000,000 combinations: more than {MAX_TASKS:,} tasks"):
         expand(defn)
