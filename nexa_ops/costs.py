@@ -186,6 +186,60 @@ def read_json(path: Path) -> Any:
         return json.loads(fh.read())
 
 
+_N = type(None)
+_TEXT = ((str, _N), "a string")
+_COUNT = ((int, _N), "an integer")
+_FIGURE = ((int, float, _N), "a number")
+_LIST = ((list, _N), "a list")
+#: What the report and reconcile read from a manifest, and the types they need (null is a
+#: missing value). Checked once, where a manifest is read: a file that fails is not ours.
+FIELDS = {
+    "run_id": _TEXT,
+    "kind": _TEXT,
+    "campaign": _TEXT,
+    "user": _TEXT,
+    "submitted_at": _TEXT,
+    "backend": _TEXT,
+    "run_dir": _TEXT,
+    "gpu_type": _TEXT,
+    "status": _TEXT,
+    "tasks": _COUNT,
+    "nodes": _COUNT,
+    "gpus_per_node": _COUNT,
+    "tasks_ok": _COUNT,
+    "tasks_failed": _COUNT,
+    "rate_usd_per_gpu_hour": _FIGURE,
+    "estimated_gpu_hours": _FIGURE,
+    "estimated_usd": _FIGURE,
+    "actual_gpu_hours": _FIGURE,
+    "actual_usd": _FIGURE,
+    "earlier_attempts_gpu_hours": _FIGURE,
+    "job_ids": _LIST,
+    "chunks": _LIST,
+}
+_FAST = tuple((key, types) for key, (types, _) in FIELDS.items())
+
+
+def manifest_problem(doc: Any) -> Optional[str]:
+    """Why ``doc`` is not a usable nexa cost manifest (``"not a nexa cost manifest[: <field>
+    must be ...]"``), or None. Wrong-typed fields the report or reconcile read count as not
+    ours: a hand-edited or foreign file is skipped rather than crashing a cron report."""
+    if type(doc) is not dict or doc.get("schema") != SCHEMA:
+        return "not a nexa cost manifest"
+    get = doc.get
+    for key, types in _FAST:  # the common case, kept cheap: 100,000 manifests per report
+        if type(get(key)) not in types:
+            break
+    else:
+        chunks = get("chunks")
+        if not chunks:
+            return None
+    from .track import chunks_problem, field_problem
+
+    problem = field_problem(doc, FIELDS) or chunks_problem(doc.get("chunks") or [])
+    return f"not a nexa cost manifest: {problem}" if problem else None
+
+
 def update_manifest(path: Path, change: Callable[[Dict[str, Any]], Dict[str, Any]]) -> Dict[str, Any]:
     """Locked read-modify-write: ``change(current)`` returns the new document ({} if none)."""
     with _locked(path):
@@ -295,7 +349,11 @@ def record_submission(
 
 
 def record_resubmission(
-    runs_dir: Path, run_id: str, chunks: Sequence[Dict[str, Any]], replaced: Dict[int, Dict[str, Any]]
+    runs_dir: Path,
+    run_id: str,
+    chunks: Sequence[Dict[str, Any]],
+    replaced: Dict[int, Dict[str, Any]],
+    err: TextIO = sys.stderr,
 ) -> Optional[Path]:
     """Add a resubmission's jobs to the run's cost manifest (when it has one), so reconcile
     bills them too, and reopen it.
@@ -303,13 +361,16 @@ def record_resubmission(
     ``replaced`` holds the worker's records of the attempts being resubmitted: the new
     attempts overwrite them, so their time is kept here (``earlier_attempts_gpu_hours``)
     for reconciling from records. sacct lists every job, the old ones included, and needs
-    none of it.
+    none of it. A cost manifest that is not valid is warned about on ``err`` and left alone.
     """
     path = manifest_path(runs_dir, run_id)
     if not path.is_file():
         return None
 
     def change(doc: Dict[str, Any]) -> Dict[str, Any]:
+        problem = manifest_problem(doc)
+        if problem:
+            raise ConfigError(problem)  # before anything is written
         gpus_per_task = int(doc.get("nodes") or 1) * int(doc.get("gpus_per_node") or 0)
         earlier = plan.actual_from_records(replaced, gpus_per_task, 0.0).gpu_hours
         doc["job_ids"] = [*(doc.get("job_ids") or []), *(c["job_id"] for c in chunks)]
@@ -319,7 +380,10 @@ def record_resubmission(
         doc["status"] = "submitted"  # not finished any more: the next report reconciles it
         return doc
 
-    update_manifest(path, change)
+    try:
+        update_manifest(path, change)
+    except ConfigError as exc:  # the jobs are submitted: a damaged cost manifest must not hide that
+        _warn(err, path, f"not updated: {exc}")
     return path
 
 
@@ -394,8 +458,9 @@ def reconcile_manifest(
     slurm = slurm or _Slurm(None)
 
     def change(doc: Dict[str, Any]) -> Dict[str, Any]:
-        if doc.get("schema") != SCHEMA:
-            raise ConfigError("not a nexa cost manifest", str(path))
+        problem = manifest_problem(doc)
+        if problem:
+            raise ConfigError(problem, str(path))
         return _reconciled(doc, runs_dir, slurm)
 
     if dry_run:
@@ -416,14 +481,16 @@ def _reconciled(doc: Dict[str, Any], runs_dir: Path, slurm: _Slurm) -> Dict[str,
         if rows:
             actual, _ = plan.actual_from_sacct(rows, _offsets(doc), gpus_per_task, rate or 0.0, array=doc.get("kind") != "launch")
     if actual is None or actual.done < tasks:
+        from .track import attempt_records, task_records
+
         run_dir = _run_dir(doc, runs_dir)
-        records = runs.task_records(run_dir)
+        records = task_records(run_dir)
         if "earlier_attempts_gpu_hours" in doc:
             records = _current(records, doc)
         recorded = plan.actual_from_records(records, gpus_per_task, rate or 0.0)
         # Attempts the new ones replaced: resubmitted (kept by resubmit) and requeued (kept by
         # the array script in tasks/attempts/). They ran, so they are billed.
-        requeued = plan.actual_from_records(dict(enumerate(runs.attempt_records(run_dir))), gpus_per_task, 0.0)
+        requeued = plan.actual_from_records(dict(enumerate(attempt_records(run_dir))), gpus_per_task, 0.0)
         extra = float(doc.get("earlier_attempts_gpu_hours") or 0.0) + requeued.gpu_hours
         if extra:
             recorded = replace(recorded, gpu_hours=recorded.gpu_hours + extra, usd=(recorded.gpu_hours + extra) * (rate or 0.0))
@@ -528,8 +595,9 @@ def reconcile(
         except (OSError, ValueError) as exc:
             _warn(err, path, f"skipped: {exc}")
             continue
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-            _warn(err, path, "skipped: not a nexa cost manifest")
+        problem = manifest_problem(doc)
+        if problem:
+            _warn(err, path, f"skipped: {problem}")
             continue
         if doc.get("status") in TERMINAL and not force and not run_ids:
             out.append(_summary(doc, path))
@@ -732,9 +800,10 @@ def cost_report(
             skipped.append((path, reason))
             _warn(err, path, f"skipped: {reason}")
             continue
-        if type(doc) is not dict or doc.get("schema") != SCHEMA or not name.startswith(PREFIX):
-            skipped.append((path, "not a nexa cost manifest"))
-            _warn(err, path, "skipped: not a nexa cost manifest")
+        problem = manifest_problem(doc) if name.startswith(PREFIX) else "not a nexa cost manifest"
+        if problem:
+            skipped.append((path, problem))
+            _warn(err, path, f"skipped: {problem}")
             continue
         if campaign is not None and doc.get("campaign") != campaign:
             continue

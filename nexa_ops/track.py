@@ -13,6 +13,7 @@ Slurm's verdict on a finished job, then accounting, then the records alone.
 """
 
 import json
+import os
 import signal as _signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -176,7 +177,7 @@ def slots(manifest: Dict[str, Any]) -> Dict[int, Slot]:
     out: Dict[int, Slot] = {}
     chunks = manifest.get("chunks") or []
     if not chunks and manifest.get("job_ids"):  # a single array written without chunks
-        chunks = [{"offset": 0, "count": manifest.get("tasks", 0), "job_id": manifest["job_ids"][0]}]
+        chunks = [{"offset": 0, "count": manifest.get("tasks") or 0, "job_id": manifest["job_ids"][0]}]
     for chunk in chunks:
         if not chunk.get("job_id"):
             continue
@@ -184,6 +185,140 @@ def slots(manifest: Dict[str, Any]) -> Dict[int, Slot]:
         for element in chunk_indices(chunk):
             out[offset + element] = Slot(str(chunk["job_id"]), element, chunk.get("submitted_at"))
     return out
+
+
+# --- checking what was read from disk -------------------------------------------------------
+
+_NONE = type(None)
+_INTEGER = ((int,), "an integer")  # bool is not: type() is compared, not isinstance()
+_NUMBER = ((int, float), "a number")
+_STRING = ((str,), "a string")
+_LIST = ((list,), "a list")
+_OBJECT = ((dict,), "an object")
+
+
+def _nullable(kind: Tuple[Tuple[type, ...], str]) -> Tuple[Tuple[type, ...], str]:
+    return (kind[0] + (_NONE,), kind[1])
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def field_problem(doc: Dict[str, Any], fields: Dict[str, Tuple[Tuple[type, ...], str]], prefix: str = "") -> Optional[str]:
+    """The first field of ``doc`` named in ``fields`` (key -> (types, what)) whose value has
+    another type, as ``"<prefix><key> must be <what>, got <value>"``; None when all are right.
+    An absent field passes; null passes where ``NoneType`` is among the types."""
+    for key, (types, what) in fields.items():
+        if key in doc and type(doc[key]) not in types:
+            return f"{prefix}{key} must be {what}, got {_shown(doc[key])}"
+    return None
+
+
+CHUNK_FIELDS = {
+    "offset": _INTEGER,
+    "count": _INTEGER,
+    "job_id": _nullable(((str, int), "a string")),
+    "array": _nullable(_STRING),
+    "submitted_at": _nullable(_NUMBER),
+    "resubmit": _nullable(_INTEGER),
+}
+
+
+def chunks_problem(chunks: Sequence[Any]) -> Optional[str]:
+    """What is wrong with a manifest's ``chunks`` (run and cost manifests share them), or None."""
+    for i, chunk in enumerate(chunks):
+        if type(chunk) is not dict:
+            return f"chunks[{i}] must be an object, got {_shown(chunk)}"
+        problem = field_problem(chunk, CHUNK_FIELDS, f"chunks[{i}].")
+        if problem:
+            return problem
+        if chunk.get("array"):
+            try:
+                expand_array(chunk["array"])
+            except ValueError:
+                return f"chunks[{i}].array must be an array index spec like 0,4,7-9, got {_shown(chunk['array'])}"
+    return None
+
+
+RUN_MANIFEST_FIELDS = {
+    "run_id": _nullable(_STRING),
+    "name": _nullable(_STRING),
+    "backend": _STRING,
+    "script": _nullable(_STRING),
+    "tasks": _nullable(_INTEGER),
+    "job_ids": _LIST,
+    "chunks": _LIST,
+    "resubmits": _LIST,
+}
+SPEC_FIELDS = {"name": _nullable(_STRING), "count": _nullable(_INTEGER), "tasks": _LIST}
+SPEC_TASK_FIELDS = {"index": _INTEGER, "params": _OBJECT}
+RECORD_FIELDS = {
+    "start": _NUMBER,
+    "end": _NUMBER,
+    "exit_code": _nullable(_INTEGER),
+    "restart_count": _nullable(_INTEGER),
+    "host": _nullable(_STRING),
+    "node": _nullable(_STRING),
+    "signals": _nullable(_STRING),
+}
+
+
+def run_manifest_problem(manifest: Any) -> Optional[str]:
+    """What makes a run's ``manifest.json`` unusable by status/cancel/resubmit, or None."""
+    if type(manifest) is not dict:
+        return f"expected a JSON object, got {_shown(manifest)}"
+    return field_problem(manifest, RUN_MANIFEST_FIELDS) or chunks_problem(manifest.get("chunks") or [])
+
+
+def spec_problem(spec: Any) -> Optional[str]:
+    """What makes a run's ``spec.json`` unusable by status/cancel/resubmit, or None."""
+    if type(spec) is not dict:
+        return f"expected a JSON object, got {_shown(spec)}"
+    problem = field_problem(spec, SPEC_FIELDS)
+    if problem:
+        return problem
+    for i, task in enumerate(spec.get("tasks") or []):
+        if type(task) is not dict:
+            return f"tasks[{i}] must be an object, got {_shown(task)}"
+        problem = field_problem(task, SPEC_TASK_FIELDS, f"tasks[{i}].")
+        if problem:
+            return problem
+    return None
+
+
+def task_records(run_dir: Path) -> Dict[int, Dict[str, Any]]:
+    """``runs.task_records`` for reading a run: a file that is not a task record (not a JSON
+    object, or a field of the wrong type) is ignored like one being written. The writers
+    replace records atomically, so such a file was put there by someone else."""
+    return _records(Path(run_dir) / "tasks", lambda name: int(name.split(".", 1)[0]))
+
+
+def attempt_records(run_dir: Path) -> List[Dict[str, Any]]:
+    """``runs.attempt_records``, ignoring files that are not task records (see ``task_records``)."""
+    return list(_records(Path(run_dir) / "tasks" / "attempts", lambda name: name.rsplit(".", 2)[0]).values())
+
+
+def _records(folder: Path, key: Callable[[str], Any]) -> Dict[Any, Dict[str, Any]]:
+    records: Dict[Any, Dict[str, Any]] = {}
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return records
+    for entry in entries:
+        name = entry.name
+        if name.startswith(".") or not name.endswith(".json"):
+            continue
+        try:
+            k = key(name)
+            with open(entry.path, "rb") as fh:
+                data = json.loads(fh.read())
+        except (ValueError, OSError):
+            continue
+        if type(data) is dict and field_problem(data, RECORD_FIELDS) is None:
+            records.setdefault(k, {}).update(data)
+    return records
 
 
 def parse_exit(text: Optional[str]) -> Optional[int]:
@@ -446,7 +581,7 @@ class Run:
 
     @property
     def count(self) -> int:
-        return int(self.spec.get("count") or len(self.spec.get("tasks", [])) or self.manifest.get("tasks", 0))
+        return int(self.spec.get("count") or len(self.spec.get("tasks", [])) or self.manifest.get("tasks") or 0)
 
     @property
     def name(self) -> str:
@@ -482,14 +617,26 @@ def resolve_run(run: RunRef = None, config: Optional[NexaConfig] = None) -> Path
 
 
 def load_run(path: Path) -> Run:
+    """The run folder's manifest, spec and sbatch script.
+
+    Raises:
+        ConfigError: a manifest or spec that cannot be read, or is not a nexa run manifest or
+            spec (the message names the file and the first wrong field).
+    """
     manifest: Dict[str, Any] = {}
     spec: Dict[str, Any] = {}
     try:
         if (path / runs.MANIFEST).exists():
             manifest = runs.read_manifest(path)
+            problem = run_manifest_problem(manifest)
+            if problem:
+                raise ConfigError(f"not a nexa run manifest: {problem}", str(path / runs.MANIFEST))
         if (path / runs.SPEC).exists():
             with open(path / runs.SPEC, encoding="utf-8") as fh:
                 spec = json.load(fh)
+            problem = spec_problem(spec)
+            if problem:
+                raise ConfigError(f"not a nexa run spec: {problem}", str(path / runs.SPEC))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read the run folder: {exc}") from None
     script_text = ""
@@ -532,7 +679,7 @@ def _status(path: Path, sources: _Sources) -> RunStatus:
     spec_tasks = run.spec.get("tasks", [])
     params = {int(t["index"]): t.get("params", {}) for t in spec_tasks if "index" in t}
     where = slots(run.manifest) if run.backend == "slurm" else {}
-    records = runs.task_records(path)
+    records = task_records(path)
     live: Dict[str, SlurmInfo] = {}
     known: Dict[str, SlurmInfo] = {}
     accounted: Dict[str, SlurmInfo] = {}
@@ -729,7 +876,7 @@ def resubmit_failed(run: RunRef, dry_run: bool = False, *, config: Optional[Nexa
     max_parallel = int(throttle) if throttle.isdigit() else None
     manifest = run_obj.manifest
     serial = len(manifest.get("resubmits", [])) + 1
-    records, where = runs.task_records(path), slots(manifest)
+    records, where = task_records(path), slots(manifest)
     replaced = {i: {**start, **end} for i in indices for start, end in [current_records(records.get(i, {}), where.get(i))]}
     chunks: List[Dict[str, Any]] = []
     job_ids: List[str] = []

@@ -393,6 +393,71 @@ def test_corrupt_and_foreign_files_are_reported_and_skipped(books):
     assert {os.path.basename(p) for p, _ in rep.skipped} == {"cost_broken.json", "notes.json", "cost_list.json", "cost_bin.json"}
 
 
+WRONG_TYPES = {
+    "est": ({"estimated_usd": "x"}, 'estimated_usd must be a number, got "x"'),
+    "tasks": ({"tasks": "2"}, 'tasks must be an integer, got "2"'),
+    "bool": ({"tasks_ok": True}, "tasks_ok must be an integer, got true"),
+    "when": ({"submitted_at": 5}, "submitted_at must be a string, got 5"),
+    "jobs": ({"job_ids": "12"}, 'job_ids must be a list, got "12"'),
+    "chunk": ({"chunks": [{"offset": "a", "count": 1, "job_id": "7"}]}, 'chunks[0].offset must be an integer, got "a"'),
+    "array": ({"chunks": [{"offset": 0, "job_id": "7", "array": "1-x"}]}, "chunks[0].array must be an array index spec"),
+    "dir": ({"run_dir": ["x"]}, 'run_dir must be a string, got ["x"]'),
+}
+
+
+def test_wrong_typed_manifests_are_reported_and_skipped(books):
+    """Fuzzed manifests with the nexa schema but fields of the wrong type: skipped with a
+    warning by the report (also with --since) and by reconcile, never a TypeError."""
+    for name, (change, _) in WRONG_TYPES.items():
+        path = make_run(books, f"w-{name}", campaign="alpha", when="2025-12-01T00:00:00Z")
+        doc = json.loads(path.read_text())
+        doc.update(change)
+        path.write_text(json.dumps(doc))
+    for kwargs in ({}, {"since": "2025-11-03"}, {"reconcile_first": False, "by": "run"}):
+        err = io.StringIO()
+        rep = costs.cost_report(books, err=err, **kwargs)
+        assert rep.totals["runs"] == (4 if not kwargs.get("since") else 3)
+        lines = err.getvalue().splitlines()
+        assert len(lines) == len(WRONG_TYPES) == len(rep.skipped)
+        for name, (_, reason) in WRONG_TYPES.items():
+            path = books / "manifests" / f"cost_w-{name}.json"
+            expected = f"nexa: warning: {path}: skipped: not a nexa cost manifest: {reason}"
+            assert sum(line.startswith(expected) for line in lines) == 1, (name, lines)
+    err = io.StringIO()
+    done_ids = [r.run_id for r in costs.reconcile(books, force=True, err=err)]
+    assert sorted(done_ids) == ["a-1", "a-2", "b-1", "n-1"]
+    assert len(err.getvalue().splitlines()) == len(WRONG_TYPES)
+    err = io.StringIO()
+    assert costs.reconcile(books, ["w-tasks"], err=err) == [] and "tasks must be an integer" in err.getvalue()
+    with pytest.raises(ConfigError, match=r"cost_w-est.json: not a nexa cost manifest: estimated_usd must be a number"):
+        costs.reconcile_manifest(books / "manifests" / "cost_w-est.json", books, dry_run=True)
+    assert costs.manifest_problem([]) == "not a nexa cost manifest"
+
+
+def test_damaged_task_records_are_ignored_when_reconciling(tmp_path):
+    path = make_run(tmp_path, "s-1", tasks=3, records=done(1))
+    tasks = tmp_path / "s-1" / "tasks"
+    (tasks / "1.end.json").write_text("[1]")
+    (tasks / "2.start.json").write_text('{"start": "x"}')
+    (tasks / "2.end.json").write_text('{"end": 5, "exit_code": "0"}')
+    (tasks / "attempts").mkdir()
+    (tasks / "attempts" / "2.7.0.end.json").write_text('"junk"')
+    doc, summary = costs.reconcile_manifest(path, tmp_path)
+    assert (summary.done, doc["tasks_ok"], doc["status"]) == (1, 1, "running")
+    assert doc["actual_gpu_hours"] == pytest.approx(0.5 * 2)
+
+
+def test_resubmission_leaves_a_damaged_cost_manifest_alone(tmp_path):
+    path = make_run(tmp_path, "s-1", tasks=2)
+    path.write_text(path.read_text().replace('"nodes": 1', '"nodes": "one"'))
+    before = path.read_text()
+    err = io.StringIO()
+    chunk = {"offset": 0, "count": 1, "job_id": "9", "array": "1", "submitted_at": 1.0}
+    assert costs.record_resubmission(tmp_path, "s-1", [chunk], {}, err=err) == path
+    assert path.read_text() == before
+    assert err.getvalue() == f'nexa: warning: {path}: not updated: not a nexa cost manifest: nodes must be an integer, got "one"\n'
+
+
 def test_empty_or_missing_folder(tmp_path):
     rep = costs.cost_report(tmp_path / "nothing")
     assert rep.rows == [] and rep.totals["runs"] == 0
@@ -504,3 +569,11 @@ def test_cli_report_for_cron(books, nexa_cli):
         assert out.stdout == ""
     out = nexa_cli("cost.reconcile", "--runs-dir", str(books), "--run", "a-1", "--run", "n-1", "--dry-run")
     assert out.returncode == 0 and "a-1" in out.stdout and "n-1" in out.stdout and "b-1" not in out.stdout
+    (books / "manifests" / "cost_junk.json").write_text(json.dumps({"schema": costs.SCHEMA, "estimated_usd": "x", "submitted_at": 5}))
+    warning = (
+        f"nexa: warning: {books / 'manifests' / 'cost_junk.json'}: skipped: "
+        "not a nexa cost manifest: submitted_at must be a string, got 5\n"
+    )
+    for args in (("cost.report", "--since", "7d"), ("cost.reconcile", "--all", "--dry-run")):
+        out = nexa_cli(*args, "--runs-dir", str(books))
+        assert (out.returncode, out.stderr) == (0, warning), args

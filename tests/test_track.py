@@ -248,6 +248,75 @@ def test_unknown_run_and_planned_run(tmp_path):
         track.wait(str(run), config=cfg)
 
 
+DAMAGE = [
+    ("manifest.json", [], "manifest.json: not a nexa run manifest: expected a JSON object, got []"),
+    (
+        "manifest.json",
+        {"backend": "slurm", "job_ids": ["7"], "chunks": [{"offset": "a", "count": 3, "job_id": "7"}]},
+        'manifest.json: not a nexa run manifest: chunks[0].offset must be an integer, got "a"',
+    ),
+    (
+        "manifest.json",
+        {"backend": "slurm", "job_ids": ["7"], "chunks": [{"offset": 0, "job_id": "7", "array": "1-"}]},
+        'manifest.json: not a nexa run manifest: chunks[0].array must be an array index spec like 0,4,7-9, got "1-"',
+    ),
+    ("manifest.json", {"backend": "slurm", "tasks": "3"}, 'manifest.json: not a nexa run manifest: tasks must be an integer, got "3"'),
+    ("manifest.json", {"backend": "slurm", "resubmits": {}}, "manifest.json: not a nexa run manifest: resubmits must be a list, got {}"),
+    ("spec.json", {"tasks": 5}, "spec.json: not a nexa run spec: tasks must be a list, got 5"),
+    ("spec.json", {"tasks": [{"index": "0"}]}, 'spec.json: not a nexa run spec: tasks[0].index must be an integer, got "0"'),
+    ("spec.json", {"tasks": [{"index": 0, "params": []}]}, "spec.json: not a nexa run spec: tasks[0].params must be an object, got []"),
+]
+
+
+@pytest.mark.parametrize("name, content, message", DAMAGE)
+def test_a_damaged_run_folder_is_a_config_error_naming_the_file(tmp_path, name, content, message):
+    from nexa_ops.config import load_config
+    from nexa_ops.errors import ConfigError
+
+    run = make_run(tmp_path)
+    (run / name).write_text(json.dumps(content))
+    cfg = load_config(cwd=tmp_path)
+    expected = f"{run.resolve()}/{message}"
+    for act in (
+        track.status,
+        lambda r, config: track.cancel(r, dry_run=True, config=config),
+        lambda r, config: track.resubmit_failed(r, dry_run=True, config=config),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            act("demo-1", config=cfg)
+        assert str(exc.value) == expected
+
+
+def test_damaged_task_records_are_ignored(tmp_path):
+    run = make_run(tmp_path, backend="local", count=4)
+    (run / "tasks" / "0.start.json").write_text(json.dumps({"start": NOW - 2, "host": "h"}))
+    (run / "tasks" / "0.end.json").write_text(json.dumps({"exit_code": 0, "end": NOW}))
+    (run / "tasks" / "1.end.json").write_text("[1]")
+    (run / "tasks" / "2.end.json").write_text(json.dumps({"exit_code": "1", "end": NOW}))
+    (run / "tasks" / "3.start.json").write_text(json.dumps({"start": "yesterday"}))
+    (run / "tasks" / "3.end.json").write_text('"done"')
+    (run / "tasks" / "notes.json").write_text("{}")
+    assert list(track.task_records(run)) == [0]
+    st = track._status(run, track._Sources())
+    assert [t.state for t in st.tasks] == ["COMPLETED", "PENDING", "PENDING", "PENDING"]
+
+
+def test_cli_damaged_run_is_one_line(tmp_path, nexa_cli):
+    run = make_run(tmp_path)
+    (run / "manifest.json").write_text(json.dumps({"backend": "slurm", "chunks": [{"offset": "a"}]}))
+    for args in (("status",), ("cancel", "--dry-run"), ("resubmit", "--failed", "--dry-run")):
+        out = nexa_cli(*args, "demo-1")
+        assert (out.returncode, out.stderr) == (
+            2,
+            f'nexa: error: {run.resolve()}/manifest.json: not a nexa run manifest: chunks[0].offset must be an integer, got "a"\n',
+        ), args
+    (run / "manifest.json").write_text(json.dumps({"run_id": "demo-1", "backend": "local", "tasks": 3}))
+    (run / "tasks" / "0.end.json").write_text("[1]")
+    out = nexa_cli("status", "demo-1", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [t["state"] for t in json.loads(out.stdout)["tasks"]] == ["PENDING"] * 3
+
+
 def test_follow_prints_everything_then_stops(tmp_path):
     out, err = tmp_path / "a.out", tmp_path / "a.err"
     out.write_text("one\n")
