@@ -247,9 +247,33 @@ def parse_mount(text: str, root: Path, where: str, key: str) -> Mount:
     if not parts[1].startswith("/"):
         raise ConfigError(f"expected an absolute container path, got {parts[1]!r}", where, key)
     if "," in text:
-        raise ConfigError(f"paths with ',' cannot be bind-mounted by nexa, got {text!r}", where, key)
+        raise ConfigError(NO_COMMA.format(text), where, key)
     source = (root / os.path.expanduser(parts[0])).resolve()
     return Mount(str(source), parts[1], len(parts) == 3 and parts[2] == "ro")
+
+
+#: ``--mount`` is a comma-separated list of key=value: a ',' in a path would end the field.
+NO_COMMA = "paths with ',' cannot be bind-mounted by nexa, got {!r}"
+
+
+def bind(source: Path, target: str, origin: str) -> Mount:
+    """A ``Mount`` of a host folder nexa chose (workspace, NVMe, HF cache); ``origin`` names
+    the option or setting it came from, for the error on a path with a ','."""
+    for path in (str(source), target):
+        if "," in path:
+            raise ConfigError(f"{origin}: {NO_COMMA.format(path)}")
+    return Mount(str(source), target)
+
+
+def check_mounts(mounts: Sequence[Mount], *, create_hf_cache: bool) -> None:
+    """Every mount source must exist (``--mount type=bind`` fails on a missing one), except the
+    HF cache, which a real run creates (``create_hf_cache``) so Docker does not, owned by root."""
+    for mount in mounts:
+        if mount.target == HF_CACHE:
+            if create_hf_cache:
+                Path(mount.source).mkdir(parents=True, exist_ok=True)
+        elif not os.path.exists(mount.source):
+            raise ConfigError(f"mount source {mount.source} does not exist (for {mount.target})")
 
 
 def check_env_names(names: Sequence[str]) -> List[str]:
@@ -300,8 +324,9 @@ def run_container(
 
     The container runs with ``--rm --init``, as the host user, with the workspace mounted at
     ``/workspace``, the host HuggingFace cache at ``/cache/huggingface``, the NVMe folder and
-    ``[containers] mounts``. Before running, the mount sources are checked and one ``docker
-    image inspect`` call checks the daemon and the image, so common failures read clearly.
+    ``[containers] mounts``. Before running, the mount sources are checked (by a dry run too)
+    and one ``docker image inspect`` call checks the daemon and the image, so common failures
+    read clearly.
 
     Args:
         service: a service name or alias: ``nexa_light``/``train-light``, ``nexa_heavy``/``train-heavy``,
@@ -333,7 +358,8 @@ def run_container(
 
     Raises:
         ConfigError: unknown service, bad ``gpus``/``pull``/``env`` name, an ``env`` variable not set,
-            a bad ``[containers]`` entry, or a mount source that does not exist.
+            a bad ``[containers]`` entry, a mount path with a ',', or a mount source that does not
+            exist (a dry run checks all of these too).
         ContainerError: the image is not local and ``pull="never"`` forbids pulling it (exit 125).
         ToolMissing: the Docker CLI is not on PATH.
         ToolError: the daemon is unreachable or the socket not permitted (from the image check).
@@ -356,14 +382,18 @@ def run_container(
             raise ConfigError(f"expected a variable name, got {name!r}", where, f"containers.env[{i}]")
     names += [n for n in list(DEFAULT_ENV) + list(cc.env) if n in os.environ and n not in names]
 
-    ws = Path(workspace).resolve() if workspace else (_project_path(config, cc.workspace) if cc.workspace else config.root)
-    mounts = [Mount(str(ws), WORKSPACE)]
+    if workspace:
+        mounts = [bind(Path(workspace).resolve(), WORKSPACE, "--workspace")]
+    elif cc.workspace:
+        mounts = [bind(_project_path(config, cc.workspace), WORKSPACE, f"{where}: containers.workspace")]
+    else:
+        mounts = [bind(config.root, WORKSPACE, "the project root")]
     nvme = Path(cc.nvme)
     if cc.nvme and nvme.is_dir():
-        mounts.append(Mount(str(nvme.resolve()), cc.nvme))
-    hf = host_hf_cache()
-    mounts.append(Mount(str(hf), HF_CACHE))
+        mounts.append(bind(nvme.resolve(), cc.nvme, f"{where}: containers.nvme"))
+    mounts.append(bind(host_hf_cache(), HF_CACHE, "the HuggingFace cache ($HF_HOME)"))
     mounts += [parse_mount(m, config.root, where, f"containers.mounts[{i}]") for i, m in enumerate(cc.mounts)]
+    check_mounts(mounts, create_hf_cache=not dry_run)  # a dry run fails as the run would, creating nothing
 
     own = uid is None and gid is None
     uid = os.getuid() if uid is None else uid
@@ -395,11 +425,6 @@ def run_container(
         tool.run(argv, dry_run=True)
         return ContainerResult(resolved.name, resolved.tag, argv, 0, 0.0, dry_run=True)
 
-    for mount in mounts:
-        if mount.target == HF_CACHE:
-            hf.mkdir(parents=True, exist_ok=True)  # else Docker would create it owned by root
-        elif not os.path.exists(mount.source):
-            raise ConfigError(f"mount source {mount.source} does not exist (for {mount.target})")
     # Daemon reachable and image present? One cheap call, so the common failures read clearly.
     if tool.image_id(resolved.tag, docker=cc.docker) is None:
         if pull == "never":
@@ -499,7 +524,7 @@ def build_image(
 
     Raises:
         ConfigError: unknown service, a bad tag override, a ``build_args`` item without ``=``, or an
-            overridden Dockerfile that does not exist.
+            overridden Dockerfile that does not exist (a dry run checks all of these too).
         ToolMissing: the Docker CLI is not on PATH.
         ToolError: ``docker build`` or ``docker push`` failed (with a one-line cause).
     """
@@ -520,6 +545,9 @@ def build_image(
     else:
         dockerfile = resolved.dockerfile
         context = resolved.context or str(config.root)
+    if not resolved.shipped and not os.path.isfile(dockerfile):  # checked by a dry run too
+        raise ConfigError(f"Dockerfile {dockerfile} does not exist", str(config.path or "nexa.toml"),
+                          f"containers.services.{service}.dockerfile")
     argv = plan_build(resolved, dockerfile, context, version=version, docker=cc.docker, no_cache=no_cache, build_args=build_args)
     if dry_run:
         tool.build(argv, dry_run=True)
@@ -529,9 +557,6 @@ def build_image(
 
     if resolved.shipped:
         stage_shipped_context(resolved, Path(context))
-    elif not os.path.isfile(dockerfile):
-        raise ConfigError(f"Dockerfile {dockerfile} does not exist", str(config.path or "nexa.toml"),
-                          f"containers.services.{service}.dockerfile")
     env = {}
     if "DOCKER_BUILDKIT" not in os.environ and not tool.has_buildx(docker=cc.docker):
         env["DOCKER_BUILDKIT"] = "0"

@@ -132,6 +132,7 @@ def test_dry_run_prints_command_without_secret_values(tmp_path, monkeypatch, cap
     monkeypatch.setenv("MY_TOKEN", SECRET)
     monkeypatch.setenv("WANDB_API_KEY", SECRET + "-wandb")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    (tmp_path / "data").mkdir()
     cfg = load_config(write_config(tmp_path, '[containers]\nmounts = ["data:/data:ro"]\nnetwork = "host"\n'))
     result = run_container("train-light", ["python", "train.py", "--lr", "1e-4"], gpus="2", env=["MY_TOKEN"], dry_run=True,
                            config=cfg, uid=1000, gid=1000)
@@ -157,6 +158,58 @@ def test_run_refuses_bad_options(tmp_path, monkeypatch):
     cfg = load_config(write_config(tmp_path, '[containers]\nenv = ["OK", "no-dash"]\n'))
     with pytest.raises(ConfigError, match=r"nexa.toml: containers.env\[1\]: expected a variable name"):
         run_container("infer", ["true"], dry_run=True, config=cfg)
+
+
+def test_dry_run_checks_mount_sources_like_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    cfg = load_config(write_config(tmp_path, ""))
+    with pytest.raises(ConfigError, match=f"^mount source {tmp_path / 'nope'} does not exist \\(for /workspace\\)$"):
+        run_container("infer", ["true"], workspace=str(tmp_path / "nope"), dry_run=True, config=cfg)
+    cfg = load_config(write_config(tmp_path, '[containers]\nmounts = ["nowhere:/data"]\n'))
+    with pytest.raises(ConfigError, match=f"^mount source {tmp_path / 'nowhere'} does not exist \\(for /data\\)$"):
+        run_container("infer", ["true"], dry_run=True, config=cfg)
+    assert capsys.readouterr().out == "" and not (tmp_path / "hf").exists()
+
+
+def test_commas_in_mount_paths_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    (tmp_path / "a,b").mkdir()
+    cfg = load_config(write_config(tmp_path, ""))
+    with pytest.raises(ConfigError, match=f"^--workspace: paths with ',' cannot be bind-mounted by nexa, got '{tmp_path}/a,b'$"):
+        run_container("infer", ["true"], workspace=str(tmp_path / "x" / ".." / "a,b"), dry_run=True, config=cfg)
+    cfg = load_config(write_config(tmp_path, '[containers]\nworkspace = "a,b"\n'))
+    with pytest.raises(ConfigError, match=r"nexa.toml: containers.workspace: paths with ',' cannot be bind-mounted"):
+        run_container("infer", ["true"], dry_run=True, config=cfg)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "a,b"))
+    with pytest.raises(ConfigError, match=r"^the HuggingFace cache \(\$HF_HOME\): paths with ','"):
+        run_container("infer", ["true"], dry_run=True, config=load_config(write_config(tmp_path, "")))
+
+
+def test_build_dry_run_checks_the_dockerfile(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-docker-here"))
+    cfg = load_config(write_config(tmp_path, '[containers.services.infer]\ndockerfile = "nope.Dockerfile"\n'))
+    missing = f"containers.services.infer.dockerfile: Dockerfile {tmp_path / 'nope.Dockerfile'} does not exist"
+    with pytest.raises(ConfigError, match=missing):
+        build_image("infer", dry_run=True, config=cfg)
+    assert capsys.readouterr().out == ""
+    (tmp_path / "nope.Dockerfile").write_text("FROM scratch\n")
+    assert build_image("infer", dry_run=True, config=cfg).dockerfile == str(tmp_path / "nope.Dockerfile")
+
+
+def test_cli_dry_runs_fail_like_the_real_run(tmp_path, nexa_cli):
+    env = {"HF_HOME": str(tmp_path / "hf")}
+    res = nexa_cli("run-container", "infer", "--dry-run", "--workspace", "nope", "--", "true", env=env)
+    assert (res.returncode, res.stdout) == (2, "")
+    assert res.stderr == f"nexa: error: mount source {tmp_path / 'nope'} does not exist (for /workspace)\n"
+    (tmp_path / "a,b").mkdir()
+    res = nexa_cli("run-container", "infer", "--dry-run", "--workspace", "x/../a,b", "--", "true", env=env)
+    assert res.returncode == 2
+    assert res.stderr == f"nexa: error: --workspace: paths with ',' cannot be bind-mounted by nexa, got '{tmp_path}/a,b'\n"
+    write_config(tmp_path, '[containers.services.infer]\ndockerfile = "nope.Dockerfile"\n')
+    res = nexa_cli("build-image", "infer", "--dry-run")
+    assert (res.returncode, res.stdout) == (2, "")
+    assert res.stderr == (f"nexa: error: {tmp_path / 'nexa.toml'}: containers.services.infer.dockerfile: "
+                          f"Dockerfile {tmp_path / 'nope.Dockerfile'} does not exist\n")
 
 
 def test_build_dry_run_plan(tmp_path, monkeypatch, capsys):
