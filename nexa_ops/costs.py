@@ -15,6 +15,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -138,8 +139,8 @@ def check_max_cost(estimate: plan.Estimate, max_cost: Optional[float]) -> None:
     """``Refused`` (exit 3) when the estimate is above ``max_cost`` USD or cannot be made."""
     if max_cost is None:
         return
-    if max_cost < 0:
-        raise ConfigError(f"--max-cost: expected a number >= 0 (USD), got {max_cost:g}")
+    if not math.isfinite(max_cost) or max_cost < 0:  # nan would pass every comparison below
+        raise ConfigError(f"--max-cost: expected a finite number >= 0 (USD), got {max_cost:g}")
     if not estimate.priced:
         raise Refused(f"cannot check --max-cost ${max_cost:,.2f}: {estimate.problem}; nothing submitted")
     if estimate.total_usd > max_cost:  # type: ignore[operator]

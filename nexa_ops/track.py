@@ -870,7 +870,9 @@ def resubmit_failed(run: RunRef, dry_run: bool = False, *, config: Optional[Nexa
     script = run_obj.script
     if script is None or not script.exists():
         raise ConfigError(f"{path}: the run's sbatch script is missing ({script})")
-    limit = cfg.cluster.max_array_size or (1001 if dry_run else slurm.max_array_size())
+    from .sweeps import array_limit
+
+    limit = array_limit(cfg, dry_run)
     array_line = script_directive(run_obj.script_text, "array") or ""
     throttle = array_line.partition("%")[2]
     max_parallel = int(throttle) if throttle.isdigit() else None

@@ -577,3 +577,10 @@ def test_cli_report_for_cron(books, nexa_cli):
     for args in (("cost.report", "--since", "7d"), ("cost.reconcile", "--all", "--dry-run")):
         out = nexa_cli(*args, "--runs-dir", str(books))
         assert (out.returncode, out.stderr) == (0, warning), args
+
+
+def test_max_cost_from_the_api_must_be_finite():
+    est = estimate()
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ConfigError, match="--max-cost: expected a finite number >= 0"):
+            costs.check_max_cost(est, bad)
