@@ -34,7 +34,7 @@ echo "== pip install"
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== shellcheck"
-shellcheck bin/*.sh tests/cluster/*.sh tests/run.sh examples/*.sh
+shellcheck bin/*.sh tests/cluster/*.sh tests/run.sh
 
 echo "== pytest"
 export NEXA_REQUIRE_TOOLS=${NEXA_REQUIRE_TOOLS:-1}

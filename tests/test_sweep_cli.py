@@ -176,3 +176,14 @@ def test_an_unusable_path_is_one_line_not_a_traceback(nexa_cli, tmp_path):
     out = nexa_cli("monitor-config", "--target", "gpu01", "--out", "afile/sub")
     assert out.returncode == 1 and out.stderr.startswith("nexa: error: ") and "Not a directory" in out.stderr, out.stderr
     assert out.stderr.count("\n") == 1
+
+
+def test_the_quick_start_runs_the_example_sweep_end_to_end():
+    """README's first Quick start command, as a new user runs it (the venv already exists)."""
+    import subprocess
+
+    out = subprocess.run(["bash", "bin/quickstart.sh"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "6 succeeded, 0 failed" in out.stdout
+    results = [line for line in out.stdout.splitlines() if line.startswith("task ") and ":" in line]
+    assert len(results) == 6 and all("final_loss=" in line for line in results)

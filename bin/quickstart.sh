@@ -10,7 +10,7 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 run=runs/quickstart
 rm -rf "$run"  # this script's own run folder, replaced on every run
-nexa sweep --config examples/sweeps/lr_grid.toml --local --out "$run"
+nexa sweep --config bin/quickstart/lr_grid.toml --local --out "$run"
 echo
 echo "Results ($run/logs/local_*.out):"
 printf '%s\0' "$run"/logs/local_*.out | sort -zV | xargs -0 cat
