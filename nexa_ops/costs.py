@@ -67,6 +67,9 @@ def load_prices(config: NexaConfig) -> plan.PriceTable:
         from . import toml
 
         path = (config.root / os.path.expanduser(config.cost.prices)).resolve()
+        if not path.is_file():
+            where = str(config.path) if config.path else "nexa.toml"
+            raise ConfigError(f"price table {path} not found (a TOML file, relative to nexa.toml)", where, "cost.prices")
         table = plan.merge_tables(table, plan.parse_price_table(toml.load(path), str(path)))
     return table
 

@@ -125,6 +125,7 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path):
     [
         ('[cost]\ncurrency = "EUR"\n', 'nexa.toml: cost.currency: expected "USD"'),
         ('[cost]\nrates = { a100 = 1.0 }\n', "nexa.toml: cost.rates.a100: GPU type 'a100' is ambiguous"),
+        ('[cost]\nprices = "missing.toml"\n', "nexa.toml: cost.prices: price table"),
         ('[cluster]\nlog_dir = "afile"\n', "nexa.toml: cluster.log_dir: cannot make the log folder"),
         ('[cluster]\nruns_dir = "afile/runs"\n', "nexa.toml: cluster.runs_dir: cannot make a run folder"),
         ('[cluster]\nruns_dir = "new/runs"\nlog_dir = "afile"\n', "nexa.toml: cluster.log_dir: cannot make the log folder"),
