@@ -50,21 +50,21 @@ def read_manifest(run_dir: Path) -> Dict[str, Any]:
         return json.load(fh)
 
 
-def task_records(run_dir: Path) -> Dict[int, Dict[str, Any]]:
+def task_records(run_dir: Path, valid: Optional[Callable[[Dict[str, Any]], bool]] = None) -> Dict[int, Dict[str, Any]]:
     """Merge the worker's ``<i>.start.json`` and the script's ``<i>.end.json`` per task."""
-    return _merged(run_dir / "tasks", lambda name: int(name.split(".", 1)[0]))
+    return _merged(run_dir / "tasks", lambda name: int(name.split(".", 1)[0]), valid)
 
 
-def attempt_records(run_dir: Path) -> List[Dict[str, Any]]:
+def attempt_records(run_dir: Path, valid: Optional[Callable[[Dict[str, Any]], bool]] = None) -> List[Dict[str, Any]]:
     """The attempts Slurm requeued, one merged start + end record each
     (``tasks/attempts/<i>.<job>.<restart>.start|end.json``): they ran, and cost, before the
     task's last attempt, whose records are the ones in ``tasks/``."""
-    return list(_merged(run_dir / "tasks" / "attempts", lambda name: name.rsplit(".", 2)[0]).values())
+    return list(_merged(run_dir / "tasks" / "attempts", lambda name: name.rsplit(".", 2)[0], valid).values())
 
 
-def _merged(folder: Path, key: Callable[[str], Any]) -> Dict[Any, Dict[str, Any]]:
-    """Every visible ``*.json`` in ``folder`` merged by ``key(file name)``. A file that cannot
-    be read or parsed (one being written) is skipped."""
+def _merged(folder: Path, key: Callable[[str], Any], valid: Optional[Callable[[Dict[str, Any]], bool]]) -> Dict[Any, Dict[str, Any]]:
+    """Every visible ``*.json`` object in ``folder`` that passes ``valid``, merged by
+    ``key(file name)``. A file that cannot be read or parsed (one being written) is skipped."""
     records: Dict[Any, Dict[str, Any]] = {}
     try:
         entries = list(os.scandir(folder))
@@ -80,7 +80,8 @@ def _merged(folder: Path, key: Callable[[str], Any]) -> Dict[Any, Dict[str, Any]
                 data = json.load(fh)
         except (ValueError, OSError):
             continue
-        records.setdefault(k, {}).update(data)
+        if type(data) is dict and (valid is None or valid(data)):
+            records.setdefault(k, {}).update(data)
     return records
 
 

@@ -13,7 +13,6 @@ Slurm's verdict on a finished job, then accounting, then the records alone.
 """
 
 import json
-import os
 import signal as _signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -292,33 +291,16 @@ def task_records(run_dir: Path) -> Dict[int, Dict[str, Any]]:
     """``runs.task_records`` for reading a run: a file that is not a task record (not a JSON
     object, or a field of the wrong type) is ignored like one being written. The writers
     replace records atomically, so such a file was put there by someone else."""
-    return _records(Path(run_dir) / "tasks", lambda name: int(name.split(".", 1)[0]))
+    return runs.task_records(Path(run_dir), _is_record)
 
 
 def attempt_records(run_dir: Path) -> List[Dict[str, Any]]:
     """``runs.attempt_records``, ignoring files that are not task records (see ``task_records``)."""
-    return list(_records(Path(run_dir) / "tasks" / "attempts", lambda name: name.rsplit(".", 2)[0]).values())
+    return runs.attempt_records(Path(run_dir), _is_record)
 
 
-def _records(folder: Path, key: Callable[[str], Any]) -> Dict[Any, Dict[str, Any]]:
-    records: Dict[Any, Dict[str, Any]] = {}
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return records
-    for entry in entries:
-        name = entry.name
-        if name.startswith(".") or not name.endswith(".json"):
-            continue
-        try:
-            k = key(name)
-            with open(entry.path, "rb") as fh:
-                data = json.loads(fh.read())
-        except (ValueError, OSError):
-            continue
-        if type(data) is dict and field_problem(data, RECORD_FIELDS) is None:
-            records.setdefault(k, {}).update(data)
-    return records
+def _is_record(data: Dict[str, Any]) -> bool:
+    return field_problem(data, RECORD_FIELDS) is None
 
 
 def parse_exit(text: Optional[str]) -> Optional[int]:
