@@ -500,10 +500,10 @@ def _reconciled(doc: Dict[str, Any], runs_dir: Path, slurm: _Slurm) -> Dict[str,
             recorded = replace(recorded, gpu_hours=recorded.gpu_hours + extra, usd=(recorded.gpu_hours + extra) * (rate or 0.0))
         if actual is None or recorded.done > actual.done:
             actual = recorded  # slurmdbd records asynchronously: it can lag behind the run's own records
-    queued = doc.get("backend") == "slurm" and slurm.gone(job_ids) is False
-    if tasks and actual.done >= tasks and not queued:
+    gone = slurm.gone(job_ids) if doc.get("backend") == "slurm" else None  # None: Slurm cannot say
+    if tasks and actual.done >= tasks and gone is not False:  # a queued job may still rerun a task
         status = "finished" if actual.failed == 0 else "failed"
-    elif doc.get("backend") == "slurm" and slurm.gone(job_ids):
+    elif gone:
         status = "incomplete"  # the jobs left the queue with tasks unrecorded (killed, lost)
     elif doc.get("backend") == "local" and doc.get("status") in TERMINAL:
         status = doc["status"]
