@@ -13,6 +13,7 @@ _API = {
     "ToolError": "errors",
     "ToolMissing": "errors",
     "Refused": "errors",
+    "WaitTimeout": "errors",
     # configuration
     "NexaConfig": "config",
     "SweepDefinition": "config",
@@ -20,11 +21,11 @@ _API = {
     "load_config": "config",
     "load_sweep": "config",
     # sweeps
-    "SweepArtifacts": "sweeps",
-    "launch_slurm_sweep": "sweeps",
+    "SweepArtifacts": "sweep.plan",
+    "launch_slurm_sweep": "sweep.submit",
     # launch
-    "LaunchResult": "launcher",
-    "launch": "launcher",
+    "LaunchResult": "launcher.run",
+    "launch": "launcher.run",
     # containers
     "ContainerResult": "containers",
     "BuildResult": "containers",
@@ -34,23 +35,23 @@ _API = {
     "SyncResult": "sync",
     "sync_repository": "sync",
     # cost
-    "estimate_cost": "costs",
-    "cost_report": "costs",
-    "campaign_spend": "costs",
-    "check_budget": "costs",
-    "reconcile": "costs",
+    "estimate_cost": "cost.estimate",
+    "cost_report": "cost.report",
+    "campaign_spend": "cost.report",
+    "check_budget": "cost.report",
+    "reconcile": "cost.reconcile",
     # monitoring
     "MonitorPlan": "monitor",
     "write_monitoring_config": "monitor",
     # teardown
-    "TeardownResult": "infra",
-    "teardown": "infra",
+    "TeardownResult": "campaign_teardown",
+    "teardown": "campaign_teardown",
     # following a run
     "RunStatus": "track",
     "status": "track",
     "wait": "track",
-    "cancel": "track",
-    "resubmit_failed": "track",
+    "cancel": "control",
+    "resubmit_failed": "control",
     "logs": "track",
 }
 

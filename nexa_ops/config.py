@@ -135,6 +135,11 @@ class NexaConfig:
     def runs_dir(self) -> Path:
         return (self.root / os.path.expanduser(self.cluster.runs_dir)).resolve()
 
+    @property
+    def where(self) -> str:
+        """The project file as errors name it: its path, or the defaults nexa used."""
+        return str(self.path) if self.path else f"{CONFIG_NAME} (defaults)"
+
 
 def find_config(explicit: Optional[Union[str, Path]] = None, cwd: Optional[Path] = None) -> Optional[Path]:
     """The project file to use: ``explicit``, else ``$NEXA_CONFIG``, else ``./nexa.toml``."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .config import ContainerService, NexaConfig, load_config
-from .errors import ConfigError, NexaError
+from .errors import ConfigError, ContainerError
 
 WORKSPACE = "/workspace"
 HF_CACHE = "/cache/huggingface"  # where the host's HuggingFace cache appears in the container
@@ -31,12 +31,6 @@ DEFAULT_ENV = (
     "NCCL_DEBUG",
 )
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class ContainerError(NexaError):
-    """Docker could not start the container (exit 125, as ``docker run`` itself uses)."""
-
-    exit_code = 125
 
 
 @dataclass(frozen=True)

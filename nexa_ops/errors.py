@@ -1,10 +1,21 @@
-"""The one small exception hierarchy of nexa.
+"""The one small exception hierarchy of nexa, and the exit code of each.
 
-Every failure a user can cause or meet is one of these; the CLI turns them into a one-line
-message and an exit code, the Python API lets them propagate.
+Every failure a user can cause or meet is one of these; the program (``cli.main``) turns
+them into a one-line message and the error's exit code, once; the Python API lets them
+propagate. One code per meaning:
+
+==== ===========================================================================
+1    a nexa error without a more precise code (and a failed run's summary)
+2    bad input: a file, key or option (``ConfigError``)
+3    a guard refused (``Refused``): cost cap, dangerous target, no confirmation
+124  a wait timed out (``WaitTimeout``), as timeout(1)
+125  Docker could not start a container (``ContainerError``), as ``docker run``
+127  a tool is missing (``ToolMissing``), as a shell
+N    a tool's or a launched program's own exit code (``ToolError``, ``LaunchFailed``)
+==== ===========================================================================
 """
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 
 class NexaError(Exception):
@@ -81,3 +92,27 @@ class Refused(NexaError):
     """A guard refused the action (a cost cap, a dangerous rsync target, no --yes). Exit 3."""
 
     exit_code = 3
+
+
+class WaitTimeout(NexaError):
+    """Waiting for a run or a job gave up before it ended; it keeps running. Exit 124, as
+    timeout(1)."""
+
+    exit_code = 124
+
+
+class ContainerError(NexaError):
+    """Docker could not start the container (exit 125, as ``docker run`` itself uses)."""
+
+    exit_code = 125
+
+
+class LaunchFailed(NexaError):
+    """The launched program (or a rank of it) failed; its exit code is passed through.
+    ``result`` is the ``LaunchResult``."""
+
+    def __init__(self, message: str, exit_code: Optional[int], result: Any = None):
+        super().__init__(message)
+        self.result = result
+        code = exit_code or 1
+        self.exit_code = code if 0 < code < 256 else 1

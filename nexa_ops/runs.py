@@ -1,17 +1,90 @@
-"""Run folders: where a sweep's spec, script, logs, task records and manifest live."""
+"""The run folder: nexa's central object on disk, read and written only here.
+
+A run folder holds what was planned (``spec.json``, the worker's ``spec.argv`` index, the
+sbatch script), what was submitted (``manifest.json``: backend, job ids, chunks,
+resubmissions) and what ran (``tasks/<i>.start.json`` from the worker, ``tasks/<i>.end.json``
+from the array script or the local runner, ``tasks/attempts/`` for requeued attempts, and
+``logs/``). ``docs/run-folder.md`` describes every file.
+
+This module owns the schemas of those files (what a reader may trust), the one writer of the
+manifest, the state vocabulary every reader shares (status, wait, cost, results), and the
+mapping of task indices to the array elements that ran them (``slots``).
+"""
 
 import getpass
 import json
 import os
 import secrets
+import signal as _signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from .config import NexaConfig, load_config
+from .errors import ConfigError
 from .fs import atomic_write_json
+from .schema import INTEGER, LIST, NUMBER, OBJECT, STRING, field_problem, nullable, shown
+from .tools.slurm import expand_array, script_directive, warn_signal_of
 
 MANIFEST = "manifest.json"
 SPEC = "spec.json"
+TASKS = "tasks"
+ATTEMPTS = "attempts"
+LOGS = "logs"
+
+RunRef = Union[None, str, Path]
+
+# --- states --------------------------------------------------------------------------------
+#
+# One vocabulary for every run, Slurm's or local: Slurm's job state names, plus PLANNED (not
+# submitted) and UNKNOWN (no trace of the task). Each state falls in one bucket.
+
+PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD", "PLANNED"})
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "STOPPED", "RESIZING"})
+DONE_STATES = frozenset({"COMPLETED"})
+BUCKETS = ("pending", "running", "done", "failed")
+
+
+def bucket(state: str) -> str:
+    """pending / running / done / failed: every state that will not change again and is not
+    COMPLETED (FAILED, TIMEOUT, CANCELLED, OUT_OF_MEMORY, NODE_FAIL, UNKNOWN...) is failed."""
+    if state in PENDING_STATES:
+        return "pending"
+    if state in RUNNING_STATES:
+        return "running"
+    if state in DONE_STATES:
+        return "done"
+    return "failed"
+
+
+def is_final(state: str) -> bool:
+    """The state will not change again (done or failed)."""
+    return bucket(state) in ("done", "failed")
+
+
+def signal_number(name: str) -> int:
+    return int(getattr(_signal, f"SIG{name}", 0))
+
+
+def record_state(end: Dict[str, Any], warn_signal: str = "USR1") -> str:
+    """A finished task's state from its end record alone (Slurm has forgotten it).
+
+    TERM after the warning signal is the time limit (or a preemption); TERM alone a cancel;
+    a program that died of the forwarded warning itself ran out of time too.
+    """
+    code = end.get("exit_code")
+    signals = str(end.get("signals") or "").split()
+    if code == 0:
+        return "COMPLETED"
+    if "TERM" in signals:
+        return "TIMEOUT" if warn_signal in signals else "CANCELLED"
+    if warn_signal in signals and code == 128 + signal_number(warn_signal):
+        return "TIMEOUT"
+    return "FAILED"
+
+
+# --- ids, folders, people, time ------------------------------------------------------------
 
 
 def new_run_id(name: str) -> str:
@@ -37,8 +110,150 @@ def user() -> str:
         return str(os.getuid())
 
 
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def now_iso(when: Optional[float] = None) -> str:
+    """UTC time as the manifests write it: ``2025-12-31T18:00:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / MANIFEST).exists() or (path / SPEC).exists())
+
+
+def latest_run(runs_dir: Path) -> Optional[Path]:
+    """The most recent run folder that has a manifest or a spec."""
+    if not runs_dir.is_dir():
+        return None
+    candidates: List[Path] = [p for p in runs_dir.iterdir() if is_run_dir(p)]
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def resolve_run(run: RunRef = None, config: Optional[NexaConfig] = None) -> Path:
+    """A run folder path, a run id under the runs directory, or (None) the latest run."""
+    cfg = config or load_config()
+    if run is None or str(run) == "":
+        latest = latest_run(cfg.runs_dir)
+        if latest is None:
+            raise ConfigError(f"no runs in {cfg.runs_dir}: pass RUN (a run folder or run id)")
+        return latest
+    for path in (Path(run).expanduser(), cfg.runs_dir / str(run)):
+        if is_run_dir(path):
+            return path.resolve()
+    raise ConfigError(f"{run}: not a run folder or a run id in {cfg.runs_dir} (no manifest.json or spec.json)")
+
+
+# --- schemas: what a reader may trust ------------------------------------------------------
+
+CHUNK_FIELDS = {
+    "offset": INTEGER,
+    "count": INTEGER,
+    "job_id": nullable(((str, int), "a string")),
+    "array": nullable(STRING),
+    "submitted_at": nullable(NUMBER),
+    "resubmit": nullable(INTEGER),
+}
+RUN_MANIFEST_FIELDS = {
+    "run_id": nullable(STRING),
+    "name": nullable(STRING),
+    "backend": STRING,
+    "script": nullable(STRING),
+    "tasks": nullable(INTEGER),
+    "job_ids": LIST,
+    "chunks": LIST,
+    "resubmits": LIST,
+}
+SPEC_FIELDS = {"name": nullable(STRING), "count": nullable(INTEGER), "tasks": LIST}
+SPEC_TASK_FIELDS = {"index": INTEGER, "params": OBJECT}
+RECORD_FIELDS = {
+    "start": NUMBER,
+    "end": NUMBER,
+    "exit_code": nullable(INTEGER),
+    "restart_count": nullable(INTEGER),
+    "host": nullable(STRING),
+    "node": nullable(STRING),
+    "signals": nullable(STRING),
+}
+
+
+def chunks_problem(chunks: Sequence[Any]) -> Optional[str]:
+    """What is wrong with a manifest's ``chunks`` (run and cost manifests share them), or None."""
+    for i, chunk in enumerate(chunks):
+        if type(chunk) is not dict:
+            return f"chunks[{i}] must be an object, got {shown(chunk)}"
+        problem = field_problem(chunk, CHUNK_FIELDS, f"chunks[{i}].")
+        if problem:
+            return problem
+        if chunk.get("array"):
+            try:
+                expand_array(chunk["array"])
+            except ValueError:
+                return f"chunks[{i}].array must be an array index spec like 0,4,7-9, got {shown(chunk['array'])}"
+    return None
+
+
+def run_manifest_problem(manifest: Any) -> Optional[str]:
+    """What makes a run's ``manifest.json`` unusable by status/cancel/resubmit, or None."""
+    if type(manifest) is not dict:
+        return f"expected a JSON object, got {shown(manifest)}"
+    return field_problem(manifest, RUN_MANIFEST_FIELDS) or chunks_problem(manifest.get("chunks") or [])
+
+
+def spec_problem(spec: Any) -> Optional[str]:
+    """What makes a run's ``spec.json`` unusable by status/cancel/resubmit, or None."""
+    if type(spec) is not dict:
+        return f"expected a JSON object, got {shown(spec)}"
+    problem = field_problem(spec, SPEC_FIELDS)
+    if problem:
+        return problem
+    for i, task in enumerate(spec.get("tasks") or []):
+        if type(task) is not dict:
+            return f"tasks[{i}] must be an object, got {shown(task)}"
+        problem = field_problem(task, SPEC_TASK_FIELDS, f"tasks[{i}].")
+        if problem:
+            return problem
+    return None
+
+
+def _is_record(data: Dict[str, Any]) -> bool:
+    return field_problem(data, RECORD_FIELDS) is None
+
+
+# --- the spec: what each task runs ----------------------------------------------------------
+
+SPEC_SCHEMA = 1
+
+
+def spec_document(
+    name: str, campaign: Optional[str], command: Sequence[str], workdir: Path, run_dir: Path, tasks: Sequence[Any]
+) -> Dict[str, Any]:
+    """``spec.json``: the planned tasks (objects with ``index``, ``params`` and ``argv``)."""
+    return {
+        "schema": SPEC_SCHEMA,
+        "name": name,
+        "campaign": campaign,
+        "command": list(command),
+        "workdir": str(workdir),
+        "run_dir": str(run_dir),
+        "count": len(tasks),
+        "tasks": [{"index": t.index, "params": t.params, "argv": t.argv} for t in tasks],
+    }
+
+
+# --- the manifest: the one writer ----------------------------------------------------------
+
+
+def new_manifest(run_id: str, name: str, backend: str, *, campaign: Optional[str] = None, **fields: Any) -> Dict[str, Any]:
+    """A run's ``manifest.json`` at submission: who, when, where; ``fields`` add the rest
+    (``spec``, ``script``, ``tasks``, ``job_ids``, ``chunks``, a launch's ``argv``...)."""
+    doc: Dict[str, Any] = {
+        "run_id": run_id,
+        "name": name,
+        "campaign": campaign,
+        "backend": backend,
+        "user": user(),
+        "submitted_at": now_iso(),
+    }
+    doc.update(fields)
+    return doc
 
 
 def write_manifest(run_dir: Path, data: Dict[str, Any]) -> Path:
@@ -50,21 +265,86 @@ def read_manifest(run_dir: Path) -> Dict[str, Any]:
         return json.load(fh)
 
 
-def task_records(run_dir: Path, valid: Optional[Callable[[Dict[str, Any]], bool]] = None) -> Dict[int, Dict[str, Any]]:
-    """Merge the worker's ``<i>.start.json`` and the script's ``<i>.end.json`` per task."""
-    return _merged(run_dir / "tasks", lambda name: int(name.split(".", 1)[0]), valid)
+def add_submission(run_dir: Path, manifest: Dict[str, Any], chunk: Dict[str, Any], resubmit: Optional[Dict[str, Any]] = None) -> None:
+    """Record one more accepted array submission (its chunk, its job id, and for a
+    resubmission its entry in ``resubmits``) and write the manifest at once."""
+    manifest.setdefault("chunks", []).append(chunk)
+    manifest.setdefault("job_ids", []).append(chunk["job_id"])
+    if resubmit is not None:
+        entries = manifest.setdefault("resubmits", [])
+        if resubmit not in entries:
+            entries.append(resubmit)
+    write_manifest(run_dir, manifest)
 
 
-def attempt_records(run_dir: Path, valid: Optional[Callable[[Dict[str, Any]], bool]] = None) -> List[Dict[str, Any]]:
+# --- where each task ran: chunks and slots -------------------------------------------------
+
+
+@dataclass
+class Slot:
+    """Where a task index was last submitted: array job ``job_id``, element ``array_task_id``."""
+
+    job_id: str
+    array_task_id: int
+    submitted_at: Optional[float] = None  # set for resubmissions: older records are stale
+
+    @property
+    def element(self) -> str:
+        return f"{self.job_id}_{self.array_task_id}"
+
+
+def chunk_indices(chunk: Dict[str, Any]) -> List[int]:
+    """Array indices of one manifest chunk: ``array`` (a resubmission's list) or ``0..count-1``."""
+    if chunk.get("array"):
+        return expand_array(str(chunk["array"]))
+    return list(range(int(chunk.get("count", 0))))
+
+
+def slots(manifest: Dict[str, Any]) -> Dict[int, Slot]:
+    """Task index -> its latest submission; task = chunk offset + array index."""
+    out: Dict[int, Slot] = {}
+    chunks = manifest.get("chunks") or []
+    if not chunks and manifest.get("job_ids"):  # a single array written without chunks
+        chunks = [{"offset": 0, "count": manifest.get("tasks") or 0, "job_id": manifest["job_ids"][0]}]
+    for chunk in chunks:
+        if not chunk.get("job_id"):
+            continue
+        offset = int(chunk.get("offset", 0))
+        for element in chunk_indices(chunk):
+            out[offset + element] = Slot(str(chunk["job_id"]), element, chunk.get("submitted_at"))
+    return out
+
+
+def job_offsets(manifest: Dict[str, Any]) -> Dict[str, int]:
+    """Each submitted job id -> the task index its array index 0 stands for."""
+    offsets = {str(c["job_id"]): int(c.get("offset", 0)) for c in manifest.get("chunks") or [] if isinstance(c, dict) and c.get("job_id")}
+    for job_id in manifest.get("job_ids") or []:
+        offsets.setdefault(str(job_id), 0)
+    return offsets
+
+
+# --- what ran: task and attempt records ----------------------------------------------------
+
+
+def task_records(run_dir: Path) -> Dict[int, Dict[str, Any]]:
+    """The worker's ``<i>.start.json`` and the script's ``<i>.end.json`` merged per task.
+
+    A file that is not a task record (not a JSON object, or a field of the wrong type) is
+    ignored like one being written: the writers replace records atomically, so such a file
+    was put there by someone else."""
+    return _merged(Path(run_dir) / TASKS, lambda name: int(name.split(".", 1)[0]))
+
+
+def attempt_records(run_dir: Path) -> List[Dict[str, Any]]:
     """The attempts Slurm requeued, one merged start + end record each
     (``tasks/attempts/<i>.<job>.<restart>.start|end.json``): they ran, and cost, before the
     task's last attempt, whose records are the ones in ``tasks/``."""
-    return list(_merged(run_dir / "tasks" / "attempts", lambda name: name.rsplit(".", 2)[0], valid).values())
+    return list(_merged(Path(run_dir) / TASKS / ATTEMPTS, lambda name: name.rsplit(".", 2)[0]).values())
 
 
-def _merged(folder: Path, key: Callable[[str], Any], valid: Optional[Callable[[Dict[str, Any]], bool]]) -> Dict[Any, Dict[str, Any]]:
-    """Every visible ``*.json`` object in ``folder`` that passes ``valid``, merged by
-    ``key(file name)``. A file that cannot be read or parsed (one being written) is skipped."""
+def _merged(folder: Path, key: Callable[[str], Any]) -> Dict[Any, Dict[str, Any]]:
+    """Every visible ``*.json`` task record in ``folder``, merged by ``key(file name)``. A file
+    that cannot be read or parsed (one being written) is skipped."""
     records: Dict[Any, Dict[str, Any]] = {}
     try:
         entries = list(os.scandir(folder))
@@ -80,14 +360,113 @@ def _merged(folder: Path, key: Callable[[str], Any], valid: Optional[Callable[[D
                 data = json.load(fh)
         except (ValueError, OSError):
             continue
-        if type(data) is dict and (valid is None or valid(data)):
+        if type(data) is dict and _is_record(data):
             records.setdefault(k, {}).update(data)
     return records
 
 
-def latest_run(runs_dir: Path) -> Optional[Path]:
-    """The most recent run folder that has a manifest or a spec."""
-    if not runs_dir.is_dir():
-        return None
-    candidates: List[Path] = [p for p in runs_dir.iterdir() if p.is_dir() and ((p / MANIFEST).exists() or (p / SPEC).exists())]
-    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+def current_records(record: Dict[str, Any], slot: Optional[Slot]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Split a merged ``task_records`` entry into (start, end), dropping what an earlier
+    submission wrote (a resubmitted task's old end record until its new attempt starts)."""
+    start = {k: record[k] for k in ("start", "host", "restart_count") if k in record}
+    end = {k: record[k] for k in ("exit_code", "end", "node", "signals", "restart_count") if k in record}
+    since = slot.submitted_at if slot else None
+    if since is not None:
+        if start.get("start", since) < since - 1:
+            start = {}
+        if end.get("end", since) < since - 1:
+            end = {}
+    if end and start.get("start") and end.get("end", 0) < start["start"] - 1:
+        end = {}  # a new attempt has started since that end
+    return start, end
+
+
+def current_task_records(records: Dict[int, Dict[str, Any]], manifest: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
+    """``records`` without what replaced attempts wrote (see ``current_records``)."""
+    where = slots(manifest)
+    out = {}
+    for index, record in records.items():
+        start, end = current_records(record, where.get(index))
+        if start or end:
+            out[index] = {**start, **end}
+    return out
+
+
+# --- a run folder as read from disk ---------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """A run folder as read from disk: its manifest, spec and sbatch script."""
+
+    path: Path
+    manifest: Dict[str, Any]
+    spec: Dict[str, Any]
+    script_text: str
+
+    @property
+    def backend(self) -> str:
+        return self.manifest.get("backend", "planned") if self.manifest else "planned"
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id") or self.path.name)
+
+    @property
+    def count(self) -> int:
+        return int(self.spec.get("count") or len(self.spec.get("tasks", [])) or self.manifest.get("tasks") or 0)
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name") or self.spec.get("name") or self.path.name)
+
+    @property
+    def script(self) -> Optional[Path]:
+        if self.manifest.get("script"):
+            return Path(self.manifest["script"])
+        found = sorted(self.path.glob("*.sbatch"))
+        return found[0] if found else None
+
+    @property
+    def warn_signal(self) -> str:
+        return warn_signal_of(self.script_text)
+
+    def directive(self, option: str) -> Optional[str]:
+        """The value of ``#SBATCH --<option>=`` in the run's script."""
+        return script_directive(self.script_text, option)
+
+    def params(self) -> Dict[int, Dict[str, Any]]:
+        """Task index -> its parameters, from the spec."""
+        return {int(t["index"]): t.get("params", {}) for t in self.spec.get("tasks", []) if "index" in t}
+
+    def slots(self) -> Dict[int, Slot]:
+        return slots(self.manifest) if self.backend == "slurm" else {}
+
+
+def load_run(path: Path) -> Run:
+    """The run folder's manifest, spec and sbatch script.
+
+    Raises:
+        ConfigError: a manifest or spec that cannot be read, or is not a nexa run manifest or
+            spec (the message names the file and the first wrong field).
+    """
+    manifest: Dict[str, Any] = {}
+    spec: Dict[str, Any] = {}
+    try:
+        if (path / MANIFEST).exists():
+            manifest = read_manifest(path)
+            problem = run_manifest_problem(manifest)
+            if problem:
+                raise ConfigError(f"not a nexa run manifest: {problem}", str(path / MANIFEST))
+        if (path / SPEC).exists():
+            with open(path / SPEC, encoding="utf-8") as fh:
+                spec = json.load(fh)
+            problem = spec_problem(spec)
+            if problem:
+                raise ConfigError(f"not a nexa run spec: {problem}", str(path / SPEC))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the run folder: {exc}") from None
+    run = Run(path, manifest, spec, "")
+    if run.script and run.script.exists():
+        run.script_text = run.script.read_text(encoding="utf-8", errors="replace")
+    return run

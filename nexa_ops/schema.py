@@ -7,6 +7,7 @@ required keys are ``ConfigError``s that name the file and the dotted key.
 
 import dataclasses
 import difflib
+import json
 import math
 import typing
 from typing import Any, Dict, List, Type, TypeVar, Union
@@ -152,3 +153,38 @@ def from_table(cls: Type[T], table: Dict[str, Any], path: str, prefix: str = "")
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:  # type: ignore[misc]
             raise ConfigError(f"missing required key (expected {describe(hints[field.name])})", path, full)
     return cls(**kwargs)
+
+
+# --- JSON documents nexa wrote (run folders, cost manifests) -------------------------------
+#
+# Read back from disk they may have been edited or damaged: each reader names the fields it
+# uses and the types it needs, and a document that fails is "not ours" rather than a crash.
+
+Kind = typing.Tuple[typing.Tuple[type, ...], str]
+
+INTEGER: Kind = ((int,), "an integer")  # bool is not: type() is compared, not isinstance()
+NUMBER: Kind = ((int, float), "a number")
+STRING: Kind = ((str,), "a string")
+LIST: Kind = ((list,), "a list")
+OBJECT: Kind = ((dict,), "an object")
+
+
+def nullable(kind: Kind) -> Kind:
+    """The same kind, or null (a missing value)."""
+    return (kind[0] + (type(None),), kind[1])
+
+
+def shown(value: Any) -> str:
+    """A value as JSON, cut to 40 characters, for messages."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def field_problem(doc: Dict[str, Any], fields: Dict[str, Kind], prefix: str = "") -> typing.Optional[str]:
+    """The first field of ``doc`` named in ``fields`` (key -> (types, what)) whose value has
+    another type, as ``"<prefix><key> must be <what>, got <value>"``; None when all are right.
+    An absent field passes; null passes where ``NoneType`` is among the types."""
+    for key, (types, what) in fields.items():
+        if key in doc and type(doc[key]) not in types:
+            return f"{prefix}{key} must be {what}, got {shown(doc[key])}"
+    return None

@@ -1,4 +1,4 @@
-"""Follow a run: status, wait, logs, cancel, resubmit of failed tasks.
+"""Follow a run: status, wait, logs. Read-only: acting on a run is ``control``.
 
 A task's truth comes from several places, none complete on its own:
 
@@ -13,66 +13,17 @@ Slurm's verdict on a finished job, then accounting, then the records alone.
 """
 
 import json
-import signal as _signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import runs
-from .config import NexaConfig, load_config
-from .errors import ConfigError, NexaError, Refused
-
-PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD", "PLANNED"})
-RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "STOPPED", "RESIZING"})
-DONE_STATES = frozenset({"COMPLETED"})
-BUCKETS = ("pending", "running", "done", "failed")
-
-RunRef = Union[None, str, Path]
-
-
-class WaitTimeout(NexaError):
-    """``wait`` gave up before every task finished. Exit code 124, as timeout(1)."""
-
-    exit_code = 124
-
-
-def bucket(state: str) -> str:
-    """pending / running / done / failed: every state that will not change again and is not
-    COMPLETED (FAILED, TIMEOUT, CANCELLED, OUT_OF_MEMORY, NODE_FAIL, UNKNOWN...) is failed."""
-    if state in PENDING_STATES:
-        return "pending"
-    if state in RUNNING_STATES:
-        return "running"
-    if state in DONE_STATES:
-        return "done"
-    return "failed"
-
-
-@dataclass
-class Slot:
-    """Where a task index was last submitted: array job ``job_id``, element ``array_task_id``."""
-
-    job_id: str
-    array_task_id: int
-    submitted_at: Optional[float] = None  # set for resubmissions: older records are stale
-
-    @property
-    def element(self) -> str:
-        return f"{self.job_id}_{self.array_task_id}"
-
-
-@dataclass
-class SlurmInfo:
-    """What the scheduler says about one array element (from squeue, scontrol or sacct)."""
-
-    state: str
-    source: str
-    exit_code: Optional[int] = None
-    restarts: int = 0
-    node: Optional[str] = None
-    elapsed: Optional[float] = None
-    reason: str = ""
+from .config import NexaConfig
+from .errors import ConfigError, WaitTimeout
+from .runs import BUCKETS, RunRef, Slot, bucket, current_records, load_run, record_state, resolve_run
+from .tools import slurm
+from .tools.slurm import SlurmInfo
 
 
 @dataclass
@@ -146,286 +97,7 @@ class RunStatus:
         }
 
 
-# --- pure: manifests, Slurm output, records -> rows ----------------------------------------
-
-
-def expand_array(spec: str) -> List[int]:
-    """``0-3,7,9-13:2%4`` -> indices (the throttle is dropped)."""
-    out: List[int] = []
-    for part in spec.split("%", 1)[0].split(","):
-        part = part.strip()
-        if not part:
-            continue
-        rng, _, step = part.partition(":")
-        lo, dash, hi = rng.partition("-")
-        if not lo.isdigit() or (dash and not hi.isdigit()) or (step and not step.isdigit()):
-            raise ValueError(f"not an array index spec: {spec!r}")
-        out.extend(range(int(lo), int(hi if dash else lo) + 1, int(step or 1)))
-    return out
-
-
-def chunk_indices(chunk: Dict[str, Any]) -> List[int]:
-    """Array indices of one manifest chunk: ``array`` (a resubmission's list) or ``0..count-1``."""
-    if chunk.get("array"):
-        return expand_array(str(chunk["array"]))
-    return list(range(int(chunk.get("count", 0))))
-
-
-def slots(manifest: Dict[str, Any]) -> Dict[int, Slot]:
-    """Task index -> its latest submission; task = chunk offset + array index."""
-    out: Dict[int, Slot] = {}
-    chunks = manifest.get("chunks") or []
-    if not chunks and manifest.get("job_ids"):  # a single array written without chunks
-        chunks = [{"offset": 0, "count": manifest.get("tasks") or 0, "job_id": manifest["job_ids"][0]}]
-    for chunk in chunks:
-        if not chunk.get("job_id"):
-            continue
-        offset = int(chunk.get("offset", 0))
-        for element in chunk_indices(chunk):
-            out[offset + element] = Slot(str(chunk["job_id"]), element, chunk.get("submitted_at"))
-    return out
-
-
-# --- checking what was read from disk -------------------------------------------------------
-
-_NONE = type(None)
-_INTEGER = ((int,), "an integer")  # bool is not: type() is compared, not isinstance()
-_NUMBER = ((int, float), "a number")
-_STRING = ((str,), "a string")
-_LIST = ((list,), "a list")
-_OBJECT = ((dict,), "an object")
-
-
-def _nullable(kind: Tuple[Tuple[type, ...], str]) -> Tuple[Tuple[type, ...], str]:
-    return (kind[0] + (_NONE,), kind[1])
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def field_problem(doc: Dict[str, Any], fields: Dict[str, Tuple[Tuple[type, ...], str]], prefix: str = "") -> Optional[str]:
-    """The first field of ``doc`` named in ``fields`` (key -> (types, what)) whose value has
-    another type, as ``"<prefix><key> must be <what>, got <value>"``; None when all are right.
-    An absent field passes; null passes where ``NoneType`` is among the types."""
-    for key, (types, what) in fields.items():
-        if key in doc and type(doc[key]) not in types:
-            return f"{prefix}{key} must be {what}, got {_shown(doc[key])}"
-    return None
-
-
-CHUNK_FIELDS = {
-    "offset": _INTEGER,
-    "count": _INTEGER,
-    "job_id": _nullable(((str, int), "a string")),
-    "array": _nullable(_STRING),
-    "submitted_at": _nullable(_NUMBER),
-    "resubmit": _nullable(_INTEGER),
-}
-
-
-def chunks_problem(chunks: Sequence[Any]) -> Optional[str]:
-    """What is wrong with a manifest's ``chunks`` (run and cost manifests share them), or None."""
-    for i, chunk in enumerate(chunks):
-        if type(chunk) is not dict:
-            return f"chunks[{i}] must be an object, got {_shown(chunk)}"
-        problem = field_problem(chunk, CHUNK_FIELDS, f"chunks[{i}].")
-        if problem:
-            return problem
-        if chunk.get("array"):
-            try:
-                expand_array(chunk["array"])
-            except ValueError:
-                return f"chunks[{i}].array must be an array index spec like 0,4,7-9, got {_shown(chunk['array'])}"
-    return None
-
-
-RUN_MANIFEST_FIELDS = {
-    "run_id": _nullable(_STRING),
-    "name": _nullable(_STRING),
-    "backend": _STRING,
-    "script": _nullable(_STRING),
-    "tasks": _nullable(_INTEGER),
-    "job_ids": _LIST,
-    "chunks": _LIST,
-    "resubmits": _LIST,
-}
-SPEC_FIELDS = {"name": _nullable(_STRING), "count": _nullable(_INTEGER), "tasks": _LIST}
-SPEC_TASK_FIELDS = {"index": _INTEGER, "params": _OBJECT}
-RECORD_FIELDS = {
-    "start": _NUMBER,
-    "end": _NUMBER,
-    "exit_code": _nullable(_INTEGER),
-    "restart_count": _nullable(_INTEGER),
-    "host": _nullable(_STRING),
-    "node": _nullable(_STRING),
-    "signals": _nullable(_STRING),
-}
-
-
-def run_manifest_problem(manifest: Any) -> Optional[str]:
-    """What makes a run's ``manifest.json`` unusable by status/cancel/resubmit, or None."""
-    if type(manifest) is not dict:
-        return f"expected a JSON object, got {_shown(manifest)}"
-    return field_problem(manifest, RUN_MANIFEST_FIELDS) or chunks_problem(manifest.get("chunks") or [])
-
-
-def spec_problem(spec: Any) -> Optional[str]:
-    """What makes a run's ``spec.json`` unusable by status/cancel/resubmit, or None."""
-    if type(spec) is not dict:
-        return f"expected a JSON object, got {_shown(spec)}"
-    problem = field_problem(spec, SPEC_FIELDS)
-    if problem:
-        return problem
-    for i, task in enumerate(spec.get("tasks") or []):
-        if type(task) is not dict:
-            return f"tasks[{i}] must be an object, got {_shown(task)}"
-        problem = field_problem(task, SPEC_TASK_FIELDS, f"tasks[{i}].")
-        if problem:
-            return problem
-    return None
-
-
-def task_records(run_dir: Path) -> Dict[int, Dict[str, Any]]:
-    """``runs.task_records`` for reading a run: a file that is not a task record (not a JSON
-    object, or a field of the wrong type) is ignored like one being written. The writers
-    replace records atomically, so such a file was put there by someone else."""
-    return runs.task_records(Path(run_dir), _is_record)
-
-
-def attempt_records(run_dir: Path) -> List[Dict[str, Any]]:
-    """``runs.attempt_records``, ignoring files that are not task records (see ``task_records``)."""
-    return runs.attempt_records(Path(run_dir), _is_record)
-
-
-def _is_record(data: Dict[str, Any]) -> bool:
-    return field_problem(data, RECORD_FIELDS) is None
-
-
-def parse_exit(text: Optional[str]) -> Optional[int]:
-    """Slurm's ``ExitCode=code:signal`` -> a shell-style code (128+signal when killed)."""
-    if not text:
-        return None
-    code, _, sig = text.partition(":")
-    try:
-        if sig and int(sig):
-            return 128 + int(sig)
-        return int(code)
-    except ValueError:
-        return None
-
-
-def parse_duration(text: Optional[str]) -> Optional[float]:
-    """``[D-]HH:MM:SS`` / ``MM:SS`` (squeue, scontrol) -> seconds."""
-    if not text or text in ("INVALID", "N/A", "UNLIMITED"):
-        return None
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-    try:
-        parts = [int(p) for p in text.split(":")]
-    except ValueError:
-        return None
-    seconds = 0
-    for p in parts:
-        seconds = seconds * 60 + p
-    return float(days * 86400 + seconds)
-
-
-def from_squeue(rows: Sequence[Sequence[str]]) -> Dict[str, SlurmInfo]:
-    """Rows of ``squeue -r -o %F|%K|%T|%r|%N|%M`` keyed by ``<array job>_<index>``."""
-    out: Dict[str, SlurmInfo] = {}
-    for row in rows:
-        if len(row) < 6 or not row[1].isdigit():
-            continue
-        node = row[4] if row[4] and not row[4].startswith("(") else None
-        reason = row[3] if row[3] not in ("None", "(null)") else ""
-        out[f"{row[0]}_{row[1]}"] = SlurmInfo(row[2].split()[0], "squeue", node=node, elapsed=parse_duration(row[5]), reason=reason)
-    return out
-
-
-def from_scontrol(records: Sequence[Dict[str, str]]) -> Dict[str, SlurmInfo]:
-    """``scontrol -o show job`` records keyed by ``<array job>_<index>`` (ranges expanded)."""
-    out: Dict[str, SlurmInfo] = {}
-    for rec in records:
-        job = rec.get("ArrayJobId") or rec.get("JobId")
-        task = rec.get("ArrayTaskId")
-        if not job or task is None:
-            continue
-        try:
-            indices = expand_array(task)
-        except ValueError:
-            continue
-        state = (rec.get("JobState") or "UNKNOWN").split()[0]
-        try:
-            restarts = int(rec.get("Restarts") or 0)
-        except ValueError:
-            restarts = 0
-        node = rec.get("NodeList")
-        reason = rec.get("Reason") or ""
-        for index in indices:
-            out[f"{job}_{index}"] = SlurmInfo(
-                state,
-                "scontrol",
-                exit_code=parse_exit(rec.get("ExitCode")) if bucket(state) in ("done", "failed") else None,
-                restarts=restarts,
-                node=node if node and node != "(null)" else None,
-                elapsed=parse_duration(rec.get("RunTime")),
-                reason="" if reason in ("None", "(null)") else reason,
-            )
-    return out
-
-
-def from_sacct(rows: Sequence[Any]) -> Dict[str, SlurmInfo]:
-    """``tools.sacct`` rows (job_id, state, elapsed, exit_code) keyed by element."""
-    out: Dict[str, SlurmInfo] = {}
-    for row in rows:
-        if "_" not in row.job_id or "[" in row.job_id:
-            continue
-        state = row.state.split()[0] if row.state else "UNKNOWN"
-        if state == "CANCELLED+":
-            state = "CANCELLED"
-        out[row.job_id] = SlurmInfo(state, "sacct", exit_code=parse_exit(row.exit_code), elapsed=float(row.elapsed))
-    return out
-
-
-def signal_number(name: str) -> int:
-    return int(getattr(_signal, f"SIG{name}", 0))
-
-
-def record_state(end: Dict[str, Any], warn_signal: str = "USR1") -> str:
-    """A finished task's state from its end record alone (Slurm has forgotten it).
-
-    TERM after the warning signal is the time limit (or a preemption); TERM alone a cancel;
-    a program that died of the forwarded warning itself ran out of time too.
-    """
-    code = end.get("exit_code")
-    signals = str(end.get("signals") or "").split()
-    if code == 0:
-        return "COMPLETED"
-    if "TERM" in signals:
-        return "TIMEOUT" if warn_signal in signals else "CANCELLED"
-    if warn_signal in signals and code == 128 + signal_number(warn_signal):
-        return "TIMEOUT"
-    return "FAILED"
-
-
-def current_records(record: Dict[str, Any], slot: Optional[Slot]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Split a merged ``runs.task_records`` entry into (start, end), dropping what an earlier
-    submission wrote (a resubmitted task's old end record until its new attempt starts)."""
-    start = {k: record[k] for k in ("start", "host", "restart_count") if k in record}
-    end = {k: record[k] for k in ("exit_code", "end", "node", "signals", "restart_count") if k in record}
-    since = slot.submitted_at if slot else None
-    if since is not None:
-        if start.get("start", since) < since - 1:
-            start = {}
-        if end.get("end", since) < since - 1:
-            end = {}
-    if end and start.get("start") and end.get("end", 0) < start["start"] - 1:
-        end = {}  # a new attempt has started since that end
-    return start, end
+# --- pure: Slurm's answers and the records -> rows ------------------------------------------
 
 
 def merge_task(
@@ -443,12 +115,13 @@ def merge_task(
     """One task's row: live squeue state > scontrol > sacct > the run folder's records."""
     now = time.time() if now is None else now
     start, end = current_records(record, slot)
-    slurm = live or known or accounted
+    info = live or known or accounted
     row = TaskRow(index=index, state="UNKNOWN", job_id=slot.element if slot else None, source="none")
-    if slurm is not None:
-        row.state, row.source, row.reason = slurm.state, slurm.source, slurm.reason
-        row.exit_code, row.node, row.elapsed = slurm.exit_code, slurm.node, slurm.elapsed
-        row.restarts = max(slurm.restarts, known.restarts if known else 0)
+    if info is not None:
+        row.state, row.source, row.reason = info.state, info.source, info.reason
+        row.exit_code = info.exit_code if runs.is_final(info.state) else None
+        row.node, row.elapsed = info.node, info.elapsed
+        row.restarts = max(info.restarts, known.restarts if known else 0)
         if row.bucket == "failed" and end:
             row.exit_code = end.get("exit_code", row.exit_code)  # the program's own code
             if row.state == "FAILED" and record_state(end, warn_signal) == "TIMEOUT":
@@ -494,141 +167,6 @@ def varying_keys(tasks: Sequence[Dict[str, Any]]) -> List[str]:
     return varying or keys
 
 
-def log_path(pattern: Optional[str], slot: Optional[Slot], name: str = "") -> Optional[str]:
-    """``--output`` pattern of the script with %A / %a / %x filled for this task."""
-    if not pattern or slot is None:
-        return None
-    return pattern.replace("%A", slot.job_id).replace("%a", str(slot.array_task_id)).replace("%x", name)
-
-
-def script_directive(script_text: str, option: str) -> Optional[str]:
-    """The value of ``#SBATCH --option=value`` in a script (quotes removed), last one wins."""
-    value = None
-    prefix = f"#SBATCH --{option}="
-    for line in script_text.splitlines():
-        if line.startswith(prefix):
-            value = line[len(prefix) :].strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-    return value
-
-
-def group_for_resubmit(indices: Sequence[int], limit: int) -> List[Tuple[int, List[int]]]:
-    """Failed task indices -> ``(offset, array indices)`` submissions, every array index below
-    ``limit`` (MaxArraySize). Greedy from the smallest index: the fewest submissions."""
-    groups: List[Tuple[int, List[int]]] = []
-    for index in sorted(set(indices)):
-        if groups and index - groups[-1][0] < limit:
-            groups[-1][1].append(index - groups[-1][0])
-        else:
-            groups.append((index, [0]))
-    return groups
-
-
-def list_spec(indices: Sequence[int], max_parallel: Optional[int] = None) -> str:
-    """``3,7,9`` (runs of 3+ compressed to ``a-b``), with the ``%P`` throttle when set."""
-    parts: List[str] = []
-    values = sorted(indices)
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
-            j += 1
-        if j - i >= 2:
-            parts.append(f"{values[i]}-{values[j]}")
-        else:
-            parts.extend(str(v) for v in values[i : j + 1])
-        i = j + 1
-    text = ",".join(parts)
-    if max_parallel:
-        text += f"%{max_parallel}"
-    return text
-
-
-# --- the run folder ------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    """A run folder as read from disk."""
-
-    path: Path
-    manifest: Dict[str, Any]
-    spec: Dict[str, Any]
-    script_text: str
-
-    @property
-    def backend(self) -> str:
-        return self.manifest.get("backend", "planned") if self.manifest else "planned"
-
-    @property
-    def count(self) -> int:
-        return int(self.spec.get("count") or len(self.spec.get("tasks", [])) or self.manifest.get("tasks") or 0)
-
-    @property
-    def name(self) -> str:
-        return str(self.manifest.get("name") or self.spec.get("name") or self.path.name)
-
-    @property
-    def script(self) -> Optional[Path]:
-        if self.manifest.get("script"):
-            return Path(self.manifest["script"])
-        found = sorted(self.path.glob("*.sbatch"))
-        return found[0] if found else None
-
-    @property
-    def warn_signal(self) -> str:
-        value = script_directive(self.script_text, "signal") or ""
-        name = value.split(":", 1)[-1].split("@", 1)[0] if value else "USR1"
-        return name[3:] if name.startswith("SIG") else (name or "USR1")
-
-
-def resolve_run(run: RunRef = None, config: Optional[NexaConfig] = None) -> Path:
-    """A run folder path, a run id under the runs directory, or (None) the latest run."""
-    cfg = config or load_config()
-    if run is None or str(run) == "":
-        latest = runs.latest_run(cfg.runs_dir)
-        if latest is None:
-            raise ConfigError(f"no runs in {cfg.runs_dir}: pass RUN (a run folder or run id)")
-        return latest
-    candidates = [Path(run).expanduser(), cfg.runs_dir / str(run)]
-    for path in candidates:
-        if path.is_dir() and ((path / runs.MANIFEST).exists() or (path / runs.SPEC).exists()):
-            return path.resolve()
-    raise ConfigError(f"{run}: not a run folder or a run id in {cfg.runs_dir} (no manifest.json or spec.json)")
-
-
-def load_run(path: Path) -> Run:
-    """The run folder's manifest, spec and sbatch script.
-
-    Raises:
-        ConfigError: a manifest or spec that cannot be read, or is not a nexa run manifest or
-            spec (the message names the file and the first wrong field).
-    """
-    manifest: Dict[str, Any] = {}
-    spec: Dict[str, Any] = {}
-    try:
-        if (path / runs.MANIFEST).exists():
-            manifest = runs.read_manifest(path)
-            problem = run_manifest_problem(manifest)
-            if problem:
-                raise ConfigError(f"not a nexa run manifest: {problem}", str(path / runs.MANIFEST))
-        if (path / runs.SPEC).exists():
-            with open(path / runs.SPEC, encoding="utf-8") as fh:
-                spec = json.load(fh)
-            problem = spec_problem(spec)
-            if problem:
-                raise ConfigError(f"not a nexa run spec: {problem}", str(path / runs.SPEC))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read the run folder: {exc}") from None
-    script_text = ""
-    run = Run(path, manifest, spec, "")
-    if run.script and run.script.exists():
-        script_text = run.script.read_text(encoding="utf-8", errors="replace")
-    run.script_text = script_text
-    return run
-
-
 class _Sources:
     """Slurm queries for one run; remembers across polls whether accounting exists."""
 
@@ -637,31 +175,27 @@ class _Sources:
 
     def scheduler(self, job_ids: List[str]) -> Tuple[Dict[str, SlurmInfo], Dict[str, SlurmInfo]]:
         """(squeue, scontrol) information keyed by array element."""
-        from .tools import slurm
-
-        live = from_squeue(slurm.squeue(job_ids, fmt="%F|%K|%T|%r|%N|%M"))
+        live = slurm.from_squeue(slurm.squeue(job_ids, fmt=slurm.SQUEUE_FORMAT))
         records: List[Dict[str, str]] = []
         for job in job_ids:
             records.extend(slurm.show_job(job))
-        return live, from_scontrol(records)
+        return live, slurm.from_scontrol(records)
 
     def accounted(self, job_ids: List[str]) -> Dict[str, SlurmInfo]:
         """sacct information, or nothing (and never asked again) without accounting."""
         if self.accounting is False:
             return {}
-        from .tools.sacct import sacct
-
-        rows = sacct(job_ids)
+        rows = slurm.sacct(job_ids)
         self.accounting = rows is not None
-        return from_sacct(rows or [])
+        return slurm.from_sacct(rows or [])
 
 
 def _status(path: Path, sources: _Sources) -> RunStatus:
     run = load_run(path)
     spec_tasks = run.spec.get("tasks", [])
-    params = {int(t["index"]): t.get("params", {}) for t in spec_tasks if "index" in t}
-    where = slots(run.manifest) if run.backend == "slurm" else {}
-    records = task_records(path)
+    params = run.params()
+    where = run.slots()
+    records = runs.task_records(path)
     live: Dict[str, SlurmInfo] = {}
     known: Dict[str, SlurmInfo] = {}
     accounted: Dict[str, SlurmInfo] = {}
@@ -673,7 +207,7 @@ def _status(path: Path, sources: _Sources) -> RunStatus:
             s.element not in live and s.element not in known and not current_records(records.get(i, {}), s)[1] for i, s in where.items()
         ):
             accounted = sources.accounted(job_ids)
-    pattern = script_directive(run.script_text, "output")
+    pattern = run.directive("output")
     rows = []
     now = time.time()
     for index in range(run.count):
@@ -692,12 +226,12 @@ def _status(path: Path, sources: _Sources) -> RunStatus:
         )
         row.params = params.get(index, {})
         if run.backend == "local":
-            row.log = str(path / "logs" / f"local_{index}.out")
-        else:
-            row.log = log_path(pattern, slot, run.name)
+            row.log = str(path / runs.LOGS / f"local_{index}.out")
+        elif slot is not None:
+            row.log = slurm.log_path(pattern, slot.job_id, slot.array_task_id, run.name)
         rows.append(row)
     return RunStatus(
-        run_id=str(run.manifest.get("run_id") or path.name),
+        run_id=run.run_id,
         run_dir=path,
         name=run.name,
         backend=run.backend,
@@ -770,143 +304,8 @@ def wait(
         st = _status(path, sources)
 
 
-# --- acting on a run -----------------------------------------------------------------------
-
-
-@dataclass
-class CancelResult:
-    run_id: str
-    job_ids: List[str]  # what scancel was given
-    finished: List[int] = field(default_factory=list)  # asked-for tasks that had already ended
-
-
-def cancel(run: RunRef, task: Optional[int] = None, dry_run: bool = False, *, config: Optional[NexaConfig] = None) -> CancelResult:
-    """``scancel`` every job of the run, or one task's array element. Finished is not an error.
-
-    Args:
-        run: a run folder, a run id under the runs directory, or None for the latest run.
-        task: the task index to cancel (None: the whole run).
-        dry_run: print the scancel command instead of running it.
-        config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
-
-    Returns:
-        ``CancelResult`` with the job ids (``123`` or ``123_4``) that were cancelled.
-
-    Raises:
-        ConfigError: no such run or task. Refused: a local run (only Slurm runs can be
-        cancelled). ToolError: scancel failed.
-    """
-    from .tools import slurm
-
-    st = status(run, config=config)
-    _need_slurm(st, "cancel")
-    if task is None:
-        ids = list(st.job_ids)
-        slurm.scancel(ids, dry_run=dry_run)
-        return CancelResult(st.run_id, ids)
-    row = _task(st, task)
-    if row.bucket in ("done", "failed") or not row.job_id:
-        return CancelResult(st.run_id, [], [row.index])
-    slurm.scancel([row.job_id], dry_run=dry_run)
-    return CancelResult(st.run_id, [row.job_id])
-
-
-@dataclass
-class ResubmitResult:
-    run_id: str
-    indices: List[int]
-    chunks: List[Dict[str, Any]]
-    job_ids: List[str]
-
-
-def resubmit_failed(run: RunRef, dry_run: bool = False, *, config: Optional[NexaConfig] = None) -> ResubmitResult:
-    """Submit the failed, timed-out and cancelled tasks again as one array (``--array=3,7,9``).
-
-    Indices above MaxArraySize go in further submissions with an offset (task = offset +
-    array index), exactly like the first submission's chunks. Each accepted submission is
-    added to the same manifest (``chunks``, ``job_ids``, ``resubmits``) at once.
-
-    Args:
-        run: a run folder, a run id under the runs directory, or None for the latest run.
-        dry_run: print the sbatch commands instead of submitting.
-        config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
-
-    Returns:
-        ``ResubmitResult`` with the indices resubmitted and the new job ids (all empty when
-        no task failed).
-
-    Raises:
-        ConfigError: no such run, or its sbatch script is gone. Refused: a local run.
-        ToolError: Slurm refused the submission.
-    """
-    from .tools import slurm
-
-    cfg = config or load_config()
-    path = resolve_run(run, cfg)
-    st = _status(path, _Sources())
-    _need_slurm(st, "resubmit")
-    indices = st.failed
-    if not indices:
-        return ResubmitResult(st.run_id, [], [], [])
-    run_obj = load_run(path)
-    script = run_obj.script
-    if script is None or not script.exists():
-        raise ConfigError(f"{path}: the run's sbatch script is missing ({script})")
-    from .sweeps import array_limit
-
-    limit = array_limit(cfg, dry_run)
-    array_line = script_directive(run_obj.script_text, "array") or ""
-    throttle = array_line.partition("%")[2]
-    max_parallel = int(throttle) if throttle.isdigit() else None
-    manifest = run_obj.manifest
-    serial = len(manifest.get("resubmits", [])) + 1
-    records, where = task_records(path), slots(manifest)
-    replaced = {i: {**start, **end} for i in indices for start, end in [current_records(records.get(i, {}), where.get(i))]}
-    chunks: List[Dict[str, Any]] = []
-    job_ids: List[str] = []
-    entry = {"at": runs.now_iso(), "indices": indices, "job_ids": job_ids}
-    for offset, elements in group_for_resubmit(indices, limit):
-        spec = list_spec(elements, max_parallel)
-        submitted_at = time.time()
-        job_id = slurm.sbatch(str(script), options=[f"--array={spec}"], args=[str(offset)], dry_run=dry_run)
-        chunk = {
-            "offset": offset,
-            "count": len(elements),
-            "job_id": job_id,
-            "array": list_spec(elements),
-            "resubmit": serial,
-            "submitted_at": submitted_at,
-        }
-        chunks.append(chunk)
-        job_ids.append(job_id)
-        if not dry_run:
-            manifest.setdefault("chunks", []).append(chunk)
-            manifest.setdefault("job_ids", []).append(job_id)
-            resubmits = manifest.setdefault("resubmits", [])
-            if entry not in resubmits:
-                resubmits.append(entry)
-            runs.write_manifest(path, manifest)
-            _bill(cfg, path, st.run_id, chunk, {offset + e: replaced[offset + e] for e in elements})
-    return ResubmitResult(st.run_id, indices, chunks, job_ids)
-
-
-def _bill(cfg: NexaConfig, path: Path, run_id: str, chunk: Dict[str, Any], replaced: Dict[int, Dict[str, Any]]) -> None:
-    """Add a resubmitted chunk to the run's cost manifest, in the runs folder of the project
-    or, for a run planned with --out, beside the run folder."""
-    from .costs import record_resubmission
-
-    for runs_dir in dict.fromkeys([cfg.runs_dir, path.parent]):
-        if record_resubmission(runs_dir, run_id, [chunk], replaced) is not None:
-            return
-
-
-def _need_slurm(st: RunStatus, what: str) -> None:
-    if st.backend != "slurm":
-        kind = "ran locally" if st.backend == "local" else "was not submitted"
-        raise Refused(f"{st.run_id}: {kind}; only Slurm runs can {what}")
-
-
-def _task(st: RunStatus, task: int) -> TaskRow:
+def task_row(st: RunStatus, task: int) -> TaskRow:
+    """The row of task index ``task``, or a ConfigError naming the valid range."""
     if not 0 <= task < len(st.tasks):
         raise ConfigError(f"--task: expected 0..{len(st.tasks) - 1}, got {task}")
     return st.tasks[task]
@@ -945,14 +344,15 @@ def logs(run: RunRef, task: Optional[int] = None, *, config: Optional[NexaConfig
         if row is None:
             raise ConfigError(f"{st.run_id}: the run has no tasks")
     else:
-        row = _task(st, task)
+        row = task_row(st, task)
     out = Path(row.log) if row.log else None
     err: Optional[Path] = None
     if st.backend == "local":
-        err = st.run_dir / "logs" / f"local_{row.index}.err"
+        err = st.run_dir / runs.LOGS / f"local_{row.index}.err"
     else:
         run_obj = load_run(st.run_dir)
-        err_text = log_path(script_directive(run_obj.script_text, "error"), slots(run_obj.manifest).get(row.index), st.name)
+        slot = run_obj.slots().get(row.index)
+        err_text = slurm.log_path(run_obj.directive("error"), slot.job_id, slot.array_task_id, st.name) if slot else None
         err = Path(err_text) if err_text else None
     if err == out:
         err = None

@@ -3,7 +3,7 @@
 Standard library only, and nothing imported that the task does not need: this runs once per
 array task, thousands of times per sweep. It is started either as ``nexa worker`` or, in
 generated sbatch scripts, straight from the package folder with ``python3 -S`` (see
-``plan.sbatch.BATCH_STUB``), so it must not import the rest of nexa.
+``sweep.script.BATCH_STUB``), so it must not import the rest of nexa.
 
 Imported from nexa.pyz, this module would be compiled again by every task: zipimport keeps
 no bytecode. So the array script's stub keeps the compiled worker in the run folder
@@ -31,6 +31,23 @@ INDEX_NAME = "spec.argv"
 INDEX_MAGIC = b"NEXA-ARGV 1"
 HEADER = 64
 OFFSET = 16
+
+
+def index_bytes(spec_path, workdir, run_dir, argvs):
+    """The ``spec.argv`` content for ``argvs`` (written by ``nexa sweep``), tied to
+    ``spec_path``'s current size and mtime so that a later edit of the spec makes it stale."""
+    st = os.stat(spec_path)
+    records = [b"\0".join(os.fsencode(a) for a in [workdir, run_dir]) + b"\0"]
+    records += [("\0".join(argv) + "\0").encode("utf-8", "surrogateescape") for argv in argvs]
+    offsets, total = [], 0
+    for record in records:
+        offsets.append(total)
+        total += len(record)
+    offsets.append(total)
+    header = b"%s %d %d %d" % (INDEX_MAGIC, len(argvs), st.st_size, st.st_mtime_ns)
+    table = b"".join(b"%015d\n" % o for o in offsets)
+    return header.ljust(HEADER - 1) + b"\n" + table + b"".join(records)
+
 
 USAGE = "usage: nexa worker --spec FILE [--task-id N] [--offset K] [--dry-run]"
 

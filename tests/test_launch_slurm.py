@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from nexa_ops.errors import ToolError
-from nexa_ops.launcher import launch
+from nexa_ops.launcher.run import launch
 from tests.conftest import ROOT
-from tests.test_launch import read_ranks, torch_path, train  # noqa: F401 - fixtures
+from tests.test_launcher_run import read_ranks, torch_path, train  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slurm
 

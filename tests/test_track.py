@@ -10,18 +10,19 @@ import time
 
 import pytest
 
-from nexa_ops import track
+from nexa_ops import control, runs, track
 from nexa_ops.config import ClusterConfig, Resources
-from nexa_ops.plan.sbatch import render_array_script, signal_directives, warn_seconds
-from nexa_ops.tools.sacct import parse_sacct
-from nexa_ops.tools.slurm import parse_record
+from nexa_ops.errors import Refused
+from nexa_ops.sweep.script import render_array_script
+from nexa_ops.tools import slurm
+from nexa_ops.tools.slurm import parse_record, signal_directives, warn_seconds
 from tests.conftest import require_tool
 
 NOW = 1_800_000_000.0
 
 
 def slot(job="100", task=0, since=None):
-    return track.Slot(job, task, since)
+    return runs.Slot(job, task, since)
 
 
 # --- manifests -> slots ----------------------------------------------------------------------
@@ -36,32 +37,32 @@ def test_slots_follow_chunks_and_resubmissions():
             {"offset": 3, "count": 3, "job_id": "200", "array": "0,4,24", "submitted_at": NOW},
         ],
     }
-    where = track.slots(manifest)
+    where = runs.slots(manifest)
     assert len(where) == 30
-    assert where[0] == track.Slot("100", 0)
-    assert where[26] == track.Slot("101", 1)
-    assert where[3] == track.Slot("200", 0, NOW) and where[7] == track.Slot("200", 4, NOW)
-    assert where[27] == track.Slot("200", 24, NOW)
+    assert where[0] == runs.Slot("100", 0)
+    assert where[26] == runs.Slot("101", 1)
+    assert where[3] == runs.Slot("200", 0, NOW) and where[7] == runs.Slot("200", 4, NOW)
+    assert where[27] == runs.Slot("200", 24, NOW)
     assert where[4].element == "100_4"
 
 
 def test_expand_array_forms():
-    assert track.expand_array("0-3,7,9-13:2%4") == [0, 1, 2, 3, 7, 9, 11, 13]
-    assert track.expand_array("5") == [5]
+    assert slurm.expand_array("0-3,7,9-13:2%4") == [0, 1, 2, 3, 7, 9, 11, 13]
+    assert slurm.expand_array("5") == [5]
     with pytest.raises(ValueError):
-        track.expand_array("a-b")
+        slurm.expand_array("a-b")
 
 
 def test_resubmission_groups_respect_max_array_size():
-    assert track.group_for_resubmit([3, 7, 9], 25) == [(3, [0, 4, 6])]
+    assert slurm.group_below_limit([3, 7, 9], 25) == [(3, [0, 4, 6])]
     # indices above the limit: a second submission with its own offset, never index >= 25
-    groups = track.group_for_resubmit([52, 3, 30, 7, 27], 25)
+    groups = slurm.group_below_limit([52, 3, 30, 7, 27], 25)
     assert groups == [(3, [0, 4, 24]), (30, [0, 22])]
     for _offset, elements in groups:
         assert all(0 <= e < 25 for e in elements)
     assert sorted(o + e for o, es in groups for e in es) == [3, 7, 27, 30, 52]
-    assert track.list_spec([0, 4, 6]) == "0,4,6"
-    assert track.list_spec([0, 1, 2, 3, 9, 10], 2) == "0-3,9,10%2"
+    assert slurm.list_spec([0, 4, 6]) == "0,4,6"
+    assert slurm.list_spec([0, 1, 2, 3, 9, 10], 2) == "0-3,9,10%2"
 
 
 # --- Slurm output parsing --------------------------------------------------------------------
@@ -80,11 +81,14 @@ SCONTROL = (
 def test_scontrol_records_keep_values_with_spaces_and_expand_ranges():
     records = [parse_record(line) for line in SCONTROL.splitlines()]
     assert records[0]["StdOut"] == "/tmp/my runs/184_0.out" and records[0]["JobName"] == "t x"
-    info = track.from_scontrol(records)
+    info = slurm.from_scontrol(records)
     assert info["184_0"].state == "TIMEOUT" and info["184_0"].restarts == 1 and info["184_0"].elapsed == 81
     assert info["184_1"].exit_code == 3 and info["184_1"].node == "n2"
     assert [info[f"184_{i}"].state for i in (2, 3, 4)] == ["PENDING"] * 3
-    assert info["184_3"].node is None and info["184_3"].exit_code is None
+    assert info["184_3"].node is None
+    # scontrol says ExitCode=0:0 for a task that has not ended: a row shows no exit code then
+    row = track.merge_task(3, slot("184", 3), None, info["184_3"], None, {}, now=NOW)
+    assert row.state == "PENDING" and row.exit_code is None
 
 
 def test_squeue_rows():
@@ -93,31 +97,31 @@ def test_squeue_rows():
         ["184", "3", "PENDING", "Priority", "", "0:00"],
         ["9", "N/A", "RUNNING", "", "", ""],
     ]
-    info = track.from_squeue(rows)
+    info = slurm.from_squeue(rows)
     assert set(info) == {"184_0", "184_3"}
     assert info["184_0"].elapsed == 62 and info["184_0"].reason == ""
     assert info["184_3"].reason == "Priority"
 
 
 def test_sacct_rows():
-    rows = parse_sacct("184_0|TIMEOUT|81|0:15|cpu=1\n184_1|CANCELLED by 0|5|0:0|cpu=1\n184_[2-4]|PENDING|0|0:0|\n")
-    info = track.from_sacct(rows)
+    rows = slurm.parse_sacct("184_0|TIMEOUT|81|0:15|cpu=1\n184_1|CANCELLED by 0|5|0:0|cpu=1\n184_[2-4]|PENDING|0|0:0|\n")
+    info = slurm.from_sacct(rows)
     assert info["184_0"].state == "TIMEOUT" and info["184_0"].exit_code == 143
     assert info["184_1"].state == "CANCELLED"
     assert "184_[2-4]" not in info
 
 
 def test_exit_and_duration_formats():
-    assert track.parse_exit("0:0") == 0 and track.parse_exit("3:0") == 3 and track.parse_exit("0:9") == 137
-    assert track.parse_duration("1-02:03:04") == 93784 and track.parse_duration("5:07") == 307
-    assert track.parse_duration("INVALID") is None
+    assert slurm.parse_exit("0:0") == 0 and slurm.parse_exit("3:0") == 3 and slurm.parse_exit("0:9") == 137
+    assert slurm.parse_duration("1-02:03:04") == 93784 and slurm.parse_duration("5:07") == 307
+    assert slurm.parse_duration("INVALID") is None
 
 
 # --- merging -------------------------------------------------------------------------------
 
 
 def info(state, source="scontrol", **kw):
-    return track.SlurmInfo(state, source, **kw)
+    return slurm.SlurmInfo(state, source, **kw)
 
 
 def test_live_state_wins_over_a_stale_end_record():
@@ -198,9 +202,9 @@ def test_varying_keys_and_log_paths():
     tasks = [{"params": {"lr": 0.1, "seed": 1}}, {"params": {"lr": 0.2, "seed": 1}}]
     assert track.varying_keys(tasks) == ["lr"]
     assert track.varying_keys(tasks[:1]) == ["lr", "seed"]
-    assert track.log_path("/r/logs/%A_%a.out", slot("55", 3)) == "/r/logs/55_3.out"
+    assert slurm.log_path("/r/logs/%A_%a.out", "55", 3) == "/r/logs/55_3.out"
     text = '#SBATCH --output="/my runs/%A_%a.out"\n#SBATCH --signal=B:USR2@60\n'
-    assert track.script_directive(text, "output") == "/my runs/%A_%a.out"
+    assert slurm.script_directive(text, "output") == "/my runs/%A_%a.out"
 
 
 # --- run folders -----------------------------------------------------------------------------
@@ -229,8 +233,8 @@ def test_status_of_a_local_run_from_records(tmp_path):
     assert st.tasks[1].exit_code == 4 and st.tasks[0].elapsed == 2
     assert st.tasks[0].log.endswith("logs/local_0.out")
     assert track.status(None, config=cfg).run_dir == run.resolve()  # the latest run
-    with pytest.raises(track.Refused):
-        track.cancel(str(run), config=cfg)
+    with pytest.raises(Refused):
+        control.cancel(str(run), config=cfg)
 
 
 def test_unknown_run_and_planned_run(tmp_path):
@@ -279,8 +283,8 @@ def test_a_damaged_run_folder_is_a_config_error_naming_the_file(tmp_path, name, 
     expected = f"{run.resolve()}/{message}"
     for act in (
         track.status,
-        lambda r, config: track.cancel(r, dry_run=True, config=config),
-        lambda r, config: track.resubmit_failed(r, dry_run=True, config=config),
+        lambda r, config: control.cancel(r, dry_run=True, config=config),
+        lambda r, config: control.resubmit_failed(r, dry_run=True, config=config),
     ):
         with pytest.raises(ConfigError) as exc:
             act("demo-1", config=cfg)
@@ -296,7 +300,7 @@ def test_damaged_task_records_are_ignored(tmp_path):
     (run / "tasks" / "3.start.json").write_text(json.dumps({"start": "yesterday"}))
     (run / "tasks" / "3.end.json").write_text('"done"')
     (run / "tasks" / "notes.json").write_text("{}")
-    assert list(track.task_records(run)) == [0]
+    assert list(runs.task_records(run)) == [0]
     st = track._status(run, track._Sources())
     assert [t.state for t in st.tasks] == ["COMPLETED", "PENDING", "PENDING", "PENDING"]
 
@@ -414,7 +418,7 @@ def test_program_without_a_handler_dies_of_the_warning(script):
     proc.send_signal(signal.SIGUSR1)
     assert proc.wait(10) == 128 + signal.SIGUSR1
     end = end_record(script)
-    assert end["exit_code"] == 138 and track.record_state(end) == "TIMEOUT"
+    assert end["exit_code"] == 138 and runs.record_state(end) == "TIMEOUT"
 
 
 def test_warning_then_term_is_a_time_limit(script):
@@ -425,7 +429,7 @@ def test_warning_then_term_is_a_time_limit(script):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 143
     end = end_record(script)
-    assert end["signals"] == "USR1 TERM" and track.record_state(end) == "TIMEOUT"
+    assert end["signals"] == "USR1 TERM" and runs.record_state(end) == "TIMEOUT"
 
 
 def test_interrupt_reaches_the_background_program(script):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from nexa_ops import launch_slurm_sweep, track
+from nexa_ops import launch_slurm_sweep, runs, track
 from nexa_ops.config import load_config
 from nexa_ops.runs import attempt_records, task_records
 
@@ -147,7 +147,7 @@ def test_cancel_one_task_then_the_whole_array(slurm_cluster, tmp_path, nexa_cli)
     slurm_cluster.wait(artifacts.job_ids, timeout=60)
     st = track.status(run, config=cfg)
     assert {t.state for t in st.tasks} == {"CANCELLED"} and st.finished
-    assert track.record_state(task_records(tmp_path / "run")[0]) == "CANCELLED"  # TERM without a warning
+    assert runs.record_state(task_records(tmp_path / "run")[0]) == "CANCELLED"  # TERM without a warning
     out = nexa_cli("cancel", run, "--task", "2")  # already ended: not an error
     assert out.returncode == 0 and "already ended" in out.stdout
     out = nexa_cli("wait", run)
@@ -215,7 +215,7 @@ def test_wait_reports_each_state_truthfully(limited, nexa_cli):
     assert st.counts == {"COMPLETED": 1, "FAILED": 1, "TIMEOUT": 1}
     # The run folder's records alone (once Slurm has forgotten the jobs) say the same.
     records = task_records(limited.run)
-    where = track.slots(json.loads((limited.run / "manifest.json").read_text()))
+    where = runs.slots(json.loads((limited.run / "manifest.json").read_text()))
     alone = [track.merge_task(i, where[i], None, None, None, records[i]).state for i in range(3)]
     assert alone == ["COMPLETED", "FAILED", "TIMEOUT"]
 

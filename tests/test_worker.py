@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from nexa_ops import worker
-from nexa_ops.plan.sbatch import BATCH_STUB, WORKER_STUB
 from nexa_ops.resources import package_root
+from nexa_ops.sweep.script import BATCH_STUB, WORKER_STUB
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_parse_args_equals_form():
 def test_index_beside_the_spec_is_used_and_matches_it(tmp_path):
     """`nexa sweep` writes spec.argv; the worker reads one task from it without json."""
     from nexa_ops.config import NexaConfig, parse_sweep
-    from nexa_ops.sweeps import plan_sweep
+    from nexa_ops.sweep.plan import plan_sweep
 
     values = ["a b", "new\nline", "ünï ✓", "$(x)", "", "--d", "nul-free \t tab"]
     defn = parse_sweep({"name": "i", "command": ["prog", "x"], "grid": {"v": values, "n": [1, 2]}}, "s.toml")
@@ -165,7 +165,7 @@ def test_index_beside_the_spec_is_used_and_matches_it(tmp_path):
 
 def test_stale_index_falls_back_to_the_spec(spec, tmp_path):
     from nexa_ops import worker as w
-    from nexa_ops.sweeps import index_bytes
+    from nexa_ops.worker import index_bytes
 
     (tmp_path / "spec.argv").write_bytes(index_bytes(str(spec), "/", "/", [["old", "argv"]] * 3))
     assert w.load_indexed(str(spec), 1)[2] == [b"old", b"argv"]
@@ -178,7 +178,7 @@ def test_stale_index_falls_back_to_the_spec(spec, tmp_path):
 
 
 def test_index_out_of_range_is_the_same_error(spec, tmp_path):
-    from nexa_ops.sweeps import index_bytes
+    from nexa_ops.worker import index_bytes
 
     (tmp_path / "spec.argv").write_bytes(index_bytes(str(spec), "/", "/", [["a"]] * 3))
     out = run_worker("--spec", str(spec), "--task-id", "5")

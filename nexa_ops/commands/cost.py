@@ -34,7 +34,7 @@ def estimate(c, config=None, project=None, provider=None, tasks=None, json=False
     import json as _json
 
     from ..config import load_config
-    from ..costs import estimate_cost
+    from ..cost.estimate import estimate_cost
     from ..errors import ConfigError
 
     if not config:
@@ -63,7 +63,7 @@ def reconcile(c, project=None, runs_dir=None, run=None, all=False, no_sacct=Fals
     """Turn finished tasks into actual GPU-hours and cost, written into each cost manifest."""
     from tabulate import tabulate
 
-    from ..costs import reconcile as do_reconcile
+    from ..cost.reconcile import reconcile as do_reconcile
 
     folder = _runs_dir(project, runs_dir)
     results = do_reconcile(folder, run or None, force=all, use_sacct=False if no_sacct else None, dry_run=dry_run)
@@ -109,7 +109,7 @@ def report(
     dry_run=False,
 ):
     """Estimated and actual cost by campaign, user, GPU or run; made for cron."""
-    from ..costs import FORMATS, check_budget, cost_report, write_report
+    from ..cost.report import FORMATS, check_budget, cost_report, write_report
     from ..errors import ConfigError
 
     if format not in FORMATS:

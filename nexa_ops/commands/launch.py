@@ -39,8 +39,8 @@ def launch(
     dry_run=False,
 ):
     """Run a training command: nexa launch [--mode local|ddp|slurm] [options] -- COMMAND..."""
-    from ..launcher import LaunchFailed
-    from ..launcher import launch as run_launch
+    from ..errors import LaunchFailed
+    from ..launcher.run import launch as run_launch
 
     result = run_launch(
         remainder(),
@@ -65,7 +65,7 @@ def launch(
             f"; log: {result.log_path}; script: {result.script_path}"
         )
     if not result.ok:
-        raise LaunchFailed(result)
+        raise LaunchFailed(result.failure_message(), result.exit_code, result)
     if result.exit_code is not None:
         print(f"nexa: {result.name} finished in {result.seconds:.1f} s; log: {result.log_path}", file=sys.stderr, flush=True)
 

@@ -23,7 +23,8 @@ def sweep(c, config=None, project=None, out=None, submit=False, local=False, max
     """Plan a sweep: write spec.json and the sbatch script; --submit or --local to run it."""
     from ..config import load_config, load_sweep
     from ..errors import ConfigError
-    from ..sweeps import plan_sweep, run_sweep_locally, submit_sweep
+    from ..sweep.plan import plan_sweep
+    from ..sweep.submit import run_sweep_locally, submit_sweep
 
     if not config:
         raise ConfigError("--config FILE is required (the sweep file)")

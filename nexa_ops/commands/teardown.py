@@ -17,7 +17,7 @@ def teardown(c, campaign=None, tf_dir=None, yes=False, dry_run=False, project=No
     """Destroy a campaign's terraform resources, record a teardown manifest, print its spend."""
     from ..config import load_config
     from ..errors import ConfigError
-    from ..infra import teardown as run_teardown
+    from ..campaign_teardown import teardown as run_teardown
 
     if not campaign:
         raise ConfigError("--campaign NAME is required")

@@ -225,9 +225,9 @@ def logs(c, run=None, task=None, follow=False, project=None):
 )
 def cancel(c, run=None, task=None, dry_run=False, project=None):
     """cancel [RUN]: cancel a run's Slurm jobs, or one task; a task that already ended is not an error."""
-    from .. import track
+    from .. import control
 
-    result = track.cancel(run, parse_int(task, "--task"), dry_run=dry_run, config=_config(project))
+    result = control.cancel(run, parse_int(task, "--task"), dry_run=dry_run, config=_config(project))
     if result.finished:
         echo(f"{result.run_id}: task {result.finished[0]} had already ended; nothing to cancel")
     elif not dry_run:
@@ -247,13 +247,13 @@ def cancel(c, run=None, task=None, dry_run=False, project=None):
 )
 def resubmit(c, run=None, failed=False, wait=False, dry_run=False, project=None):
     """resubmit [RUN] --failed: submit the failed tasks again as one array (--array=3,7,9), same manifest."""
-    from .. import track
+    from .. import control
     from ..errors import ConfigError
 
     if not failed:
         raise ConfigError("resubmit needs --failed (the only selection there is)")
     cfg = _config(project)
-    result = track.resubmit_failed(run, dry_run=dry_run, config=cfg)
+    result = control.resubmit_failed(run, dry_run=dry_run, config=cfg)
     if not result.indices:
         echo(f"{result.run_id}: no failed tasks; nothing to resubmit")
         return

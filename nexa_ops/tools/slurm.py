@@ -1,12 +1,349 @@
-"""sbatch, scontrol, squeue, scancel: the few Slurm calls nexa needs."""
+"""Everything nexa says to Slurm and reads back from it: the one home of Slurm's text.
+
+Two halves. The pure half turns data into Slurm's text and back, and is tested without a
+cluster: ``--array`` specs, ``#SBATCH`` directives (quoted the way Slurm's own parser reads
+them), ``--output`` patterns, exit codes and durations, and the output of squeue, scontrol
+and sacct. The other half runs sbatch, squeue, scontrol, sacct, scancel and sinfo through
+``proc``. No other module names a Slurm program (the sbatch templates under ``sbatch/`` aside).
+"""
 
 import re
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import proc
-from ..errors import ToolError
+from ..config import ClusterConfig, Resources, time_to_hours
+from ..errors import ToolError, ToolMissing
 
 HINT = "install the Slurm client or run with --local"
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
+
+# --- array specs --------------------------------------------------------------------------
+
+
+def array_spec(count: int, max_parallel: Optional[int] = None) -> str:
+    """``0-N`` (``0`` for one task), with the ``%P`` throttle when set."""
+    text = f"0-{count - 1}" if count > 1 else "0"
+    if max_parallel:
+        text += f"%{max_parallel}"
+    return text
+
+
+def list_spec(indices: Sequence[int], max_parallel: Optional[int] = None) -> str:
+    """``3,7,9`` (runs of 3+ compressed to ``a-b``), with the ``%P`` throttle when set."""
+    parts: List[str] = []
+    values = sorted(indices)
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        if j - i >= 2:
+            parts.append(f"{values[i]}-{values[j]}")
+        else:
+            parts.extend(str(v) for v in values[i : j + 1])
+        i = j + 1
+    text = ",".join(parts)
+    if max_parallel:
+        text += f"%{max_parallel}"
+    return text
+
+
+def expand_array(spec: str) -> List[int]:
+    """``0-3,7,9-13:2%4`` -> indices (the throttle is dropped)."""
+    out: List[int] = []
+    for part in spec.split("%", 1)[0].split(","):
+        part = part.strip()
+        if not part:
+            continue
+        rng, _, step = part.partition(":")
+        lo, dash, hi = rng.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()) or (step and not step.isdigit()):
+            raise ValueError(f"not an array index spec: {spec!r}")
+        out.extend(range(int(lo), int(hi if dash else lo) + 1, int(step or 1)))
+    return out
+
+
+def group_below_limit(indices: Sequence[int], limit: int) -> List[Tuple[int, List[int]]]:
+    """Task indices -> ``(offset, array indices)`` submissions, every array index below
+    ``limit`` (MaxArraySize caps the index value, not the count). Greedy from the smallest
+    index: the fewest submissions."""
+    groups: List[Tuple[int, List[int]]] = []
+    for index in sorted(set(indices)):
+        if groups and index - groups[-1][0] < limit:
+            groups[-1][1].append(index - groups[-1][0])
+        else:
+            groups.append((index, [0]))
+    return groups
+
+
+# --- #SBATCH directives -------------------------------------------------------------------
+
+
+def directive_value(text: str) -> str:
+    """Slurm reads ``#SBATCH`` lines with its own tokenizer: quote values with spaces."""
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+def directives(
+    res: Resources,
+    *,
+    job_name: str,
+    cluster: Optional[ClusterConfig] = None,
+    array: Optional[str] = None,
+    output: Optional[str] = None,
+    error: Optional[str] = None,
+    chdir: Optional[str] = None,
+) -> List[str]:
+    """The ``#SBATCH`` lines for ``res``; cluster defaults fill partition and account."""
+    cluster = cluster or ClusterConfig()
+    opts = [("job-name", job_name)]
+    partition = res.partition or cluster.partition
+    account = res.account or cluster.account
+    if partition:
+        opts.append(("partition", partition))
+    if account:
+        opts.append(("account", account))
+    opts.append(("nodes", str(res.nodes)))
+    opts.append(("ntasks-per-node", str(res.ntasks_per_node)))
+    if res.gpus_per_node:
+        if res.gpu_type:
+            opts.append(("gres", f"gpu:{res.gpu_type}:{res.gpus_per_node}"))
+        else:
+            opts.append(("gpus-per-node", str(res.gpus_per_node)))
+    if res.cpus_per_task:
+        opts.append(("cpus-per-task", str(res.cpus_per_task)))
+    if res.mem:
+        opts.append(("mem", res.mem))
+    if res.time:
+        opts.append(("time", res.time))
+    if array:
+        opts.append(("array", array))
+    if output:
+        opts.append(("output", output))
+    if error:
+        opts.append(("error", error))
+    if chdir:
+        opts.append(("chdir", chdir))
+    lines = [f"#SBATCH --{key}={directive_value(value)}" for key, value in opts]
+    lines += [f"#SBATCH {directive_value(item)}" for item in res.extra]
+    return lines
+
+
+def warn_seconds(res: Resources) -> int:
+    """Lead time of the warning signal: ``signal_seconds``, but at most half a shorter limit."""
+    if res.time:
+        limit = int(time_to_hours(res.time) * 3600)
+        if 0 < limit <= res.signal_seconds:
+            return max(1, limit // 2)
+    return res.signal_seconds
+
+
+def signal_directives(res: Resources) -> List[str]:
+    """Warning signal to the batch shell before the limit; requeue and appended logs if asked."""
+    lines = [f"#SBATCH --signal=B:{res.signal}@{warn_seconds(res)}"]
+    if res.requeue:
+        lines += ["#SBATCH --requeue", "#SBATCH --open-mode=append"]
+    return lines
+
+
+def script_directive(script_text: str, option: str) -> Optional[str]:
+    """The value of ``#SBATCH --option=value`` in a script (quotes removed), last one wins."""
+    value = None
+    prefix = f"#SBATCH --{option}="
+    for line in script_text.splitlines():
+        if line.startswith(prefix):
+            value = line[len(prefix) :].strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+    return value
+
+
+def warn_signal_of(script_text: str) -> str:
+    """The warning signal's name (``USR1``) from a script's ``--signal=[B:]SIG@secs``."""
+    value = script_directive(script_text, "signal") or ""
+    name = value.split(":", 1)[-1].split("@", 1)[0] if value else "USR1"
+    return name[3:] if name.startswith("SIG") else (name or "USR1")
+
+
+def log_path(pattern: Optional[str], job_id: str, array_task_id: int, name: str = "") -> Optional[str]:
+    """An ``--output`` pattern with ``%A`` / ``%a`` / ``%x`` filled for one array element."""
+    if not pattern:
+        return None
+    return pattern.replace("%A", job_id).replace("%a", str(array_task_id)).replace("%x", name)
+
+
+# --- reading Slurm's answers --------------------------------------------------------------
+
+
+def parse_exit(text: Optional[str]) -> Optional[int]:
+    """Slurm's ``ExitCode=code:signal`` -> a shell-style code (128+signal when killed)."""
+    if not text:
+        return None
+    code, _, sig = text.partition(":")
+    try:
+        if sig and int(sig):
+            return 128 + int(sig)
+        return int(code)
+    except ValueError:
+        return None
+
+
+def parse_duration(text: Optional[str]) -> Optional[float]:
+    """``[D-]HH:MM:SS`` / ``MM:SS`` (squeue, scontrol) -> seconds."""
+    if not text or text in ("INVALID", "N/A", "UNLIMITED"):
+        return None
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+    try:
+        parts = [int(p) for p in text.split(":")]
+    except ValueError:
+        return None
+    seconds = 0
+    for p in parts:
+        seconds = seconds * 60 + p
+    return float(days * 86400 + seconds)
+
+
+@dataclass
+class SlurmInfo:
+    """What the scheduler says about one array element (from squeue, scontrol or sacct).
+
+    ``exit_code`` is what Slurm reported, also for a job still running (scontrol says 0
+    then): the caller decides whether the state is final."""
+
+    state: str
+    source: str
+    exit_code: Optional[int] = None
+    restarts: int = 0
+    node: Optional[str] = None
+    elapsed: Optional[float] = None
+    reason: str = ""
+
+
+SQUEUE_FORMAT = "%F|%K|%T|%r|%N|%M"
+
+
+def from_squeue(rows: Sequence[Sequence[str]]) -> Dict[str, SlurmInfo]:
+    """Rows of ``squeue -r -o %F|%K|%T|%r|%N|%M`` keyed by ``<array job>_<index>``."""
+    out: Dict[str, SlurmInfo] = {}
+    for row in rows:
+        if len(row) < 6 or not row[1].isdigit():
+            continue
+        node = row[4] if row[4] and not row[4].startswith("(") else None
+        reason = row[3] if row[3] not in ("None", "(null)") else ""
+        out[f"{row[0]}_{row[1]}"] = SlurmInfo(row[2].split()[0], "squeue", node=node, elapsed=parse_duration(row[5]), reason=reason)
+    return out
+
+
+_FIELD_RE = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9/:_.()]*)=")
+
+
+def parse_record(line: str) -> Dict[str, str]:
+    """One ``scontrol -o`` line as a dict; a value runs up to the next `` Key=``, so values
+    with spaces (paths, commands) stay whole."""
+    record: Dict[str, str] = {}
+    matches = list(_FIELD_RE.finditer(line))
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(line)
+        record[match.group(1)] = line[match.end() : end].strip()
+    return record
+
+
+def from_scontrol(records: Sequence[Dict[str, str]]) -> Dict[str, SlurmInfo]:
+    """``scontrol -o show job`` records keyed by ``<array job>_<index>`` (ranges expanded)."""
+    out: Dict[str, SlurmInfo] = {}
+    for rec in records:
+        job = rec.get("ArrayJobId") or rec.get("JobId")
+        task = rec.get("ArrayTaskId")
+        if not job or task is None:
+            continue
+        try:
+            indices = expand_array(task)
+        except ValueError:
+            continue
+        state = (rec.get("JobState") or "UNKNOWN").split()[0]
+        try:
+            restarts = int(rec.get("Restarts") or 0)
+        except ValueError:
+            restarts = 0
+        node = rec.get("NodeList")
+        reason = rec.get("Reason") or ""
+        for index in indices:
+            out[f"{job}_{index}"] = SlurmInfo(
+                state,
+                "scontrol",
+                exit_code=parse_exit(rec.get("ExitCode")),
+                restarts=restarts,
+                node=node if node and node != "(null)" else None,
+                elapsed=parse_duration(rec.get("RunTime")),
+                reason="" if reason in ("None", "(null)") else reason,
+            )
+    return out
+
+
+def outcome(records: Sequence[Dict[str, str]]) -> Tuple[Optional[str], Optional[int]]:
+    """``(JobState, exit code)`` of a plain job from its ``scontrol -o show job`` records;
+    ``(None, None)`` when there is none (Slurm has forgotten the job)."""
+    for rec in records:
+        state = rec.get("JobState")
+        if state and ":" in rec.get("ExitCode", ""):
+            return state.split()[0], parse_exit(rec["ExitCode"])
+    return None, None
+
+
+SACCT_FIELDS = "JobID,State,ElapsedRaw,ExitCode,AllocTRES"
+
+
+@dataclass(frozen=True)
+class SacctRow:
+    """One line of ``sacct -n -P -X -o JobID,State,ElapsedRaw,ExitCode,AllocTRES``."""
+
+    job_id: str
+    state: str
+    elapsed: int
+    exit_code: str
+    alloc_tres: str
+
+    @property
+    def gpus(self) -> Optional[int]:
+        match = re.search(r"(?:^|,)gres/gpu=(\d+)", self.alloc_tres)
+        return int(match.group(1)) if match else None
+
+
+def parse_sacct(text: str) -> List[SacctRow]:
+    rows = []
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 5 or not parts[0]:
+            continue
+        try:
+            elapsed = int(parts[2] or 0)
+        except ValueError:
+            continue
+        rows.append(SacctRow(parts[0], parts[1].split()[0] if parts[1] else "", elapsed, parts[3], parts[4]))
+    return rows
+
+
+def from_sacct(rows: Sequence[SacctRow]) -> Dict[str, SlurmInfo]:
+    """sacct rows keyed by array element (plain jobs and pending ranges are left out)."""
+    out: Dict[str, SlurmInfo] = {}
+    for row in rows:
+        if "_" not in row.job_id or "[" in row.job_id:
+            continue
+        state = row.state.split()[0] if row.state else "UNKNOWN"
+        if state == "CANCELLED+":
+            state = "CANCELLED"
+        out[row.job_id] = SlurmInfo(state, "sacct", exit_code=parse_exit(row.exit_code), elapsed=float(row.elapsed))
+    return out
+
+
+def job_number(job_id: str) -> int:
+    """The numeric job id of ``57`` or ``57_3`` (0 for anything else), for ordering."""
+    base = job_id.partition("_")[0]
+    return int(base) if base.isdigit() else 0
 
 
 def _explain(code: int, stderr: str) -> str:
@@ -14,6 +351,9 @@ def _explain(code: int, stderr: str) -> str:
         if "error:" in line:
             return line.split("error:", 1)[1].strip()
     return ""
+
+
+# --- calling Slurm ------------------------------------------------------------------------
 
 
 def sbatch(script: str, *, options: Sequence[str] = (), args: Sequence[str] = (), dry_run: bool = False) -> str:
@@ -26,6 +366,11 @@ def sbatch(script: str, *, options: Sequence[str] = (), args: Sequence[str] = ()
     if not out:
         raise ToolError("sbatch", argv, 0, result.stderr or "", "no job id printed")
     return out[-1].split(";", 1)[0].strip()
+
+
+def sbatch_argv(script: str, options: Sequence[str] = (), args: Sequence[str] = ()) -> List[str]:
+    """The command ``sbatch`` runs, for showing it before submitting."""
+    return ["sbatch", "--parsable", *options, script, *args]
 
 
 def show_config() -> Dict[str, str]:
@@ -41,9 +386,23 @@ def show_config() -> Dict[str, str]:
 
 def max_array_size() -> int:
     """The cluster's MaxArraySize (array indices must stay below it)."""
-    value = show_config().get("MaxArraySize", "1001")
+    value = show_config().get("MaxArraySize", str(DEFAULT_MAX_ARRAY_SIZE))
     match = re.match(r"\d+", value)
-    return int(match.group()) if match else 1001
+    return int(match.group()) if match else DEFAULT_MAX_ARRAY_SIZE
+
+
+def array_limit(configured: Optional[int], dry_run: bool = False) -> int:
+    """MaxArraySize: ``configured`` (``[cluster] max_array_size``), else Slurm's own, also
+    for a dry run (a read-only query), so that it shows the chunks a real submission makes.
+    A dry run where Slurm cannot be asked assumes Slurm's default, 1001."""
+    if configured:
+        return configured
+    try:
+        return max_array_size()
+    except (ToolMissing, ToolError):
+        if dry_run:
+            return DEFAULT_MAX_ARRAY_SIZE
+        raise
 
 
 def hostnames(nodelist: str) -> List[str]:
@@ -57,6 +416,12 @@ def squeue(job_ids: Sequence[str], fmt: str = "%i|%T|%r|%N") -> List[List[str]]:
         return []
     result = proc.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", fmt], hint=HINT, success_codes=(0, 1))
     return [line.split("|") for line in (result.stdout or "").splitlines() if line.strip()]
+
+
+def queued_jobs() -> set:
+    """The array job ids (``%F``) of every job in the queue, in one call."""
+    out = proc.run(["squeue", "-h", "-r", "-o", "%F"], hint=HINT, timeout=60).stdout or ""
+    return {line.strip() for line in out.splitlines() if line.strip()}
 
 
 def scancel(job_ids: Sequence[str], *, dry_run: bool = False, signal: Optional[str] = None) -> None:
@@ -92,15 +457,21 @@ def show_job(job_id: str) -> List[Dict[str, str]]:
     return [parse_record(line) for line in (result.stdout or "").splitlines() if line.strip()]
 
 
-_FIELD_RE = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9/:_.()]*)=")
+def job_outcome(job_id: str) -> Tuple[Optional[str], Optional[int]]:
+    """``(JobState, exit code)`` of a plain job from ``scontrol show job`` (kept MinJobAge
+    seconds after the end); ``(None, None)`` once Slurm has forgotten it."""
+    return outcome(show_job(job_id))
 
 
-def parse_record(line: str) -> Dict[str, str]:
-    """One ``scontrol -o`` line as a dict; a value runs up to the next `` Key=``, so values
-    with spaces (paths, commands) stay whole."""
-    record: Dict[str, str] = {}
-    matches = list(_FIELD_RE.finditer(line))
-    for i, match in enumerate(matches):
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(line)
-        record[match.group(1)] = line[match.end() : end].strip()
-    return record
+def sacct(job_ids: Sequence[str], *, dry_run: bool = False) -> Optional[List[SacctRow]]:
+    """Rows for ``job_ids`` (array elements expanded), or None when there is no accounting:
+    ``sacct`` missing, or "Slurm accounting storage is disabled" (exit 1, no slurmdbd)."""
+    if not job_ids:
+        return []
+    # -D: every attempt of a requeued job, not only its last one (billed; the last one wins)
+    argv = ["sacct", "-n", "-P", "-X", "-D", "-o", SACCT_FIELDS, "-j", ",".join(job_ids)]
+    try:
+        result = proc.run(argv, dry_run=dry_run, timeout=60)
+    except (ToolMissing, ToolError):
+        return None
+    return parse_sacct(result.stdout or "")

@@ -1,6 +1,6 @@
 """Benchmark: ``cost.report`` over 100,000 cost manifests vs a bare floor, in one run.
 
-nexa: ``costs.cost_report`` (scan the folder, read and parse every manifest, check it is ours,
+nexa: ``report.cost_report`` (scan the folder, read and parse every manifest, check it is ours,
 filter, skip reconciling finished runs, group by campaign, sum) and render the table. Floor:
 ``os.scandir`` + ``open().read()`` + ``json.loads`` of the same files and nothing else.
 Runs alternate (floor, nexa) ``--repeat`` times on a warm page cache; prints the best of each
@@ -19,9 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from nexa_ops import costs  # noqa: E402
 from nexa_ops.config import CostConfig, Resources  # noqa: E402
-from nexa_ops.plan import cost as plan  # noqa: E402
+from nexa_ops.cost import (
+    book,  # noqa: E402
+    pricing,  # noqa: E402
+    report,  # noqa: E402
+)
+from nexa_ops.cost import estimate as estimate_mod  # noqa: E402
 
 CAMPAIGNS = [f"campaign-{i}" for i in range(20)]
 USERS = [f"user{i}" for i in range(50)]
@@ -31,11 +35,11 @@ GPUS = ["H100", "A100-80GB", "A100-40GB", "RTX4090"]
 def populate(runs_dir: Path, count: int) -> None:
     """``count`` finished manifests, as submissions and reconcile write them (plain writes:
     the lock and rename are what the bench does not measure)."""
-    folder = costs.manifests_dir(runs_dir)
+    folder = book.manifests_dir(runs_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    table = costs.shipped_prices()
+    table = estimate_mod.shipped_prices()
     estimates = [
-        plan.estimate(Resources(gpus_per_node=g, gpu_type=gpu, time="04:00:00"), t, table, CostConfig())
+        pricing.estimate(Resources(gpus_per_node=g, gpu_type=gpu, time="04:00:00"), t, table, CostConfig())
         for gpu in GPUS
         for g in (1, 8)
         for t in (1, 64)
@@ -43,7 +47,7 @@ def populate(runs_dir: Path, count: int) -> None:
     for i in range(count):
         est = estimates[i % len(estimates)]
         run_id = f"sweep{i % 97}-20251201-{i:06d}-{i % 65536:04x}"
-        doc = costs.manifest_document(
+        doc = book.manifest_document(
             est, run_id=run_id, name=f"sweep{i % 97}", kind="sweep", campaign=CAMPAIGNS[i % len(CAMPAIGNS)], run_dir=runs_dir / run_id
         )
         doc.update(
@@ -63,7 +67,7 @@ def populate(runs_dir: Path, count: int) -> None:
 
 def floor(runs_dir: Path) -> int:
     n = 0
-    for entry in os.scandir(costs.manifests_dir(runs_dir)):
+    for entry in os.scandir(book.manifests_dir(runs_dir)):
         with open(entry.path, "rb") as fh:
             json.loads(fh.read())
         n += 1
@@ -71,9 +75,9 @@ def floor(runs_dir: Path) -> int:
 
 
 def nexa(runs_dir: Path) -> int:
-    report = costs.cost_report(runs_dir, by="campaign")
-    report.render("table")
-    return report.totals["runs"]
+    rep = report.cost_report(runs_dir, by="campaign")
+    rep.render("table")
+    return rep.totals["runs"]
 
 
 def best(func, runs_dir: Path, repeat: int, results: dict, key: str) -> None:
@@ -94,7 +98,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="nexa-bench-cost-") as tmp:
         runs_dir = Path(args.dir) if args.dir else Path(tmp)
-        folder = costs.manifests_dir(runs_dir)
+        folder = book.manifests_dir(runs_dir)
         if not folder.is_dir() or sum(1 for _ in os.scandir(folder)) != args.manifests:
             start = time.perf_counter()
             populate(runs_dir, args.manifests)

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nexa_ops.config import NexaConfig, load_sweep  # noqa: E402
-from nexa_ops.sweeps import plan_sweep  # noqa: E402
+from nexa_ops.sweep.plan import plan_sweep  # noqa: E402
 
 
 def grid_for(total: int):

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from nexa_ops import pyz  # noqa: E402
-from nexa_ops.plan.sbatch import BATCH_STUB  # noqa: E402
-from nexa_ops.sweeps import index_bytes  # noqa: E402
+from nexa_ops.sweep.script import BATCH_STUB  # noqa: E402
+from nexa_ops.worker import index_bytes  # noqa: E402
 
 
 def once(argv: List[str], env: Dict[str, str]) -> float:

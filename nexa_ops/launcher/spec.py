@@ -13,7 +13,7 @@ from ..config import NAME_RE, ClusterConfig, Resources
 from ..errors import ConfigError
 from ..resources import read_text
 from ..schema import from_table
-from . import sbatch as plan_sbatch
+from ..tools.slurm import directives
 
 MODES = ("local", "ddp", "slurm")
 
@@ -250,7 +250,7 @@ def render_ddp_script(
     runs ``launch_ddp.sh`` (copied into the run folder) once per node. Every value that
     reaches the shell is ``shlex.quote``d."""
     res = replace(spec.resources, ntasks_per_node=1)
-    lines = plan_sbatch.directives(res, job_name=spec.name, cluster=cluster, output=log_path, chdir=workdir)
+    lines = directives(res, job_name=spec.name, cluster=cluster, output=log_path, chdir=workdir)
     lines.append("#SBATCH --export=NONE")
     nproc = spec.nproc_for_slurm()
     args = ddp_args(nproc, spec.rdzv_port, spec.join_timeout, spec.max_restarts)

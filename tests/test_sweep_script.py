@@ -4,7 +4,8 @@ import shlex
 import subprocess
 
 from nexa_ops.config import ClusterConfig, Resources
-from nexa_ops.plan.sbatch import array_spec, directives, render_array_script
+from nexa_ops.sweep.script import render_array_script
+from nexa_ops.tools.slurm import array_spec, directives
 from tests.conftest import require_tool
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from nexa_ops.config import parse_sweep
 from nexa_ops.errors import ConfigError
-from nexa_ops.plan.sweep import MAX_TASKS, count, expand, format_value
+from nexa_ops.sweep.expand import MAX_TASKS, count, expand, format_value
 
 HOSTILE = ["a b", "it's", 'say "hi"', "$(touch /tmp/pwned)", "x; rm -rf /", "ünïcødé ✓", "--leading-dash", "{value}", ""]
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from . import proc
-from .fs import atomic_write_json
-from .plan.sbatch import WORKER_STUB
-from .resources import package_root
+from .. import proc, runs
+from ..fs import atomic_write_json
+from ..resources import package_root
+from .script import WORKER_STUB
 
 
 @dataclass
@@ -35,9 +35,9 @@ def run_local(
     script does. Ctrl-C stops launching and terminates the running tasks.
     """
     parallel = max(1, max_parallel or os.cpu_count() or 1)
-    log_dir = log_dir or run_dir / "logs"
+    log_dir = log_dir or run_dir / runs.LOGS
     log_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
+    (run_dir / runs.TASKS).mkdir(parents=True, exist_ok=True)
     env = {"NEXA_RUN_DIR": str(run_dir)}
     pending = list(range(count))
     pending.reverse()
@@ -59,7 +59,7 @@ def run_local(
                 err.close()
                 del running[index]
                 atomic_write_json(
-                    run_dir / "tasks" / f"{index}.end.json",
+                    run_dir / runs.TASKS / f"{index}.end.json",
                     {"index": index, "exit_code": code, "end": time.time(), "job_id": "local"},
                     indent=None,
                 )

@@ -18,6 +18,7 @@ from typing import Any, Callable, List, Optional, Sequence, TextIO
 
 from . import __version__, runs
 from .config import NAME_RE, NexaConfig, load_config
+from .cost.report import campaign_spend
 from .errors import ConfigError, NexaError, Refused, ToolError
 from .fs import atomic_write_json
 from .tools import terraform as tf
@@ -215,8 +216,8 @@ def _write_manifest(cfg: NexaConfig, result: TeardownResult, started: float, fin
             "schema": MANIFEST_SCHEMA,
             "campaign": result.campaign,
             "tf_dir": result.tf_dir,
-            "started_at": _iso(started),
-            "finished_at": _iso(finished),
+            "started_at": runs.now_iso(started),
+            "finished_at": runs.now_iso(finished),
             "seconds": round(finished - started, 3),
             "user": runs.user(),
             "host": socket.gethostname(),
@@ -231,14 +232,8 @@ def _write_manifest(cfg: NexaConfig, result: TeardownResult, started: float, fin
     return path
 
 
-def _iso(when: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
-
-
 def _spend(cfg: NexaConfig, result: TeardownResult) -> None:
-    """The campaign's spend from the cost manifests (nexa_ops.costs, imported lazily)."""
-    from .costs import campaign_spend
-
+    """The campaign's spend from the cost manifests."""
     try:
         result.spend = campaign_spend(cfg.runs_dir, result.campaign)
     except (OSError, ValueError, NexaError) as exc:  # the teardown itself is done: report, do not fail

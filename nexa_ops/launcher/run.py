@@ -15,15 +15,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from . import proc, runs, toml
-from .config import NexaConfig, Resources, load_config
-from .errors import NexaError, ToolError
-from .fs import atomic_write_text
-from .plan import launch as plan
-from .resources import read_text
-from .tools import torchrun
+from .. import proc, runs, toml
+from ..config import NexaConfig, Resources, load_config
+from ..cost.book import manifest_document, write_cost_manifest
+from ..cost.estimate import check_max_cost, estimate_cost
+from ..cost.pricing import Estimate
+from ..errors import NexaError, ToolError, WaitTimeout
+from ..fs import atomic_write_text
+from ..resources import read_text
+from ..tools import slurm, torchrun
+from . import spec as plan
 
 LOG = "launch.log"
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
@@ -54,7 +57,7 @@ class LaunchResult:
     env_names: List[str] = field(default_factory=list)
     failures: List[torchrun.RankFailure] = field(default_factory=list)
     dry_run: bool = False
-    cost: Optional[Any] = None  # plan.cost.Estimate, for Slurm launches
+    cost: Optional[Estimate] = None  # for Slurm launches
 
     @property
     def ok(self) -> bool:
@@ -71,16 +74,6 @@ class LaunchResult:
         else:
             what = f"exited with {self.exit_code}"
         return f"{self.name}: {what} (log: {self.log_path})"
-
-
-class LaunchFailed(NexaError):
-    """The launched program (or a rank of it) failed; the exit code is passed through."""
-
-    def __init__(self, result: LaunchResult):
-        super().__init__(result.failure_message())
-        self.result = result
-        code = result.exit_code or 1
-        self.exit_code = code if 0 < code < 256 else 1
 
 
 def load_launch_file(path: Union[str, Path]) -> plan.LaunchFile:
@@ -159,7 +152,7 @@ def launch(
         env=env,
         project_env=cfg.launch.env,
         project_rdzv_port=cfg.launch.rdzv_port,
-        project_where=str(cfg.path) if cfg.path else "nexa.toml",
+        project_where=cfg.where,
         rdzv_port=rdzv_port,
         join_timeout=join_timeout,
         max_restarts=max_restarts,
@@ -192,13 +185,6 @@ def launch(
         result.failures = torchrun.parse_failures(_tail(result.log_path))
     manifest.update(exit_code=result.exit_code, seconds=round(result.seconds, 3), failures=[vars(f) for f in result.failures])
     runs.write_manifest(result.run_dir, manifest)
-    return result
-
-
-def check(result: LaunchResult) -> LaunchResult:
-    """``result``, or ``LaunchFailed`` (carrying its exit code) when it did not succeed."""
-    if not result.ok:
-        raise LaunchFailed(result)
     return result
 
 
@@ -360,22 +346,20 @@ def _tail(path: Optional[Path]) -> str:
 
 
 def _manifest(result: LaunchResult, spec: plan.LaunchSpec, cwd: Path) -> Dict[str, Any]:
-    return {
-        "run_id": result.run_dir.name if result.run_dir else None,
-        "name": spec.name,
-        "kind": "launch",
-        "backend": spec.mode,
-        "user": runs.user(),
-        "submitted_at": runs.now_iso(),
-        "command": list(spec.command),
-        "argv": list(result.argv),
-        "workdir": str(cwd),
-        "nodes": result.nodes,
-        "nproc_per_node": result.nproc_per_node,
-        "log": str(result.log_path) if result.log_path else None,
-        "env": list(result.env_names),
-        "job_ids": [result.job_id] if result.job_id else [],
-    }
+    return runs.new_manifest(
+        result.run_dir.name if result.run_dir else "",
+        spec.name,
+        spec.mode,
+        kind="launch",
+        command=list(spec.command),
+        argv=list(result.argv),
+        workdir=str(cwd),
+        nodes=result.nodes,
+        nproc_per_node=result.nproc_per_node,
+        log=str(result.log_path) if result.log_path else None,
+        env=list(result.env_names),
+        job_ids=[result.job_id] if result.job_id else [],
+    )
 
 
 # --- slurm ----------------------------------------------------------------------------
@@ -392,14 +376,11 @@ def _launch_slurm(
     dry_run: bool,
     out: IO[str],
 ) -> LaunchResult:
-    from . import costs
-    from .tools import slurm
-
     estimate = None
     if not dry_run:  # a dry run prints exactly the script and the command, nothing else
-        estimate = costs.estimate_cost(spec.resources, cfg, tasks=1)
+        estimate = estimate_cost(spec.resources, cfg, tasks=1)
         print(estimate.table(), file=out, flush=True)
-        costs.check_max_cost(estimate, max_cost if max_cost is not None else cfg.cost.max_cost)
+        check_max_cost(estimate, max_cost if max_cost is not None else cfg.cost.max_cost)
     values = plan.select_env(spec.env, os.environ)
     run_dir = cfg.runs_dir / runs.new_run_id(spec.name) if dry_run else runs.create_run_dir(cfg.runs_dir, spec.name)
     log_path = run_dir / "launch-%j.log"
@@ -411,7 +392,7 @@ def _launch_slurm(
     result = LaunchResult(
         "slurm",
         spec.name,
-        ["sbatch", "--parsable", *options, str(script_path)],
+        slurm.sbatch_argv(str(script_path), options),
         run_dir=run_dir,
         log_path=log_path,
         nproc_per_node=spec.nproc_for_slurm(),
@@ -441,9 +422,9 @@ def _launch_slurm(
     result.log_path = run_dir / f"launch-{result.job_id}.log"
     manifest.update(job_ids=[result.job_id], log=str(result.log_path))
     runs.write_manifest(run_dir, manifest)
-    costs.write_cost_manifest(
+    write_cost_manifest(
         cfg.runs_dir,
-        costs.manifest_document(
+        manifest_document(
             estimate, run_id=run_dir.name, name=spec.name, kind="launch", campaign=None, run_dir=run_dir, job_ids=[result.job_id]
         ),
     )
@@ -457,29 +438,14 @@ def _launch_slurm(
 def wait_for_job(result: LaunchResult, *, timeout: Optional[float] = None, interval: float = 0.5) -> LaunchResult:
     """Poll squeue until the job leaves the queue, then fill in its state, exit code and
     the failed ranks named in its log. ``sbatch --wait`` polls far more slowly."""
-    from .tools import slurm
-
     assert result.job_id, "wait_for_job needs a submitted job"
     started = time.monotonic()
     while slurm.squeue([result.job_id], fmt="%i"):
         if timeout is not None and time.monotonic() - started > timeout:
-            raise NexaError(f"job {result.job_id} still running after {timeout:g} s; it was left running (log: {result.log_path})")
+            raise WaitTimeout(f"job {result.job_id} still running after {timeout:g} s; it was left running (log: {result.log_path})")
         time.sleep(interval)
     result.seconds = time.monotonic() - started
-    result.job_state, result.exit_code = job_outcome(result.job_id)
+    result.job_state, result.exit_code = slurm.job_outcome(result.job_id)
     if result.exit_code != 0:
         result.failures = torchrun.parse_failures(_tail(result.log_path))
     return result
-
-
-def job_outcome(job_id: str) -> Tuple[Optional[str], Optional[int]]:
-    """``(JobState, exit code)`` from ``scontrol show job`` (kept MinJobAge seconds after
-    the end); ``(None, None)`` once Slurm has forgotten the job."""
-    found = proc.run(["scontrol", "show", "job", "-o", job_id], success_codes=(0, 1), hint="install the Slurm client")
-    fields = dict(item.split("=", 1) for item in (found.stdout or "").split() if "=" in item)
-    state = fields.get("JobState")
-    code_text = fields.get("ExitCode", "")
-    if state is None or ":" not in code_text:
-        return None, None
-    code, sig = (int(x) for x in code_text.split(":", 1))
-    return state, code if code or not sig else 128 + sig

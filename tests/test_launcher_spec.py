@@ -5,7 +5,7 @@ import pytest
 
 from nexa_ops.config import Resources
 from nexa_ops.errors import ConfigError
-from nexa_ops.plan import launch as plan
+from nexa_ops.launcher import spec as plan
 
 CMD = ["python", "train.py"]
 

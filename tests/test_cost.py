@@ -9,17 +9,19 @@ import time
 
 import pytest
 
-from nexa_ops import costs
 from nexa_ops.config import CostConfig, Resources
+from nexa_ops.cost import actual, book, pricing, report
+from nexa_ops.cost import estimate as estimate_mod
+from nexa_ops.cost import reconcile as reconcile_mod
 from nexa_ops.errors import ConfigError, Refused
-from nexa_ops.plan import cost as plan
+from nexa_ops.tools import slurm
 
-TABLE = costs.shipped_prices()
+TABLE = estimate_mod.shipped_prices()
 
 
 def estimate(tasks=4, gpus=2, hours=1.0, gpu="H100", provider="aws"):
     res = Resources(gpus_per_node=gpus, gpu_type=gpu, estimated_hours=hours)
-    return plan.estimate(res, tasks, TABLE, CostConfig(provider=provider))
+    return pricing.estimate(res, tasks, TABLE, CostConfig(provider=provider))
 
 
 def make_run(
@@ -47,7 +49,7 @@ def make_run(
             (run_dir / "tasks" / f"{index}.end.json").write_text(
                 json.dumps({"index": index, "end": rec["end"], "exit_code": rec["exit_code"]})
             )
-    doc = costs.manifest_document(
+    doc = book.manifest_document(
         estimate(tasks, gpus, hours, provider=provider),
         run_id=run_id,
         name=run_id.split("-")[0],
@@ -61,7 +63,7 @@ def make_run(
         doc["user"] = user
     if when:
         doc["submitted_at"] = when
-    return costs.write_cost_manifest(runs_dir, doc)
+    return book.write_cost_manifest(runs_dir, doc)
 
 
 def done(n, seconds=1800.0, code=0, t0=1_000_000.0):
@@ -106,22 +108,22 @@ def test_manifest_has_the_documented_fields(tmp_path):
 
 def test_resubmitting_a_chunk_keeps_time_and_reconciled_figures(tmp_path):
     path = make_run(tmp_path, "s-1", job_ids=["12"], when="2025-01-01T00:00:00Z")
-    costs.update_manifest(path, lambda d: dict(d, actual_usd=5.0, status="running"))
-    doc = costs.manifest_document(estimate(), run_id="s-1", name="s", kind="sweep", campaign="c1", run_dir=None, job_ids=["12", "13"])
-    costs.write_cost_manifest(tmp_path, doc)
+    book.update_manifest(path, lambda d: dict(d, actual_usd=5.0, status="running"))
+    doc = book.manifest_document(estimate(), run_id="s-1", name="s", kind="sweep", campaign="c1", run_dir=None, job_ids=["12", "13"])
+    book.write_cost_manifest(tmp_path, doc)
     new = json.loads(path.read_text())
     assert (new["job_ids"], new["submitted_at"], new["actual_usd"], new["status"]) == (["12", "13"], "2025-01-01T00:00:00Z", 5.0, "running")
 
 
 def test_check_max_cost():
     e = estimate(tasks=10, gpus=8, hours=2.0)  # 160 GPU-hours x 6.88 = 1100.80
-    costs.check_max_cost(e, None)
-    costs.check_max_cost(e, 1100.80)
+    estimate_mod.check_max_cost(e, None)
+    estimate_mod.check_max_cost(e, 1100.80)
     with pytest.raises(Refused, match=r"estimated cost \$1,100.80 is above --max-cost \$1,000.00 .*nothing submitted"):
-        costs.check_max_cost(e, 1000)
-    unpriced = plan.estimate(Resources(gpus_per_node=1, time="60"), 1, TABLE, CostConfig())
+        estimate_mod.check_max_cost(e, 1000)
+    unpriced = pricing.estimate(Resources(gpus_per_node=1, time="60"), 1, TABLE, CostConfig())
     with pytest.raises(Refused, match="cannot check --max-cost .*no GPU type"):
-        costs.check_max_cost(unpriced, 1000)
+        estimate_mod.check_max_cost(unpriced, 1000)
 
 
 def test_estimate_cost_from_files(tmp_path):
@@ -133,20 +135,20 @@ def test_estimate_cost_from_files(tmp_path):
     launch.write_text('[resources]\nnodes = 2\ngpus_per_node = 8\ngpu_type = "h100"\nestimated_hours = 3\n')
     project = tmp_path / "nexa.toml"
     project.write_text("")
-    assert costs.estimate_cost(sweep, project).total_usd == pytest.approx(3 * 2 * 2 * 0.74)
+    assert estimate_mod.estimate_cost(sweep, project).total_usd == pytest.approx(3 * 2 * 2 * 0.74)
     project.write_text('[cost]\nprovider = "lambda"\n')
-    assert costs.estimate_cost(launch, project).total_usd == pytest.approx(2 * 8 * 3 * 3.99)
+    assert estimate_mod.estimate_cost(launch, project).total_usd == pytest.approx(2 * 8 * 3 * 3.99)
     with pytest.raises(ConfigError, match="no cost estimate: no price for RTX4090 from provider 'lambda'"):
-        costs.estimate_cost(sweep, project, strict=True)
+        estimate_mod.estimate_cost(sweep, project, strict=True)
     (tmp_path / "mine.toml").write_text('[[price]]\ngpu_type = "RTX4090"\nprovider = "lambda"\nusd_per_gpu_hour = 0.5\n')
     project.write_text('[cost]\nprovider = "lambda"\nprices = "mine.toml"\n')
-    assert costs.estimate_cost(sweep, project).total_usd == pytest.approx(3 * 2 * 2 * 0.5)
+    assert estimate_mod.estimate_cost(sweep, project).total_usd == pytest.approx(3 * 2 * 2 * 0.5)
 
 
 # --- reconcile ---------------------------------------------------------------------------
 
 
-class Accounting(costs._Slurm):
+class Accounting(reconcile_mod.SlurmAnswers):
     """Slurm with accounting, answering with ``sacct`` lines in its real format."""
 
     def __init__(self, text):
@@ -154,7 +156,7 @@ class Accounting(costs._Slurm):
         self.text = text
 
     def sacct(self, job_ids):
-        return plan.parse_sacct(self.text)
+        return slurm.parse_sacct(self.text)
 
     def gone(self, job_ids):
         return True
@@ -163,17 +165,17 @@ class Accounting(costs._Slurm):
 def test_reconcile_bills_from_accounting_unless_it_lags_behind_the_records(tmp_path):
     path = make_run(tmp_path, "s-1", tasks=2, gpus=2, records=done(2, seconds=600.0), backend="slurm", job_ids=["7"])
     both = "7_0|COMPLETED|900|0:0|cpu=1,gres/gpu=2,node=1\n7_1|TIMEOUT|1200|0:15|cpu=1,gres/gpu=2,node=1\n"
-    doc, _ = costs.reconcile_manifest(path, tmp_path, Accounting(both))
+    doc, _ = reconcile_mod.reconcile_manifest(path, tmp_path, Accounting(both))
     assert (doc["actual_source"], doc["tasks_ok"], doc["tasks_failed"], doc["status"]) == ("sacct", 1, 1, "failed")
     assert doc["actual_gpu_hours"] == pytest.approx((900 + 1200) * 2 / 3600)
     # slurmdbd has not caught up yet (one element, listed under the bare array id): the
     # run's own records know more, so they are used, and the run is not called incomplete
-    doc, _ = costs.reconcile_manifest(path, tmp_path, Accounting("7|COMPLETED|900|0:0|cpu=1,gres/gpu=2,node=1\n"))
+    doc, _ = reconcile_mod.reconcile_manifest(path, tmp_path, Accounting("7|COMPLETED|900|0:0|cpu=1,gres/gpu=2,node=1\n"))
     assert (doc["actual_source"], doc["tasks_ok"], doc["status"]) == ("worker", 2, "finished")
     assert doc["actual_gpu_hours"] == pytest.approx(2 * 600 * 2 / 3600)
 
 
-class Queued(costs._Slurm):
+class Queued(reconcile_mod.SlurmAnswers):
     """Slurm without accounting whose jobs are still in the queue (or, ``queued=False``,
     have all left it)."""
 
@@ -189,24 +191,24 @@ def test_resubmitted_tasks_are_billed_for_every_attempt(tmp_path):
     t0 = 1_000_000.0
     records = {0: {"start": t0, "end": t0 + 600, "exit_code": 0}, 1: {"start": t0, "end": t0 + 300, "exit_code": 1}}
     path = make_run(tmp_path, "s-1", tasks=2, gpus=2, records=records, backend="slurm", job_ids=["7"])
-    doc, _ = costs.reconcile_manifest(path, tmp_path, Queued(False))
+    doc, _ = reconcile_mod.reconcile_manifest(path, tmp_path, Queued(False))
     assert (doc["status"], doc["actual_gpu_hours"]) == ("failed", pytest.approx(900 * 2 / 3600))
 
     # `nexa resubmit --failed` sends task 1 again as job 9 and hands over its first attempt
     chunk = {"offset": 0, "count": 1, "job_id": "9", "array": "1", "submitted_at": t0 + 1000, "resubmit": 1}
-    costs.record_resubmission(tmp_path, "s-1", [chunk], {1: records[1]})
+    book.record_resubmission(tmp_path, "s-1", [chunk], {1: records[1]})
     doc = json.loads(path.read_text())
     assert (doc["status"], doc["job_ids"], doc["chunks"][-1]) == ("submitted", ["7", "9"], {k: chunk[k] for k in chunk if k != "resubmit"})
     assert doc["earlier_attempts_gpu_hours"] == pytest.approx(300 * 2 / 3600)
 
     # before the new attempt starts, task 1's old end record is still there: not billed twice
-    doc, summary = costs.reconcile_manifest(path, tmp_path, Queued())
+    doc, summary = reconcile_mod.reconcile_manifest(path, tmp_path, Queued())
     assert (doc["status"], summary.done, doc["actual_gpu_hours"]) == ("running", 1, pytest.approx(900 * 2 / 3600))
 
     # the new attempt ran 400 s and succeeded (the array script replaced the records)
     (tmp_path / "s-1" / "tasks" / "1.start.json").write_text(json.dumps({"index": 1, "start": t0 + 1100}))
     (tmp_path / "s-1" / "tasks" / "1.end.json").write_text(json.dumps({"index": 1, "end": t0 + 1500, "exit_code": 0}))
-    doc, _ = costs.reconcile_manifest(path, tmp_path, Queued(False))
+    doc, _ = reconcile_mod.reconcile_manifest(path, tmp_path, Queued(False))
     assert (doc["status"], doc["tasks_ok"], doc["tasks_failed"]) == ("finished", 2, 0)
     assert doc["actual_gpu_hours"] == pytest.approx((600 + 300 + 400) * 2 / 3600)
     assert doc["actual_usd"] == pytest.approx(doc["actual_gpu_hours"] * doc["rate_usd_per_gpu_hour"])
@@ -224,9 +226,9 @@ def test_requeued_attempts_are_billed_and_a_queued_run_is_not_over(tmp_path):
     (attempts / "0.7.0.start.json").write_text(json.dumps({"index": 0, "start": t0, "restart_count": 0}))
     (attempts / "0.7.0.end.json").write_text(json.dumps({"index": 0, "end": t0 + 600, "exit_code": 143, "restart_count": 0}))
     (attempts / ".0.end.tmp").write_text("{half")  # being written: ignored
-    doc, _ = costs.reconcile_manifest(path, tmp_path, Queued())
+    doc, _ = reconcile_mod.reconcile_manifest(path, tmp_path, Queued())
     assert doc["status"] == "running" and doc["actual_gpu_hours"] == pytest.approx((600 + 400) * 2 / 3600)
-    doc, _ = costs.reconcile_manifest(path, tmp_path, Queued(False))
+    doc, _ = reconcile_mod.reconcile_manifest(path, tmp_path, Queued(False))
     assert (doc["status"], doc["tasks_failed"]) == ("failed", 1)
 
 
@@ -234,14 +236,14 @@ def test_sacct_duplicates_bill_every_requeued_attempt():
     """What `sacct -D` prints for an array whose element 0 was requeued once (seen on the
     real slurmdbd): the REQUEUED attempt first, then the last one."""
     text = "1_0|REQUEUED|2|0:0|gres/gpu=2\n1_1|COMPLETED|4|0:0|gres/gpu=2\n1_0|COMPLETED|4|0:0|gres/gpu=2\n"
-    a, states = plan.actual_from_sacct(plan.parse_sacct(text), {"1": 0}, gpus_per_task=2, rate=1.0)
+    a, states = actual.actual_from_sacct(slurm.parse_sacct(text), {"1": 0}, gpus_per_task=2, rate=1.0)
     assert (a.ok, a.failed, a.running, states) == (2, 0, 0, {0: "COMPLETED", 1: "COMPLETED"})
     assert a.gpu_hours == pytest.approx((2 + 4 + 4) * 2 / 3600)
 
 
 def test_reconcile_from_worker_records(tmp_path):
     path = make_run(tmp_path, "s-1", records={**done(3), 3: {"start": 1_000_000.0, "end": 1_000_900.0, "exit_code": 1}})
-    (result,) = costs.reconcile(tmp_path)
+    (result,) = reconcile_mod.reconcile(tmp_path)
     assert (result.status, result.done, result.tasks, result.source) == ("failed", 4, 4, "worker")
     gpu_hours = (3 * 0.5 + 0.25) * 2
     assert result.actual_gpu_hours == pytest.approx(gpu_hours)
@@ -254,34 +256,34 @@ def test_reconcile_from_worker_records(tmp_path):
 def test_reconcile_running_then_finished(tmp_path):
     records = {0: {"start": 1.0, "end": 3601.0, "exit_code": 0}, 1: {"start": 1.0}}
     path = make_run(tmp_path, "s-1", tasks=2, records=records)
-    assert costs.reconcile(tmp_path)[0].status == "running"
+    assert reconcile_mod.reconcile(tmp_path)[0].status == "running"
     (tmp_path / "s-1" / "tasks" / "1.end.json").write_text(json.dumps({"index": 1, "end": 1801.0, "exit_code": 0}))
-    (result,) = costs.reconcile(tmp_path)
+    (result,) = reconcile_mod.reconcile(tmp_path)
     assert result.status == "finished" and result.actual_gpu_hours == pytest.approx(1.5 * 2)
     # finished runs are not reconciled again unless asked
     mtime = path.stat().st_mtime_ns
     time.sleep(0.01)
-    costs.reconcile(tmp_path)
+    reconcile_mod.reconcile(tmp_path)
     assert path.stat().st_mtime_ns == mtime
-    costs.reconcile(tmp_path, ["s-1"])
+    reconcile_mod.reconcile(tmp_path, ["s-1"])
     assert path.stat().st_mtime_ns != mtime
 
 
 def test_reconcile_finds_a_moved_runs_folder(tmp_path):
     make_run(tmp_path / "old", "s-1", tasks=1, records=done(1))
     os.rename(tmp_path / "old", tmp_path / "new")
-    assert costs.reconcile(tmp_path / "new")[0].status == "finished"
+    assert reconcile_mod.reconcile(tmp_path / "new")[0].status == "finished"
 
 
 def test_reconcile_unknown_run(tmp_path):
     with pytest.raises(ConfigError, match="no cost manifest for run 'nope'"):
-        costs.reconcile(tmp_path, ["nope"])
+        reconcile_mod.reconcile(tmp_path, ["nope"])
 
 
 def test_reconcile_dry_run_writes_nothing(tmp_path):
     path = make_run(tmp_path, "s-1", tasks=1, records=done(1))
     before = path.read_text()
-    (result,) = costs.reconcile(tmp_path, dry_run=True)
+    (result,) = reconcile_mod.reconcile(tmp_path, dry_run=True)
     assert result.status == "finished" and path.read_text() == before
 
 
@@ -309,7 +311,7 @@ def books(tmp_path):
 
 
 def test_report_by_campaign_sums_estimated_and_actual(books):
-    rep = costs.cost_report(books)
+    rep = report.cost_report(books)
     rows = {r["campaign"]: r for r in rep.rows}
     assert list(rows) == ["-", "alpha", "beta"]
     alpha = rows["alpha"]
@@ -323,29 +325,29 @@ def test_report_by_campaign_sums_estimated_and_actual(books):
 
 @pytest.mark.parametrize("by, keys", [("user", ["ann", "bob"]), ("gpu", ["H100-80GB"]), ("run", ["a-1", "a-2", "b-1", "n-1"])])
 def test_report_groupings(books, by, keys):
-    rep = costs.cost_report(books, by=by)
-    assert [r[costs.BY[by]] for r in rep.rows] == keys
+    rep = report.cost_report(books, by=by)
+    assert [r[report.BY[by]] for r in rep.rows] == keys
 
 
 def test_report_filters(books):
-    assert [r["run_id"] for r in costs.cost_report(books, by="run", campaign="alpha").rows] == ["a-1", "a-2"]
-    assert [r["run_id"] for r in costs.cost_report(books, by="run", since="2025-11-20").rows] == ["a-2", "b-1", "n-1"]
-    assert [r["run_id"] for r in costs.cost_report(books, by="run", until="2025-12-01").rows] == ["a-1", "a-2", "b-1"]
-    assert [r["run_id"] for r in costs.cost_report(books, by="run", since="2025-11-03", until="2025-12-31").rows] == ["a-2", "b-1", "n-1"]
-    assert [r["run_id"] for r in costs.cost_report(books, by="run", since="2025-12-31T22:00").rows] == ["n-1"]
+    assert [r["run_id"] for r in report.cost_report(books, by="run", campaign="alpha").rows] == ["a-1", "a-2"]
+    assert [r["run_id"] for r in report.cost_report(books, by="run", since="2025-11-20").rows] == ["a-2", "b-1", "n-1"]
+    assert [r["run_id"] for r in report.cost_report(books, by="run", until="2025-12-01").rows] == ["a-1", "a-2", "b-1"]
+    assert [r["run_id"] for r in report.cost_report(books, by="run", since="2025-11-03", until="2025-12-31").rows] == ["a-2", "b-1", "n-1"]
+    assert [r["run_id"] for r in report.cost_report(books, by="run", since="2025-12-31T22:00").rows] == ["n-1"]
 
 
 def test_parse_when():
-    assert costs.parse_when("2025-12-31", "--until", end=True) == "2025-12-31T23:59:59Z"
-    assert costs.parse_when("2025-12-31T08:30", "--since") == "2025-12-31T08:30:00Z"
-    assert costs.parse_when("7d", "--since", now=7 * 86400) == "1970-01-01T00:00:00Z"
+    assert report.parse_when("2025-12-31", "--until", end=True) == "2025-12-31T23:59:59Z"
+    assert report.parse_when("2025-12-31T08:30", "--since") == "2025-12-31T08:30:00Z"
+    assert report.parse_when("7d", "--since", now=7 * 86400) == "1970-01-01T00:00:00Z"
     for bad in ("yesterday", "2025-13-01", "31/12/2025"):
         with pytest.raises(ConfigError, match="--since"):
-            costs.parse_when(bad, "--since")
+            report.parse_when(bad, "--since")
 
 
 def test_report_formats(books):
-    rep = costs.cost_report(books)
+    rep = report.cost_report(books)
     table = rep.render("table")
     assert table.splitlines()[0] == "Cost by campaign (USD)"
     assert table.splitlines()[1].split() == [
@@ -384,7 +386,7 @@ def test_corrupt_and_foreign_files_are_reported_and_skipped(books):
     (folder / "README.txt").write_text("not json, ignored")
     (folder / "teardown_alpha_20251201T000000Z.json").write_text('{"campaign": "alpha"}')  # nexa's own, not a cost manifest
     err = io.StringIO()
-    rep = costs.cost_report(books, err=err)
+    rep = report.cost_report(books, err=err)
     assert rep.totals["runs"] == 4
     lines = err.getvalue().splitlines()
     assert len(lines) == 4 and all(line.startswith("nexa: warning: ") and "skipped" in line for line in lines)
@@ -415,7 +417,7 @@ def test_wrong_typed_manifests_are_reported_and_skipped(books):
         path.write_text(json.dumps(doc))
     for kwargs in ({}, {"since": "2025-11-03"}, {"reconcile_first": False, "by": "run"}):
         err = io.StringIO()
-        rep = costs.cost_report(books, err=err, **kwargs)
+        rep = report.cost_report(books, err=err, **kwargs)
         assert rep.totals["runs"] == (4 if not kwargs.get("since") else 3)
         lines = err.getvalue().splitlines()
         assert len(lines) == len(WRONG_TYPES) == len(rep.skipped)
@@ -424,14 +426,14 @@ def test_wrong_typed_manifests_are_reported_and_skipped(books):
             expected = f"nexa: warning: {path}: skipped: not a nexa cost manifest: {reason}"
             assert sum(line.startswith(expected) for line in lines) == 1, (name, lines)
     err = io.StringIO()
-    done_ids = [r.run_id for r in costs.reconcile(books, force=True, err=err)]
+    done_ids = [r.run_id for r in reconcile_mod.reconcile(books, force=True, err=err)]
     assert sorted(done_ids) == ["a-1", "a-2", "b-1", "n-1"]
     assert len(err.getvalue().splitlines()) == len(WRONG_TYPES)
     err = io.StringIO()
-    assert costs.reconcile(books, ["w-tasks"], err=err) == [] and "tasks must be an integer" in err.getvalue()
+    assert reconcile_mod.reconcile(books, ["w-tasks"], err=err) == [] and "tasks must be an integer" in err.getvalue()
     with pytest.raises(ConfigError, match=r"cost_w-est.json: not a nexa cost manifest: estimated_usd must be a number"):
-        costs.reconcile_manifest(books / "manifests" / "cost_w-est.json", books, dry_run=True)
-    assert costs.manifest_problem([]) == "not a nexa cost manifest"
+        reconcile_mod.reconcile_manifest(books / "manifests" / "cost_w-est.json", books, dry_run=True)
+    assert book.manifest_problem([]) == "not a nexa cost manifest"
 
 
 def test_damaged_task_records_are_ignored_when_reconciling(tmp_path):
@@ -442,7 +444,7 @@ def test_damaged_task_records_are_ignored_when_reconciling(tmp_path):
     (tasks / "2.end.json").write_text('{"end": 5, "exit_code": "0"}')
     (tasks / "attempts").mkdir()
     (tasks / "attempts" / "2.7.0.end.json").write_text('"junk"')
-    doc, summary = costs.reconcile_manifest(path, tmp_path)
+    doc, summary = reconcile_mod.reconcile_manifest(path, tmp_path)
     assert (summary.done, doc["tasks_ok"], doc["status"]) == (1, 1, "running")
     assert doc["actual_gpu_hours"] == pytest.approx(0.5 * 2)
 
@@ -453,32 +455,32 @@ def test_resubmission_leaves_a_damaged_cost_manifest_alone(tmp_path):
     before = path.read_text()
     err = io.StringIO()
     chunk = {"offset": 0, "count": 1, "job_id": "9", "array": "1", "submitted_at": 1.0}
-    assert costs.record_resubmission(tmp_path, "s-1", [chunk], {}, err=err) == path
+    assert book.record_resubmission(tmp_path, "s-1", [chunk], {}, err=err) == path
     assert path.read_text() == before
     assert err.getvalue() == f'nexa: warning: {path}: not updated: not a nexa cost manifest: nodes must be an integer, got "one"\n'
 
 
 def test_empty_or_missing_folder(tmp_path):
-    rep = costs.cost_report(tmp_path / "nothing")
+    rep = report.cost_report(tmp_path / "nothing")
     assert rep.rows == [] and rep.totals["runs"] == 0
     assert "TOTAL" in rep.render("table")
 
 
 def test_write_report_is_atomic_and_reports_unwritable(tmp_path, books):
     out = tmp_path / "reports" / "weekly.csv"
-    costs.write_report(costs.cost_report(books), "csv", out)
+    report.write_report(report.cost_report(books), "csv", out)
     assert out.read_text().startswith("campaign,runs,")
     assert [p.name for p in out.parent.iterdir()] == ["weekly.csv"]
     with pytest.raises(Exception, match="cannot write"):
-        costs.write_report(costs.cost_report(books), "csv", "/proc/nope/x.csv")
+        report.write_report(report.cost_report(books), "csv", "/proc/nope/x.csv")
 
 
 def test_campaign_spend(books):
-    spend = costs.campaign_spend(books, "alpha")
+    spend = report.campaign_spend(books, "alpha")
     assert (spend.campaign, spend.runs) == ("alpha", 2)
     assert spend.estimated_usd == pytest.approx(8 * 6.88 + 2 * 3.29)
     assert spend.actual_usd == pytest.approx(4 * 0.5 * 2 * 6.88 + 2 * 3.29)
-    assert costs.campaign_spend(books, "nope") == costs.CampaignSpend("nope", 0, 0.0, 0.0)
+    assert report.campaign_spend(books, "nope") == report.CampaignSpend("nope", 0, 0.0, 0.0)
 
 
 # --- concurrent writers ------------------------------------------------------------------
@@ -486,12 +488,12 @@ def test_campaign_spend(books):
 
 def _append_job_ids(path, worker, count):
     for i in range(count):
-        costs.update_manifest(path, lambda d, i=i: dict(d, job_ids=d.get("job_ids", []) + [f"{worker}-{i}"]))
+        book.update_manifest(path, lambda d, i=i: dict(d, job_ids=d.get("job_ids", []) + [f"{worker}-{i}"]))
 
 
 def _reconcile_loop(runs_dir, count):
     for _ in range(count):
-        costs.reconcile(runs_dir, ["s-1"])
+        reconcile_mod.reconcile(runs_dir, ["s-1"])
 
 
 def test_concurrent_writers_never_corrupt_or_lose_an_update(tmp_path):
@@ -504,7 +506,7 @@ def test_concurrent_writers_never_corrupt_or_lose_an_update(tmp_path):
     reads = 0
     while any(p.is_alive() for p in writers):
         doc = json.loads(path.read_text())  # a reader never sees half a file
-        assert doc["schema"] == costs.SCHEMA
+        assert doc["schema"] == book.SCHEMA
         reads += 1
     for p in writers:
         p.join()
@@ -546,11 +548,11 @@ def test_cli_estimate(tmp_path, nexa_cli):
 
 
 def test_check_budget(books):
-    rep = costs.cost_report(books)
-    costs.check_budget(rep, None)
-    costs.check_budget(rep, rep.totals["actual_usd"])  # at the limit is within it
+    rep = report.cost_report(books)
+    report.check_budget(rep, None)
+    report.check_budget(rep, rep.totals["actual_usd"])  # at the limit is within it
     with pytest.raises(Refused, match="above --budget \\$1.00"):
-        costs.check_budget(rep, 1.0)
+        report.check_budget(rep, 1.0)
 
 
 def test_cli_report_for_cron(books, nexa_cli):
@@ -569,7 +571,7 @@ def test_cli_report_for_cron(books, nexa_cli):
         assert out.stdout == ""
     out = nexa_cli("cost.reconcile", "--runs-dir", str(books), "--run", "a-1", "--run", "n-1", "--dry-run")
     assert out.returncode == 0 and "a-1" in out.stdout and "n-1" in out.stdout and "b-1" not in out.stdout
-    (books / "manifests" / "cost_junk.json").write_text(json.dumps({"schema": costs.SCHEMA, "estimated_usd": "x", "submitted_at": 5}))
+    (books / "manifests" / "cost_junk.json").write_text(json.dumps({"schema": book.SCHEMA, "estimated_usd": "x", "submitted_at": 5}))
     warning = (
         f"nexa: warning: {books / 'manifests' / 'cost_junk.json'}: skipped: "
         "not a nexa cost manifest: submitted_at must be a string, got 5\n"
@@ -583,4 +585,4 @@ def test_max_cost_from_the_api_must_be_finite():
     est = estimate()
     for bad in (float("nan"), float("inf"), -1.0):
         with pytest.raises(ConfigError, match="--max-cost: expected a finite number >= 0"):
-            costs.check_max_cost(est, bad)
+            estimate_mod.check_max_cost(est, bad)

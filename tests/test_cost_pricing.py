@@ -6,16 +6,17 @@ import pytest
 
 from nexa_ops import toml
 from nexa_ops.config import CostConfig, Resources
-from nexa_ops.costs import shipped_prices
+from nexa_ops.cost import actual, pricing
+from nexa_ops.cost.estimate import shipped_prices
 from nexa_ops.errors import ConfigError
-from nexa_ops.plan import cost as plan
 from nexa_ops.resources import read_text
+from nexa_ops.tools import slurm
 
 TABLE = shipped_prices()
 
 
 def est(res=None, tasks=1, cli_provider=None, **cfg):
-    return plan.estimate(res or Resources(), tasks, TABLE, CostConfig(**cfg), provider=cli_provider)
+    return pricing.estimate(res or Resources(), tasks, TABLE, CostConfig(**cfg), provider=cli_provider)
 
 
 def test_shipped_table_has_the_issue_figures_with_source_and_date():
@@ -69,7 +70,7 @@ def test_estimate_arithmetic_uses_estimated_hours_first():
     assert (e.hours, e.hours_from) == (1.5, "estimated_hours")
     assert e.gpu_hours == 12 * 2 * 8 * 1.5 == 288
     assert e.total_usd == pytest.approx(288 * 6.88)
-    assert (e.provider, e.sku, e.region, e.rate_from) == ("aws", "p5.48xlarge", "us-east-1", plan.FROM_TABLE)
+    assert (e.provider, e.sku, e.region, e.rate_from) == ("aws", "p5.48xlarge", "us-east-1", pricing.FROM_TABLE)
 
 
 def test_estimate_falls_back_to_the_time_limit_and_says_so():
@@ -90,7 +91,7 @@ def test_config_provider_and_rate_override():
     res = Resources(gpus_per_node=4, gpu_type="A100-80GB", time="02:00:00")
     assert est(res, provider="aws").rate_usd_per_gpu_hour == 3.43
     own = est(res, provider="campus", rates={"a100_80gb": 0.5})
-    assert (own.provider, own.rate_usd_per_gpu_hour, own.rate_from) == ("campus", 0.5, plan.FROM_CONFIG)
+    assert (own.provider, own.rate_usd_per_gpu_hour, own.rate_from) == ("campus", 0.5, pricing.FROM_CONFIG)
     assert own.total_usd == pytest.approx(4 * 2 * 0.5)
     # an explicit, different --provider prices from the table, to compare
     assert est(res, cli_provider="runpod", provider="campus", rates={"A100-80GB": 0.5}).rate_usd_per_gpu_hour == 1.39
@@ -161,7 +162,7 @@ def test_table_stars_the_chosen_provider_and_shows_each_total():
 
 
 def test_user_price_table_replaces_a_provider_row():
-    extra = plan.parse_price_table(
+    extra = pricing.parse_price_table(
         {
             "price": [
                 {
@@ -176,8 +177,8 @@ def test_user_price_table_replaces_a_provider_row():
         },
         "mine.toml",
     )
-    merged = plan.merge_tables(TABLE, extra)
-    e = plan.estimate(Resources(gpus_per_node=1, gpu_type="h100", time="60"), 1, merged, CostConfig(provider="aws"))
+    merged = pricing.merge_tables(TABLE, extra)
+    e = pricing.estimate(Resources(gpus_per_node=1, gpu_type="h100", time="60"), 1, merged, CostConfig(provider="aws"))
     assert (e.sku, e.rate_usd_per_gpu_hour, e.source) == ("p5-reserved", 4.0, "contract")
 
 
@@ -195,7 +196,7 @@ def test_user_price_table_replaces_a_provider_row():
 )
 def test_bad_price_table(table, message):
     with pytest.raises(ConfigError, match=message):
-        plan.parse_price_table(table, "t.toml")
+        pricing.parse_price_table(table, "t.toml")
 
 
 def test_actual_from_worker_records():
@@ -206,7 +207,7 @@ def test_actual_from_worker_records():
         3: {"end": 101, "exit_code": 2},  # the worker failed before starting the program
         4: {"start": 200.7, "end": 200, "exit_code": 0},  # end is whole seconds: never negative
     }
-    a = plan.actual_from_records(records, gpus_per_task=4, rate=2.0)
+    a = actual.actual_from_records(records, gpus_per_task=4, rate=2.0)
     seconds = 59.75 + 120
     assert a.gpu_hours == pytest.approx(seconds / 3600 * 4)
     assert a.usd == pytest.approx(seconds / 3600 * 4 * 2.0)
@@ -227,9 +228,9 @@ SACCT = """\
 
 
 def test_actual_from_sacct_bills_killed_tasks_and_maps_chunk_offsets():
-    rows = plan.parse_sacct(SACCT)
+    rows = slurm.parse_sacct(SACCT)
     assert rows[0].gpus == 2 and rows[5].state == "CANCELLED" and rows[5].gpus is None
-    a, states = plan.actual_from_sacct(rows, {"41": 0, "57": 25}, gpus_per_task=2, rate=3.0)
+    a, states = actual.actual_from_sacct(rows, {"41": 0, "57": 25}, gpus_per_task=2, rate=3.0)
     gpu_seconds = (3600 + 1800 + 7200) * 2 + 60 * 2
     assert a.gpu_hours == pytest.approx(gpu_seconds / 3600)
     assert a.usd == pytest.approx(gpu_seconds / 3600 * 3.0)
@@ -241,19 +242,19 @@ def test_actual_from_sacct_bills_every_attempt_of_a_resubmitted_task():
     """Task 1 failed in job 7 and was resubmitted as job 9 (same offset): both attempts ran
     and are billed; the later one says how the task ended."""
     text = "9_1|COMPLETED|400|0:0|gres/gpu=2\n7_0|COMPLETED|600|0:0|gres/gpu=2\n7_1|FAILED|300|1:0|gres/gpu=2\n"
-    a, states = plan.actual_from_sacct(plan.parse_sacct(text), {"7": 0, "9": 0}, gpus_per_task=2, rate=1.0)
+    a, states = actual.actual_from_sacct(slurm.parse_sacct(text), {"7": 0, "9": 0}, gpus_per_task=2, rate=1.0)
     assert (a.ok, a.failed, a.running, states) == (2, 0, 0, {0: "COMPLETED", 1: "COMPLETED"})
     assert a.gpu_hours == pytest.approx((600 + 300 + 400) * 2 / 3600)
     pending = "7_0|COMPLETED|600|0:0|gres/gpu=2\n7_1|FAILED|300|1:0|gres/gpu=2\n9_1|PENDING|0|0:0|\n"
-    a, states = plan.actual_from_sacct(plan.parse_sacct(pending), {"7": 0, "9": 0}, gpus_per_task=2, rate=1.0)
+    a, states = actual.actual_from_sacct(slurm.parse_sacct(pending), {"7": 0, "9": 0}, gpus_per_task=2, rate=1.0)
     assert (a.ok, a.failed, a.done, states) == (1, 0, 1, {0: "COMPLETED"})  # task 1 is not over yet
 
 
 def test_actual_from_sacct_skips_an_array_element_not_yet_recorded_as_one():
     """Seen on the real slurmdbd: a few seconds after an array's last element ends, it is
     listed under the bare array id; a plain job (nexa launch) is always listed so."""
-    rows = plan.parse_sacct("7|FAILED|1|2:0|billing=1,cpu=1,gres/gpu=2,node=1\n7_0|COMPLETED|1|0:0|billing=1,cpu=1,gres/gpu=2,node=1\n")
-    a, states = plan.actual_from_sacct(rows, {"7": 0}, gpus_per_task=2, rate=1.0)
+    rows = slurm.parse_sacct("7|FAILED|1|2:0|billing=1,cpu=1,gres/gpu=2,node=1\n7_0|COMPLETED|1|0:0|billing=1,cpu=1,gres/gpu=2,node=1\n")
+    a, states = actual.actual_from_sacct(rows, {"7": 0}, gpus_per_task=2, rate=1.0)
     assert (a.ok, a.failed, states) == (1, 0, {0: "COMPLETED"})
-    a, states = plan.actual_from_sacct(rows[:1], {"7": 0}, gpus_per_task=2, rate=1.0, array=False)
+    a, states = actual.actual_from_sacct(rows[:1], {"7": 0}, gpus_per_task=2, rate=1.0, array=False)
     assert (a.ok, a.failed, states, a.gpu_hours) == (0, 1, {0: "FAILED"}, pytest.approx(2 / 3600))

@@ -15,8 +15,8 @@ import pytest
 
 from nexa_ops.config import ClusterConfig, Resources
 from nexa_ops.errors import ConfigError
-from nexa_ops.launcher import launch, load_launch_file, visible_gpus
-from nexa_ops.plan import launch as plan
+from nexa_ops.launcher import spec as plan
+from nexa_ops.launcher.run import launch, load_launch_file, visible_gpus
 from nexa_ops.tools import torchrun
 from tests.conftest import ROOT, require, require_tool
 

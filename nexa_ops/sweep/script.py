@@ -1,0 +1,76 @@
+"""The sweep's array script, from ``sbatch/array.sbatch``: directives, stubs, quoting."""
+
+import shlex
+from string import Template
+
+from .. import __version__
+from ..config import ClusterConfig, Resources
+from ..resources import read_text
+from ..tools.slurm import array_spec, directives, signal_directives
+
+# The worker runs with the standard library only (-S): one tiny import, no invoke, no
+# extraction of the zipapp. sys.argv[1] is the folder holding nexa_ops (a checkout or
+# nexa.pyz/site-packages, which zipimport reads in place).
+WORKER_STUB = "import sys;sys.path.insert(0,sys.argv.pop(1));from nexa_ops.worker import main;sys.exit(main())"
+# In the array script, argv[2] is the run folder's bytecode cache of the worker (zipimport
+# keeps none; see nexa_ops.worker): the first task imports the worker and saves its code,
+# later ones load it with marshal. The worker runs in the background there (so the shell can
+# trap Slurm's signals), and bash starts background commands with SIGINT ignored: undo that
+# before exec. (_signal, the builtin behind `signal`, costs nothing to import; `signal`
+# pulls in enum.)
+BATCH_STUB = """\
+import _signal, marshal, sys
+_signal.signal(2, _signal.SIG_DFL)
+path, cache = sys.argv.pop(1), "%s.%s.pyc" % (sys.argv.pop(1), sys.implementation.cache_tag)
+scope = {"__name__": "nexa_worker", "__file__": cache}
+try:
+    with open(cache, "rb") as f:
+        exec(marshal.load(f), scope)
+    main = scope["main"]
+except Exception:  # no cache yet (first task), another Python's, or damaged
+    sys.path.insert(0, path)
+    from nexa_ops import worker
+    worker.save_code(cache)
+    main = worker.main
+sys.exit(main())
+"""
+
+
+def render_array_script(
+    *,
+    name: str,
+    res: Resources,
+    cluster: ClusterConfig,
+    count: int,
+    spec_path: str,
+    run_dir: str,
+    log_dir: str,
+    workdir: str,
+    worker_path: str,
+    python: str = "python3",
+) -> str:
+    """The whole array script. Every value that reaches the shell is ``shlex.quote``d."""
+    lines = directives(
+        res,
+        job_name=name,
+        cluster=cluster,
+        array=array_spec(count, res.max_parallel),
+        output=f"{log_dir}/%A_%a.out",
+        error=f"{log_dir}/%A_%a.err",
+        chdir=workdir,
+    )
+    at = len(lines) - len(res.extra)  # the user's own extra directives stay last and win
+    lines[at:at] = signal_directives(res)
+    return Template(read_text("sbatch/array.sbatch")).substitute(
+        name=name,
+        count=count,
+        version=__version__,
+        spec=shlex.quote(spec_path),
+        directives="\n".join(lines),
+        run_dir=shlex.quote(run_dir),
+        python=shlex.quote(python),
+        worker_stub=shlex.quote(BATCH_STUB),
+        worker_path=shlex.quote(worker_path),
+        warn_signal=shlex.quote(res.signal),
+        max_requeues=shlex.quote(str(res.max_requeues if res.requeue else 0)),
+    )
