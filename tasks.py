@@ -1,3 +1,8 @@
-"""``inv <task>`` in the repo runs the same collection as ``nexa <task>``."""
+"""``inv <task>`` in the repo runs the same collection as ``nexa <task>``, and with the same
+executor, so that errors end as one line and an exit code here too."""
 
-from nexa_ops.cli import ns  # noqa: F401
+import invoke.main
+
+from nexa_ops.cli import NexaExecutor, ns  # noqa: F401
+
+invoke.main.program.executor_class = NexaExecutor  # the running `inv` program

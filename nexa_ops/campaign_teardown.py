@@ -50,7 +50,7 @@ class TeardownResult:
 def resolve_tf_dir(cfg: NexaConfig, campaign: str, tf_dir: Optional[str]) -> Path:
     """``tf_dir`` (relative to the current folder) or ``[teardown.<campaign>] tf_dir`` (relative
     to nexa.toml's folder); must exist and hold terraform files."""
-    where = str(cfg.path) if cfg.path else "nexa.toml"
+    where = cfg.where
     if tf_dir:
         folder = Path(tf_dir).expanduser()
         source = "--tf-dir"

@@ -9,13 +9,32 @@ import copy
 import importlib
 import os
 import re
-from typing import List, Optional
+from typing import Any, List, Optional
 
-from invoke import Argument, Collection, Exit, ParseError, Program
+from invoke import Argument, Collection, Executor, Exit, ParseError, Program
 
 from . import __version__
+from .errors import NexaError, os_error_message
 
 COMMAND_MODULES = ("sweep", "launch", "track", "cost", "sync", "teardown", "containers", "monitor", "pyz")
+
+
+class NexaExecutor(Executor):
+    """Runs the tasks, and is the one place where an error becomes its one-line message and
+    exit code (``errors.py`` lists them): never a traceback. ``nexa`` and ``inv`` both use it
+    (``tasks.py`` sets it for ``inv``)."""
+
+    def execute(self, *tasks: Any) -> Any:
+        try:
+            return super().execute(*tasks)
+        except NexaError as exc:
+            raise Exit(f"nexa: error: {exc}", code=exc.exit_code) from None
+        except BrokenPipeError:
+            raise  # the reader left (`nexa ... | head`): main() exits quietly
+        except OSError as exc:  # a path given or configured that cannot be used: one line too
+            raise Exit(f"nexa: error: {os_error_message(exc)}", code=1) from None
+        except KeyboardInterrupt:
+            raise Exit("nexa: interrupted", code=130) from None
 
 
 def build_namespace() -> Collection:
@@ -119,7 +138,7 @@ def hoist_project_flag(argv: List[str], namespace: Collection) -> List[str]:
 
 
 ns = build_namespace()
-program = NexaProgram(namespace=ns, name="nexa", binary="nexa", version=__version__)
+program = NexaProgram(namespace=ns, name="nexa", binary="nexa", version=__version__, executor_class=NexaExecutor)
 
 
 def main() -> None:

@@ -22,6 +22,9 @@ NAME_RE = re.compile(r"[A-Za-z0-9._-]+\Z")  # with .match: the whole string (\Z,
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\Z")
 TIME_RE = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?\Z")
 MEM_RE = re.compile(r"^\d+[KMGT]?\Z")
+#: An environment variable name that may be written into a script or a file: anything else
+#: could end a line or start a command there.
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 WARN_SIGNALS = ("USR1", "USR2")  # TERM/INT would be taken for a cancel or an interrupt
 
 
@@ -137,8 +140,8 @@ class NexaConfig:
 
     @property
     def where(self) -> str:
-        """The project file as errors name it: its path, or the defaults nexa used."""
-        return str(self.path) if self.path else f"{CONFIG_NAME} (defaults)"
+        """The project file as errors name it: its path, or ``nexa.toml`` when none was found."""
+        return str(self.path) if self.path else CONFIG_NAME
 
 
 def find_config(explicit: Optional[Union[str, Path]] = None, cwd: Optional[Path] = None) -> Optional[Path]:

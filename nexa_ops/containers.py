@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .config import ContainerService, NexaConfig, load_config
+from .config import ENV_NAME_RE, ContainerService, NexaConfig, load_config
 from .errors import ConfigError, ContainerError
 
 WORKSPACE = "/workspace"
@@ -30,7 +30,6 @@ DEFAULT_ENV = (
     "WANDB_MODE",
     "NCCL_DEBUG",
 )
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -148,7 +147,7 @@ def resolve_service(name: str, config: NexaConfig) -> ResolvedService:
     """The service's tag and Dockerfile after ``[containers.services.*]`` overrides."""
     canonical = canonical_name(name)
     base = SERVICES[canonical]
-    where = str(config.path) if config.path else "nexa.toml"
+    where = config.where
     override: Optional[ContainerService] = None
     for key, value in config.containers.services.items():
         try:
@@ -362,7 +361,7 @@ def run_container(
 
     config = config or load_config()
     cc = config.containers
-    where = str(config.path) if config.path else "nexa.toml"
+    where = config.where
     resolved = resolve_service(service, config)
     if pull not in PULL_POLICIES:
         raise ConfigError(f"--pull: expected one of {', '.join(PULL_POLICIES)}, got {pull!r}")
@@ -540,7 +539,7 @@ def build_image(
         dockerfile = resolved.dockerfile
         context = resolved.context or str(config.root)
     if not resolved.shipped and not os.path.isfile(dockerfile):  # checked by a dry run too
-        raise ConfigError(f"Dockerfile {dockerfile} does not exist", str(config.path or "nexa.toml"),
+        raise ConfigError(f"Dockerfile {dockerfile} does not exist", config.where,
                           f"containers.services.{service}.dockerfile")
     argv = plan_build(resolved, dockerfile, context, version=version, docker=cc.docker, no_cache=no_cache, build_args=build_args)
     if dry_run:

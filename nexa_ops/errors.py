@@ -116,3 +116,12 @@ class LaunchFailed(NexaError):
         self.result = result
         code = exit_code or 1
         self.exit_code = code if 0 < code < 256 else 1
+
+
+def os_error_message(exc: OSError) -> str:
+    """``<path>: <reason>`` (both paths of a rename), as the shell tools say it."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{where}: {reason}"

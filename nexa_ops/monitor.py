@@ -185,9 +185,9 @@ def resolve_nodes(cli_targets: Sequence[str], mon: MonitorConfig, where: str, fr
     if cli_targets:
         for i, target in enumerate(cli_targets):
             check_target(target, "command line", f"--target #{i + 1}")
-        return _unique(cli_targets), "the command line (--target)"
+        return list(dict.fromkeys(cli_targets)), "the command line (--target)"
     if mon.targets and not from_slurm:
-        return _unique(mon.targets), f"{where} [monitor] targets"
+        return list(dict.fromkeys(mon.targets)), f"{where} [monitor] targets"
     if from_slurm or mon.from_slurm:
         from .tools import slurm
 
@@ -204,10 +204,6 @@ def resolve_nodes(cli_targets: Sequence[str], mon: MonitorConfig, where: str, fr
     )
 
 
-def _unique(items: Sequence[str]) -> List[str]:
-    return list(dict.fromkeys(items))
-
-
 # --- the whole command ------------------------------------------------------------------
 
 
@@ -222,7 +218,7 @@ def plan_monitor(
     """Validate settings, find the nodes and render both files (writes nothing)."""
     import dataclasses
 
-    where = str(cfg.path) if cfg.path else "nexa.toml"
+    where = cfg.where
     check_settings(cfg.monitor, where)
     changes = {k: v for k, v in (overrides or {}).items() if v is not None}
     mon = dataclasses.replace(cfg.monitor, **changes)

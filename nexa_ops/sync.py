@@ -348,7 +348,7 @@ def sync_repository(
     sync_cfg = cfg.sync
     if exclude:
         sync_cfg = replace(sync_cfg, exclude=list(sync_cfg.exclude) + list(exclude))
-    where = str(cfg.path) if cfg.path else "nexa.toml"
+    where = cfg.where
     plan = make_plan(
         sync_cfg,
         source=Path(source) if source is not None else cfg.root,

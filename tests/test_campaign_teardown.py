@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from nexa_ops.campaign_teardown import manifest_path, teardown
 from nexa_ops.config import load_config
 from nexa_ops.errors import ConfigError, Refused, ToolError, ToolMissing
-from nexa_ops.campaign_teardown import manifest_path, teardown
 from nexa_ops.tools import terraform as tf
 from tests.conftest import ROOT, require_tool
 

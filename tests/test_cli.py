@@ -1,9 +1,13 @@
 """The ``nexa`` program: ``--config FILE`` names the project file for every task without a
 ``--config`` of its own, wherever it stands on the command line."""
 
+import subprocess
+import sys
+
 import pytest
 
 from nexa_ops.cli import hoist_project_flag, ns
+from tests.conftest import ROOT
 
 # Every task that reads nexa.toml and has no --config of its own, with what it needs to get
 # as far as loading it.
@@ -82,3 +86,13 @@ def test_hoisting_leaves_task_flags_and_the_command_alone():
     assert hoist_project_flag(argv, ns) == argv  # the training command's own --config
     argv = ["nexa", "sweep", "--config", "s.toml"]
     assert hoist_project_flag(argv, ns) == argv
+
+
+@pytest.mark.parametrize("program", [["-m", "nexa_ops"], ["-m", "invoke", "-r", str(ROOT)]], ids=["nexa", "inv"])
+def test_errors_end_as_one_line_and_their_exit_code(tmp_path, program):
+    """The program maps errors to exit codes once (cli.NexaExecutor), for nexa and inv alike."""
+    cases = [(["sweep", "--config", "nope.toml"], 2, "nexa: error: nope.toml: file not found"), (["status"], 2, "nexa: error: no runs in")]
+    for argv, code, message in cases:
+        proc = subprocess.run([sys.executable, *program, *argv], cwd=str(tmp_path), capture_output=True, text=True)
+        assert proc.returncode == code, proc.stderr
+        assert proc.stderr.startswith(message) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

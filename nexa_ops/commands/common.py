@@ -1,17 +1,18 @@
-"""What every task shares: the decorator that maps nexa errors to one line and an exit code."""
+"""What every task shares: the task decorator, the remainder after ``--``, option parsing."""
 
 import functools
 import sys
 from typing import Any, Callable, List, Optional
 
-from invoke import Exit, task
+from invoke import task
 
-from ..errors import NexaError
+#: ``--project`` of every task: the project file.
+PROJECT_HELP = "Project file (default: ./nexa.toml or $NEXA_CONFIG)."
 
 
 def nexa_task(*args: Any, **kwargs: Any) -> Callable:
-    """``@task`` with flags kept as flags (no positionals) and nexa errors turned into
-    ``nexa: error: ...`` on stderr with the error's exit code, never a traceback."""
+    """``@task`` with flags kept as flags (no positionals), and ``nexa TASK RUN --help``
+    showing the task's help. Errors become exit codes once, in ``cli.NexaExecutor``."""
     kwargs.setdefault("positional", [])
     positional = list(kwargs["positional"])
 
@@ -20,29 +21,11 @@ def nexa_task(*args: Any, **kwargs: Any) -> Callable:
         def wrapper(c: Any, *a: Any, **kw: Any) -> Any:
             if _asked_for_help(a, kw, positional):
                 return _print_help(body.__name__.replace("_", "-"))
-            try:
-                return body(c, *a, **kw)
-            except NexaError as exc:
-                raise Exit(f"nexa: error: {exc}", code=exc.exit_code) from None
-            except BrokenPipeError:
-                raise  # the reader left (`nexa ... | head`): cli.main exits quietly
-            except OSError as exc:  # a path given or configured that cannot be used: one line too
-                raise Exit(f"nexa: error: {_os_error(exc)}", code=1) from None
-            except KeyboardInterrupt:
-                raise Exit("nexa: interrupted", code=130) from None
+            return body(c, *a, **kw)
 
         return task(*args, **kwargs)(wrapper)
 
     return decorate
-
-
-def _os_error(exc: OSError) -> str:
-    """``<path>: <reason>`` (both paths of a rename), as the shell tools say it."""
-    reason = exc.strerror or str(exc)
-    if exc.filename is None:
-        return reason
-    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
-    return f"{where}: {reason}"
 
 
 HELP_WORDS = ("-h", "--help")

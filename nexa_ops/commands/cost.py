@@ -2,9 +2,8 @@
 
 from invoke import Collection
 
-from .common import echo, nexa_task, parse_float, parse_int
+from .common import PROJECT_HELP, echo, nexa_task, parse_float, parse_int
 
-PROJECT_HELP = "Project file (default: ./nexa.toml or $NEXA_CONFIG)."
 RUNS_HELP = "Runs folder holding manifests/ (default: [cluster] runs_dir of nexa.toml)."
 
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from .common import echo, nexa_task, parse_float, parse_int, remainder
+from .common import PROJECT_HELP, echo, nexa_task, parse_float, parse_int, remainder
 
 
 @nexa_task(
@@ -12,7 +12,7 @@ from .common import echo, nexa_task, parse_float, parse_int, remainder
         "nproc_per_node": "Processes per node (ddp default: visible GPUs, else 1; slurm default: gpus_per_node, else 1).",
         "nodes": "Slurm nodes (overrides [resources] nodes of the launch file).",
         "config": "Launch file (TOML): mode, command, name, env, nproc_per_node, [resources], ...",
-        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "project": PROJECT_HELP,
         "name": "Run name (default: the launch file's, else the script's name).",
         "rdzv_port": "Rendezvous port (ddp default: a free port; slurm default: 20000 + job id % 20000).",
         "join_timeout": "Seconds torchrun waits for every rank/node to join (torchrun's default: 600).",

@@ -2,7 +2,7 @@
 
 from typing import Any, List, Optional
 
-from .common import echo, nexa_task, parse_float
+from .common import PROJECT_HELP, echo, nexa_task, parse_float
 
 SHOW_ROWS = 5
 
@@ -10,7 +10,7 @@ SHOW_ROWS = 5
 @nexa_task(
     help={
         "config": "Sweep file (TOML). Required.",
-        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "project": PROJECT_HELP,
         "out": "Run folder to write into (default: a new folder under the runs directory).",
         "submit": "Submit to Slurm as one job array (chunked above MaxArraySize).",
         "local": "Run the tasks on this machine instead, max_parallel at a time.",

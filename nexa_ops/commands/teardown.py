@@ -1,6 +1,6 @@
 """``nexa teardown``: terraform destroy of a campaign's infrastructure, then its spend."""
 
-from .common import echo, nexa_task
+from .common import PROJECT_HELP, echo, nexa_task
 
 
 @nexa_task(
@@ -10,14 +10,14 @@ from .common import echo, nexa_task
         "tf_dir": "Terraform directory (default: tf_dir in [teardown.<campaign>] of nexa.toml).",
         "yes": "Destroy without asking (needed when there is no terminal to ask on).",
         "dry_run": "Show what terraform would destroy (plan -destroy); destroy nothing.",
-        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "project": PROJECT_HELP,
     },
 )
 def teardown(c, campaign=None, tf_dir=None, yes=False, dry_run=False, project=None):
     """Destroy a campaign's terraform resources, record a teardown manifest, print its spend."""
+    from ..campaign_teardown import teardown as run_teardown
     from ..config import load_config
     from ..errors import ConfigError
-    from ..campaign_teardown import teardown as run_teardown
 
     if not campaign:
         raise ConfigError("--campaign NAME is required")

@@ -7,7 +7,7 @@ from typing import Any, Callable, List, Optional, Sequence
 from invoke import Task
 from invoke.parser import Argument
 
-from .common import echo, nexa_task, parse_float, parse_int
+from .common import PROJECT_HELP, echo, nexa_task, parse_float, parse_int
 
 
 class OptionalRun(Task):
@@ -50,7 +50,6 @@ def run_word_given(argv: Sequence[str], name: str, args: Sequence[Argument]) -> 
 
 
 RUN_HELP = "Run folder or run id under the runs directory (default: the latest run). Also accepted positionally."
-PROJECT_HELP = "Project file (default: ./nexa.toml or $NEXA_CONFIG)."
 
 
 def _config(project: Optional[str]) -> Any:

@@ -30,7 +30,7 @@ def load_prices(config: NexaConfig) -> PriceTable:
     if config.cost.prices:
         path = (config.root / os.path.expanduser(config.cost.prices)).resolve()
         if not path.is_file():
-            where = str(config.path) if config.path else "nexa.toml"
+            where = config.where
             raise ConfigError(f"price table {path} not found (a TOML file, relative to nexa.toml)", where, "cost.prices")
         table = merge_tables(table, parse_price_table(toml.load(path), str(path)))
     return table
@@ -78,8 +78,7 @@ def estimate_cost(
             tasks = count(what)
     else:
         res = what
-    where = str(cfg.path or "nexa.toml")
-    est = estimate(res, tasks if tasks is not None else 1, load_prices(cfg), cfg.cost, provider=provider, where=where)
+    est = estimate(res, tasks if tasks is not None else 1, load_prices(cfg), cfg.cost, provider=provider, where=cfg.where)
     return est.require() if strict else est
 
 

@@ -9,7 +9,7 @@ from string import Template
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .. import __version__
-from ..config import NAME_RE, ClusterConfig, Resources
+from ..config import ENV_NAME_RE, NAME_RE, ClusterConfig, Resources
 from ..errors import ConfigError
 from ..resources import read_text
 from ..schema import from_table
@@ -162,7 +162,7 @@ def resolve(
     if chosen_mode == "slurm" and res.ntasks_per_node != 1:
         key = "resources.ntasks_per_node"
         raise bad("launch runs one torchrun per node; set nproc_per_node instead", key, "resources" if resources is not None else None)
-    return LaunchSpec(chosen_mode, cmd, run_name, nproc, _dedupe(patterns), port, timeout, restarts, res)
+    return LaunchSpec(chosen_mode, cmd, run_name, nproc, list(dict.fromkeys(patterns)), port, timeout, restarts, res)
 
 
 def _env_ok(pattern: Any) -> bool:
@@ -179,10 +179,6 @@ def _check_port(value: Any, bad: Any, key: str, flag: Optional[str] = None) -> N
         raise bad(f"expected a TCP port 1..65535, got {value!r}", key, flag)
 
 
-def _dedupe(items: Sequence[str]) -> List[str]:
-    return list(dict.fromkeys(items))
-
-
 def select_env(patterns: Sequence[str], environ: Mapping[str, str]) -> Dict[str, str]:
     """The variables of ``environ`` that the patterns name (globs allowed), sorted by name.
 
@@ -190,8 +186,9 @@ def select_env(patterns: Sequence[str], environ: Mapping[str, str]) -> Dict[str,
     variable unset, exactly as in the submitting shell.
     """
     chosen: Dict[str, str] = {}
+    names = sorted(name for name in environ if ENV_NAME_RE.match(name))  # only names a script can hold
     for pattern in list(ALWAYS_ENV) + list(patterns):
-        for name in sorted(environ):
+        for name in names:
             if fnmatch.fnmatchcase(name, pattern):
                 chosen[name] = environ[name]
     return dict(sorted(chosen.items()))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 from .. import runs, worker
-from ..config import CONFIG_NAME, NexaConfig, SweepDefinition
+from ..config import NexaConfig, SweepDefinition
 from ..cost.estimate import load_prices
 from ..cost.pricing import Estimate, estimate
 from ..errors import ConfigError
@@ -77,7 +77,7 @@ def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = 
     tasks = expand(defn, launcher_prefix(defn))
     if not tasks:
         raise ConfigError("every combination is excluded: nothing to run", str(defn.path or "sweep"), "exclude")
-    cost = estimate(defn.resources, len(tasks), load_prices(config), config.cost, where=str(config.path or CONFIG_NAME))
+    cost = estimate(defn.resources, len(tasks), load_prices(config), config.cost, where=config.where)
     if out is not None and not str(out).strip():
         raise ConfigError("--out: expected a folder, got ''")
     run_dir, made = _new_run_dir(config, defn.name, out)

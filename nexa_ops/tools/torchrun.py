@@ -13,9 +13,6 @@ from .. import proc
 
 HINT = "install PyTorch in the training environment, or put its bin folder on PATH"
 
-#: torchrun's default rendezvous join timeout in seconds, for the docs and the error text.
-DEFAULT_JOIN_TIMEOUT = 600
-
 
 def runs_script(command: Sequence[str]) -> bool:
     """True when torchrun should start ``command[0]`` with its own Python (a ``.py`` file).
