@@ -58,7 +58,7 @@ class CostConfig:
 
 @dataclass(frozen=True)
 class SyncConfig:
-    """``[sync]``: where ``nexa sync`` copies the project (see README.md, "nexa sync: copy the project to the cluster")."""
+    """``[sync]``: where ``nexa sync`` copies the project (see docs/sync.md)."""
 
     host: Optional[str] = None
     user: Optional[str] = None
@@ -209,7 +209,7 @@ class Resources:
     max_parallel: Optional[int] = None
     estimated_hours: Optional[float] = None
     extra: List[str] = field(default_factory=list)
-    requeue: bool = False  # requeue a task warned of its time limit (or preemption), see README.md, "Time limits, preemption and requeue"
+    requeue: bool = False  # requeue a task warned of its time limit (or preemption), see docs/track.md, "Time limits..."
     max_requeues: int = 3  # ... at most this many times (SLURM_RESTART_COUNT)
     signal: str = "USR1"  # the warning signal Slurm sends the batch script, forwarded to the program
     signal_seconds: int = 120  # how long before the time limit (Slurm may send it up to 60 s earlier)

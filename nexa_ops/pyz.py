@@ -37,7 +37,7 @@ SHIV_HINT = "pip install 'shiv==1.0.8' into the build venv (the dev extra)"
 
 @dataclass(frozen=True)
 class PyzSettings:
-    """``shiv.toml``: how the zipapp is built (see README.md, "Build")."""
+    """``shiv.toml``: how the zipapp is built (see docs/zipapp.md)."""
 
     requirements: List[str]
     output: str = "dist/nexa.pyz"

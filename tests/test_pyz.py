@@ -72,8 +72,8 @@ def test_pyz_is_small_and_carries_everything(nexa_pyz):
         main = archive.read("__main__.py").decode()
         modes = {i.filename: i.external_attr >> 16 for i in archive.infolist()}
     # Every module and every shipped file of the checkout, where pyproject.toml maps it.
-    mapped = {"sbatch": "nexa_ops/sbatch", "bin": "nexa_ops/bin", "images": "nexa_ops/images"}
-    shipped = pyz.project_files(ROOT, ["nexa_ops", "sbatch", "bin", "images"])
+    mapped = {"sbatch": "nexa_ops/sbatch", "bin": "nexa_ops/bin", "images": "nexa_ops/images", "docs": "nexa_ops/docs"}
+    shipped = pyz.project_files(ROOT, ["nexa_ops", "sbatch", "bin", "images", "docs"])
     assert any(n.startswith("sbatch/") for n in shipped) and any(n.startswith("nexa_ops/data/") for n in shipped)
     for name in shipped:
         top, _, rest = name.partition("/")
@@ -214,6 +214,30 @@ def test_runs_alone_on_each_python(version, nexa_pyz, tmp_path, offline):
     assert len(roots) == 1 and roots[0].name.endswith("-shiv") and stat.S_IMODE(roots[0].stat().st_mode) == 0o700
     assert [p.name[:9] for p in extraction_dirs(roots[0])] == ["nexa.pyz_"]
     assert sorted(p.name for p in app.iterdir()) == ["nexa.pyz"]
+
+
+def test_help_prints_the_pages_from_the_pyz_alone(nexa_pyz, tmp_path, offline):
+    """The reference on an air-gapped cluster: the pages come from inside nexa.pyz, copied
+    alone into an empty folder, with no checkout and no network."""
+    python = require_python("3.8")
+    app, home, tmpd = tmp_path / "app", tmp_path / "home", tmp_path / "tmp"
+    for d in (app, home, tmpd):
+        d.mkdir()
+    shutil.copy2(str(nexa_pyz), str(app / "nexa.pyz"))
+    env = clean_env(home, tmpd)
+    res = run([python, app / "nexa.pyz", "help"], env, tmp_path, offline)
+    assert res.returncode == 0, res.stderr
+    pages = sorted(p.stem for p in (ROOT / "docs").glob("*.md") if p.name != "index.md")
+    assert sorted(line.split()[0] for line in res.stdout.splitlines() if line.startswith("  ") and not line.startswith("   ")) == pages
+    res = run([python, app / "nexa.pyz", "help", "sweep"], env, tmp_path, offline)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == (ROOT / "docs" / "sweep.md").read_text(encoding="utf-8")
+    res = run([python, app / "nexa.pyz", "help", "status"], env, tmp_path, offline)
+    assert res.returncode == 0 and res.stdout.startswith("# Following a run"), res.stderr
+    res = run([python, app / "nexa.pyz", "help", "sweeps"], env, tmp_path, offline)
+    assert res.returncode == 2 and res.stderr.startswith("nexa: error: help: unknown topic 'sweeps' (did you mean 'sweep'?)")
+    assert res.stderr.count("\n") == 1
+    assert sorted(p.name for p in app.iterdir()) == ["nexa.pyz"] and list(home.iterdir()) == []
 
 
 SYS_PATH_AFTER = """

@@ -9,7 +9,7 @@ Also prints the submission latency (the CLI call alone). Target: nexa within 1.1
 The trivial command is ``python3 -c 'import sys; sys.exit(0)'`` with ``python3`` from PATH for
 both, as a researcher would type it (on these machines a pyenv shim, as when the peers were
 measured). The worker's own interpreter is ``[cluster] python``, set here to the real
-interpreter behind this venv: a shim would cost the worker ~100 ms per task (see README).
+interpreter behind this venv: a shim would cost the worker ~100 ms per task (see docs/config.md, cluster.python).
 
 Restarts the test cluster with MaxArraySize=1001 (tests/cluster/slurm.sh), as peers were
 measured with the default limit.
