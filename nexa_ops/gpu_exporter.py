@@ -12,7 +12,8 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from socketserver import ThreadingMixIn
 from typing import Dict, List, Optional, Tuple
 
 from . import proc
@@ -336,11 +337,13 @@ class Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-def make_server(listen: str, port: int, exporter: Exporter) -> ThreadingHTTPServer:
-    """Bind (port 0 picks a free one); the caller runs ``serve_forever``."""
+def make_server(listen: str, port: int, exporter: Exporter) -> HTTPServer:
+    """Bind (port 0 picks a free one); the caller runs ``serve_forever``. (ThreadingMixIn +
+    HTTPServer is http.server.ThreadingHTTPServer, which Python 3.6 lacks.)"""
     handler = type("BoundHandler", (Handler,), {"exporter": exporter})
     family = socket.AF_INET6 if ":" in listen else socket.AF_INET
-    server_cls = type("Server", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True, "allow_reuse_address": True})
+    attrs = {"address_family": family, "daemon_threads": True, "allow_reuse_address": True}
+    server_cls = type("Server", (ThreadingMixIn, HTTPServer), attrs)
     return server_cls((listen, port), handler)
 
 

@@ -83,7 +83,7 @@ def run(
             stderr=pipe,
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL if capture else None,
-            text=True,
+            universal_newlines=True,  # noqa: UP021 (text=True is 3.7+; nexa.pyz runs on 3.6)
             timeout=timeout,
         )
     except subprocess.TimeoutExpired as exc:

@@ -25,14 +25,16 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import proc
-from .errors import ConfigError, NexaError, ToolMissing
+from .errors import ConfigError, NexaError, ToolError, ToolMissing
 
 SETTINGS_FILE = "shiv.toml"
 DEFAULT_EPOCH = 315532800  # 1980-01-01, the oldest time a zip entry can hold
 SHIV_HINT = "pip install 'shiv==1.0.8' into the build venv (the dev extra)"
+#: The oldest CPython nexa.pyz runs on (RHEL 8's python3): ``python_floor`` may not be higher.
+OLDEST_PYTHON = "3.6"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class PyzSettings:
     shebang: str = "/usr/bin/env python3"
     reproducible: bool = True
     root: str = ""
-    python_floor: str = "3.8"
+    python_floor: str = OLDEST_PYTHON
     max_bytes: int = 1000000
     sources: List[str] = field(default_factory=lambda: ["pyproject.toml", "nexa_ops"])
     path: Optional[Path] = field(default=None, metadata={"internal": True})
@@ -110,7 +112,10 @@ def load_settings(explicit: Optional[str] = None) -> PyzSettings:
     where = str(path)
     settings = from_table(PyzSettings, toml.load(path), where)
     if not re.match(r"^\d+\.\d+$", settings.python_floor):
-        raise ConfigError(f"expected a version like '3.8', got {settings.python_floor!r}", where, "python_floor")
+        raise ConfigError(f"expected a version like '3.6', got {settings.python_floor!r}", where, "python_floor")
+    if _version(settings.python_floor) > _version(OLDEST_PYTHON):
+        message = f"expected {OLDEST_PYTHON} or lower (nexa.pyz runs on CPython {OLDEST_PYTHON}+), got {settings.python_floor!r}"
+        raise ConfigError(message, where, "python_floor")
     if settings.max_bytes < 1:
         raise ConfigError("expected an integer >= 1", where, "max_bytes")
     for i, line in enumerate(settings.requirements):
@@ -436,7 +441,13 @@ def build(settings: PyzSettings, output: Optional[str] = None, *, dry_run: bool 
         commands = build_commands(settings, work, raw)
         wheel_cmd, download_cmd, shiv_cmd = commands
         proc.run(wheel_cmd, hint="pip")
-        proc.run(download_cmd, hint="pip", explain=_explain_pip)
+        try:
+            proc.run(download_cmd, hint="pip", explain=_explain_pip)
+        except ToolError as exc:
+            refused = floor_refusal(exc.stderr, settings.python_floor)
+            if refused:
+                raise ConfigError(refused, str(settings.path or SETTINGS_FILE), "requirements") from None
+            raise
         site = work / "site-packages"
         files = sum(unpack_wheel(w, site) for w in sorted((work / "wheels").glob("*.whl")))
         env = {"SOURCE_DATE_EPOCH": str(epoch)} if settings.reproducible else {"SOURCE_DATE_EPOCH": None}
@@ -468,6 +479,26 @@ def build(settings: PyzSettings, output: Optional[str] = None, *, dry_run: bool 
         seconds=time.monotonic() - started,
         commands=commands,
     )
+
+
+def _version(text: str) -> Tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def floor_refusal(stderr: str, floor: str) -> Optional[str]:
+    """Why pip found no wheel: a pinned version whose Requires-Python excludes the floor.
+
+    pip says "No matching distribution found for NAME==VERSION" and lists the versions it
+    ignored as "VERSION Requires-Python SPEC"; None when the failure is something else."""
+    for match in re.finditer(r"No matching distribution found for (\S+==(\S+))", stderr):
+        pin, version = match.groups()
+        spec = re.search(r"(?:: |; )" + re.escape(version) + r" Requires-Python ([^;\n]+)", stderr)
+        if spec:
+            return (
+                f"{pin} requires Python {spec.group(1).strip()}, but nexa.pyz must run on Python {floor} "
+                f"(python_floor): pin a release that supports {floor}"
+            )
+    return None
 
 
 def _explain_pip(code: int, stderr: str) -> str:

@@ -4,6 +4,10 @@ Standard library only, and nothing imported that the task does not need: this ru
 array task, thousands of times per sweep. It is started either as ``nexa worker`` or, in
 generated sbatch scripts, straight from the package folder with ``python3 -S`` (see
 ``sweep.script.BATCH_STUB``), so it must not import the rest of nexa.
+It runs on whatever ``python3`` the compute nodes have, CPython 3.6 (RHEL 8) included, and
+never imports ``dataclasses``: the stub puts nexa.pyz's site-packages first on ``sys.path``,
+where on 3.7+ the 3.6-only backport would shadow the standard library's (see
+docs/zipapp-python.md).
 
 Imported from nexa.pyz, this module would be compiled again by every task: zipimport keeps
 no bytecode. So the array script's stub keeps the compiled worker in the run folder

@@ -1,8 +1,9 @@
-"""nexa.pyz for real: built once (``nexa_pyz`` fixture), then run under every CPython 3.8-3.13
+"""nexa.pyz for real: built once (``nexa_pyz`` fixture), then run under every CPython 3.6-3.13
 from an empty folder, with HOME empty, nothing installed and no network (``unshare -n``)."""
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import pytest
 
@@ -40,22 +41,6 @@ def run(argv, env, cwd, offline_prefix=(), timeout=120):
     return subprocess.run(argv, env=env, cwd=str(cwd), capture_output=True, text=True, timeout=timeout)
 
 
-def sweep_toml(folder: Path, python: str, probe: Path) -> Path:
-    (folder / "prog.py").write_text(PROGRAM, encoding="utf-8")
-    text = f"""
-name = "pyz-check"
-command = [{json.dumps(python)}, {json.dumps(str(folder / "prog.py"))}]
-[grid]
-lr = [0.1, 0.01, 0.001]
-[resources]
-max_parallel = 2
-"""
-    path = folder / "sweep.toml"
-    path.write_text(text, encoding="utf-8")
-    probe.mkdir()
-    return path
-
-
 def extraction_dirs(root: Path) -> List[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("nexa.pyz_")) if root.is_dir() else []
 
@@ -81,9 +66,11 @@ def test_pyz_is_small_and_carries_everything(nexa_pyz):
         assert inside in names, f"{name} is missing from nexa.pyz ({inside})"
         if (ROOT / name).stat().st_mode & 0o111:
             assert modes[inside] & 0o111, f"{inside} lost its executable bit"
-    # The pinned pure-Python dependencies, tomli included whatever Python built it.
-    for dist in ("invoke-2.2.1.dist-info", "tabulate-0.9.0.dist-info", "tomli-2.0.1.dist-info"):
-        assert f"site-packages/{dist}/METADATA" in names
+    # The pinned pure-Python dependencies that still run on 3.6, tomli and the dataclasses
+    # backport included whatever Python built it.
+    for dist in ("invoke-2.2.1", "tabulate-0.8.10", "tomli-1.2.3", "dataclasses-0.8"):
+        assert f"site-packages/{dist}.dist-info/METADATA" in names
+    assert "site-packages/dataclasses.py" in names
     assert not [n for n in names if n.endswith((".pyc", ".so", ".pyd"))]
     assert env["entry_point"] == "nexa_ops.cli:main" and env["reproducible"] is True and env["root"] is None
     assert "default_root()" in main and "_bootstrap.bootstrap()" in main
@@ -121,7 +108,7 @@ def test_build_dry_run_prints_commands_and_writes_nothing(nexa_cli, tmp_path):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert any(" -m pip --disable-pip-version-check wheel " in line for line in lines)
-    assert any(" download " in line and "--require-hashes" in line and "--python-version 3.8" in line for line in lines)
+    assert any(" download " in line and "--require-hashes" in line and "--python-version 3.6" in line for line in lines)
     assert any(" -m shiv " in line and "--reproducible" in line and "nexa_ops.cli:main" in line for line in lines)
     assert not out.exists()
 
@@ -130,8 +117,18 @@ def test_build_dry_run_prints_commands_and_writes_nothing(nexa_cli, tmp_path):
     "edit, message",
     [
         (("output = ", "outptu = "), "shiv.toml: outptu: unknown key (did you mean 'output'?)"),
-        (('"tomli==2.0.1 --hash', '"tomli==2.0.1 #--hash'), "shiv.toml: requirements[2]: expected 'name==version --hash=sha256:<64 hex>'"),
+        (('"tomli==1.2.3 --hash', '"tomli==1.2.3 #--hash'), "shiv.toml: requirements[2]: expected 'name==version --hash=sha256:<64 hex>'"),
         (('entry_point = "nexa_ops.cli:main"', 'entry_point = "nexa_ops.cli:other"'), "differs from pyproject.toml [project.scripts]"),
+        (
+            ('python_floor = "3.6"', 'python_floor = "3.8"'),
+            "shiv.toml: python_floor: expected 3.6 or lower (nexa.pyz runs on CPython 3.6+), got '3.8'",
+        ),
+        # A dependency that no longer runs on 3.6 is refused by pip's download for the floor.
+        (
+            ('"tabulate==0.8.10 --hash=sha256:0ba055423dbaa164b9e456abe7920c5e8ed33fcc16f6d1b2f2d152c8e1e8b4fc"',
+             '"tabulate==0.9.0 --hash=sha256:024ca478df22e9340661486f85298cff5f6dcdba14f3813e8830015b9ed1948f"'),
+            "shiv.toml: requirements: tabulate==0.9.0 requires Python >=3.7, but nexa.pyz must run on Python 3.6 (python_floor)",
+        ),
     ],
 )
 def test_bad_settings_are_one_line_errors(nexa_cli, tmp_path, edit, message):
@@ -143,6 +140,23 @@ def test_bad_settings_are_one_line_errors(nexa_cli, tmp_path, edit, message):
     assert res.returncode == 2, res.stderr
     assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.pyz").exists()
+
+
+PIP_FLOOR_STDERR = """\
+ERROR: Ignored the following versions that require a different python version: 0.10.0 Requires-Python >=3.10; 0.9.0 Requires-Python >=3.7
+ERROR: Could not find a version that satisfies the requirement tabulate==0.9.0 (from versions: 0.8.9, 0.8.10, 0.10.0)
+ERROR: No matching distribution found for tabulate==0.9.0
+"""
+
+
+def test_floor_refusal_reads_pips_reason():
+    """pip's own words (pip 23.2 with --python-version 3.6; the version list shortened) become one line."""
+    assert pyz.floor_refusal(PIP_FLOOR_STDERR, "3.6") == (
+        "tabulate==0.9.0 requires Python >=3.7, but nexa.pyz must run on Python 3.6 (python_floor): pin a release that supports 3.6"
+    )
+    offline = "ERROR: Could not find a version that satisfies the requirement tabulate==0.9.0 (from versions: none)\n"
+    offline += "ERROR: No matching distribution found for tabulate==0.9.0\n"
+    assert pyz.floor_refusal(offline, "3.6") is None  # no network: pip's own message stays
 
 
 def snapshot(dest: Path) -> Path:
@@ -157,58 +171,142 @@ def snapshot(dest: Path) -> Path:
 # --- running it ------------------------------------------------------------------------------
 
 
+#: Values that must reach the program literally (line breaks are refused by the sweep file).
+HOSTILE = ["a b", "it's", 'say "hi"', "$(touch pwned)", "ünïcødé ✓", "--dash", "back\\slash {x}"]
+
+#: What every interpreter runs from its copied nexa.pyz once the sweep file ({sweep}) is
+#: planned ({plan}) and run with --local ({local}): the argv after ``python nexa.pyz``, and a
+#: check of the command's stdout against the plan's spec. Exit code 0 is checked for each. A
+#: command joins with one line, e.g. `nexa results` once it exists:
+#:     (["results", "{local}", "--format", "json"], lambda out, spec: ...),
+PER_PYTHON = [
+    (["--help"], lambda out, spec: all(n in out for n in ("sweep", "worker", "status", "cost.report", "cache-clean"))),
+    (["sweep", "--help"], lambda out, spec: "--local" in out and "--submit" in out),
+    (["worker", "--spec", "{plan}/spec.json", "--task-id", "3", "--dry-run"], lambda out, spec: json.loads(out) == argv_of(spec, 3)),
+    (["status", "{local}", "--json"], lambda out, spec: json.loads(out)["counts"] == {"COMPLETED": spec["count"]}),
+    (["status", "{local}"], lambda out, spec: f"{spec['count']} COMPLETED" in out and "it's" in out),
+    (["cost.report", "--by", "run", "--format", "json"], lambda out, spec: rows(out) == [("local", spec["count"])]),
+    (["cost.report", "--by", "run"], lambda out, spec: "local" in out and "TOTAL" in out),
+    (["cost.estimate", "--config", "{sweep}", "--json"], lambda out, spec: json.loads(out)["tasks"] == spec["count"]),
+    (["cache-clean", "--dry-run"], lambda out, spec: out.startswith("Would remove 0 item(s)")),
+]
+
+
+def argv_of(spec: dict, index: int) -> List[str]:
+    return spec["tasks"][index]["argv"]
+
+
+def rows(report: str) -> List[Tuple[str, int]]:
+    """(run, tasks done) of each row of ``cost.report --by run --format json``."""
+    return [(r["run_id"], r["tasks_done"]) for r in json.loads(report)["rows"]]
+
+
+def imported(module: str, verbose: str) -> bool:
+    """Whether PYTHONVERBOSE output shows ``module`` (or a submodule) imported: "import 'x' # ..."
+    (3.7+) or "import x # loaded from Zip ..." (3.6, zipimport)."""
+    return re.search(r"^import '?" + re.escape(module) + r"[.' ]", verbose, re.M) is not None
+
+
+def hostile_sweep(folder: Path, python: str) -> Path:
+    """A sweep with grid, fixed, random and exclude, and values a shell would mangle."""
+    (folder / "prog.py").write_text(PROGRAM, encoding="utf-8")
+    lines = [
+        'name = "pyz-check"',
+        f"command = [{json.dumps(python)}, {json.dumps(str(folder / 'prog.py'))}]",
+        "[grid]",
+        f"msg = {json.dumps(HOSTILE, ensure_ascii=False)}",
+        "n = [1, 2]",
+        "[fixed]",
+        f"tag = {json.dumps(HOSTILE[4] + ' ' + HOSTILE[3], ensure_ascii=False)}",
+        "[random]",
+        "samples = 1",
+        "seed = 7",
+        "[random.params]",
+        "lr = { log_uniform = [1e-5, 1e-1] }",
+        "drop = { uniform = [0.0, 0.5] }",
+        "k = { int_uniform = [1, 9] }",
+        f"opt = {{ choice = {json.dumps(['adam', HOSTILE[2], True, 3], ensure_ascii=False)} }}",
+        "[[exclude]]",
+        f"msg = {json.dumps(HOSTILE[1])}",
+        "n = 2",
+        "[resources]",
+        "max_parallel = 2",
+    ]
+    path = folder / "sweep.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 @pytest.mark.parametrize("version", PYTHONS)
 def test_runs_alone_on_each_python(version, nexa_pyz, tmp_path, offline):
-    python = require_python(version)
-    app, home, tmpd, work = (tmp_path / d for d in ("app", "home", "tmp", "work"))
-    for d in (app, home, tmpd, work):
+    """The copied nexa.pyz on one interpreter: a cold first start, a plan byte-identical to
+    the one 3.11 makes of the same file, the array script as a node runs it with this
+    interpreter as its python3, a --local run, then the ``PER_PYTHON`` commands."""
+    python, reference = require_python(version), require_python("3.11")
+    app, home, tmpd, work, probe = (tmp_path / d for d in ("app", "home", "tmp", "work", "probe"))
+    for d in (app, home, tmpd, work, probe):
         d.mkdir()
     shutil.copy2(str(nexa_pyz), str(app / "nexa.pyz"))
     pyzfile = app / "nexa.pyz"
-    probe = tmp_path / "probe"
-    sweep = sweep_toml(work, python, probe)
+    sweep = hostile_sweep(work, python)
     env = clean_env(home, tmpd, PROBE_DIR=str(probe))
     bare = run([python, "-c", "import nexa_ops"], env, work)
     assert bare.returncode != 0, f"nexa_ops is importable without the zipapp under {python}"
 
-    res = run([python, pyzfile, "--help"], env, work, offline)
-    assert res.returncode == 0, res.stderr
-    for name in ("sweep", "worker", "build", "cache-clean"):
-        assert name in res.stdout
+    res = run([python, pyzfile, "--version"], env, work, offline)  # the first start extracts, on this interpreter
+    assert res.returncode == 0 and res.stdout.startswith("nexa "), res.stderr
 
-    res = run([python, pyzfile, "sweep", "--config", sweep, "--out", work / "run"], env, work, offline)
-    assert res.returncode == 0, res.stderr
-    assert "3 task(s)" in res.stdout and "Planned only" in res.stdout
-    spec = json.loads((work / "run" / "spec.json").read_text())
-    script = work / "run" / "pyz-check.sbatch"
-    assert f"{pyzfile}/site-packages" in script.read_text()  # compute nodes import the worker from the pyz
+    # The same sweep file planned on 3.11 and on this interpreter, into the same folder.
+    plan = work / "run"
+    planned = {}
+    for who in (reference, python):
+        shutil.rmtree(str(plan), ignore_errors=True)
+        res = run([who, pyzfile, "sweep", "--config", sweep, "--out", plan], env, work, offline)
+        assert res.returncode == 0, res.stderr
+        planned[who] = [(plan / name).read_bytes() for name in ("spec.json", "pyz-check.sbatch")]
+    assert planned[python] == planned[reference], f"{version} planned another spec.json or script than 3.11"
+    spec = json.loads(planned[python][0])
+    kept = [t["params"] for t in spec["tasks"]]
+    assert spec["count"] == 2 * len(HOSTILE) - 1 and {"msg": HOSTILE[1], "n": 2} not in [{"msg": p["msg"], "n": p["n"]} for p in kept]
+    assert "Planned only" in res.stdout and f"{pyzfile}/site-packages" in planned[python][1].decode()
 
-    res = run([python, pyzfile, "worker", "--spec", work / "run" / "spec.json", "--task-id", "0", "--dry-run"], env, work, offline)
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout) == spec["tasks"][0]["argv"]
-
-    # The compute-node side, as Slurm would run the script: `python3 -S -c <stub> nexa.pyz/site-packages`.
+    # The compute-node side, as Slurm would run the script: `python3 -S -c <stub> nexa.pyz/site-packages`,
+    # with this interpreter as the node's python3. It imports no dataclasses: on 3.7+ the
+    # backport in site-packages (first on sys.path there) would shadow the standard library's.
     node_bin = tmp_path / "node-bin"
     node_bin.mkdir()
     os.symlink(python, str(node_bin / "python3"))
-    node_env = dict(env, PATH=f"{node_bin}:{env['PATH']}", SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_JOB_ID="77")
+    node_env = dict(env, PATH=f"{node_bin}:{env['PATH']}", SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_JOB_ID="77", PYTHONVERBOSE="1")
+    script = plan / "pyz-check.sbatch"
     res = run(["bash", script], node_env, work, offline)
     assert res.returncode == 0, res.stderr
-    task1 = json.loads((probe / "1.json").read_text())
-    assert task1 == {"argv": ["--lr=0.01"], "python": [int(x) for x in version.split(".")]}
-    assert json.loads((work / "run" / "tasks" / "1.end.json").read_text())["exit_code"] == 0
+    assert imported("nexa_ops.worker", res.stderr) and not imported("dataclasses", res.stderr), res.stderr
+    seen = json.loads((probe / "1.json").read_text())
+    assert seen == {"argv": spec["tasks"][1]["argv"][2:], "python": [int(x) for x in version.split(".")]}
+    assert json.loads((plan / "tasks" / "1.end.json").read_text())["exit_code"] == 0
     # That first task left the worker's compiled code in the run folder: the next one loads
     # it instead of reading the zip and compiling (zipimport caches no bytecode).
-    (cached,) = (work / "run").glob(".nexa-worker.*.pyc")
-    res = run(["bash", script], dict(node_env, SLURM_ARRAY_TASK_ID="2", PYTHONVERBOSE="1"), work, offline)
-    assert res.returncode == 0 and "import 'nexa_ops" not in res.stderr, res.stderr
-    assert json.loads((probe / "2.json").read_text())["argv"] == ["--lr=0.001"]
+    (cached,) = plan.glob(".nexa-worker.*.pyc")
+    res = run(["bash", script], dict(node_env, SLURM_ARRAY_TASK_ID="2"), work, offline)
+    assert res.returncode == 0 and not imported("nexa_ops", res.stderr), res.stderr
+    assert json.loads((probe / "2.json").read_text())["argv"] == spec["tasks"][2]["argv"][2:]
+    for seen in probe.iterdir():
+        seen.unlink()
 
-    res = run([python, pyzfile, "sweep", "--config", sweep, "--local", "--out", work / "local"], env, work, offline)
+    local = work / "local"
+    res = run([python, pyzfile, "sweep", "--config", sweep, "--local", "--out", local], env, work, offline)
     assert res.returncode == 0, res.stderr
-    assert "3 succeeded, 0 failed" in res.stdout
-    assert sorted(p.name for p in probe.iterdir()) == ["0.json", "1.json", "2.json"]
+    assert f"{spec['count']} succeeded, 0 failed" in res.stdout
+    for task in spec["tasks"]:
+        assert json.loads((probe / f"{task['index']}.json").read_text())["argv"] == task["argv"][2:]
 
+    for argv, check in PER_PYTHON:
+        argv = [a.replace("{plan}", str(plan)).replace("{local}", str(local)).replace("{sweep}", str(sweep)) for a in argv]
+        res = run([python, pyzfile, *argv], env, work, offline)
+        assert res.returncode == 0 and "Traceback" not in res.stderr, f"nexa {' '.join(argv)}: {res.stderr}"
+        assert check(res.stdout, spec), f"nexa {' '.join(argv)} on {version}:\n{res.stdout}"
+
+    assert not (work / "pwned").exists()
     assert list(home.iterdir()) == [], "nexa.pyz wrote into $HOME"
     roots = list(tmpd.iterdir())
     assert len(roots) == 1 and roots[0].name.endswith("-shiv") and stat.S_IMODE(roots[0].stat().st_mode) == 0o700
@@ -238,6 +336,37 @@ def test_help_prints_the_pages_from_the_pyz_alone(nexa_pyz, tmp_path, offline):
     assert res.returncode == 2 and res.stderr.startswith("nexa: error: help: unknown topic 'sweeps' (did you mean 'sweep'?)")
     assert res.stderr.count("\n") == 1
     assert sorted(p.name for p in app.iterdir()) == ["nexa.pyz"] and list(home.iterdir()) == []
+
+
+DATACLASSES_AFTER = """
+import json, runpy, sys
+sys.argv = [sys.argv[1], "--version"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit:
+    pass
+import dataclasses
+print(json.dumps([dataclasses.__file__, sys.prefix]))
+"""
+
+
+@pytest.mark.parametrize("version", ["3.6", "3.7", "3.13"])
+def test_dataclasses_backport_only_where_the_standard_library_lacks_it(version, nexa_pyz, tmp_path):
+    """The backport ships for 3.6; on 3.7+ shiv's bootstrap (and our warm start) put the
+    zipapp's site-packages after the standard library, whose dataclasses wins."""
+    python = require_python(version)
+    home, tmpd = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmpd.mkdir()
+    env = clean_env(home, tmpd)
+    for start in ("cold", "warm"):
+        res = run([python, "-c", DATACLASSES_AFTER, nexa_pyz], env, tmp_path)
+        assert res.returncode == 0, res.stderr
+        where, prefix = json.loads(res.stdout.splitlines()[-1])
+        if version == "3.6":
+            assert "-shiv/nexa.pyz_" in where and where.endswith("/site-packages/dataclasses.py"), start
+        else:
+            assert where == os.path.join(prefix, "lib", f"python{version}", "dataclasses.py"), start
 
 
 SYS_PATH_AFTER = """
@@ -273,7 +402,7 @@ def test_warm_start_matches_shiv_bootstrap(nexa_pyz, tmp_path):
 
 
 def test_32_concurrent_first_runs_all_succeed(nexa_pyz, tmp_path):
-    python = require_python("3.8")
+    python = require_python("3.6")  # shiv's bootstrap and its extraction lock on the oldest Python
     home, tmpd = tmp_path / "home", tmp_path / "tmp"
     home.mkdir()
     tmpd.mkdir()
@@ -350,12 +479,14 @@ def test_cache_clean_removes_other_builds_only(nexa_pyz, tmp_path, nexa_cli):
     assert [p.name for p in extraction_dirs(root)] == [f"nexa.pyz_{current}"]
 
 
-def test_code_runs_on_python_38_per_vermin():
-    """Static check on top of the real runs: nothing in nexa_ops needs more than 3.8.
+def test_code_runs_on_python_36_per_vermin():
+    """Static check on top of the real runs: nothing in nexa_ops needs more than 3.6.
 
-    ``tomllib`` is excluded: nexa_ops/toml.py imports it only on 3.11+ (tomli below)."""
+    ``tomllib`` is excluded: nexa_ops/toml.py imports it only on 3.11+ (tomli below);
+    ``dataclasses`` counts as the backport nexa.pyz ships for 3.6."""
     vermin = shutil.which("vermin") or str(Path(sys.executable).parent / "vermin")
     require(os.access(vermin, os.X_OK), "vermin not installed (pip install vermin)")
-    argv = [vermin, "-t=3.8-", "--no-tips", "--violations", "--eval-annotations", "--exclude", "tomllib", "nexa_ops", "tasks.py"]
+    argv = [vermin, "-t=3.6-", "--no-tips", "--violations", "--eval-annotations", "--exclude", "tomllib", "--backport", "dataclasses"]
+    argv += ["nexa_ops", "tasks.py"]
     res = subprocess.run(argv, cwd=str(ROOT), capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -1,8 +1,9 @@
 """The compute-node side proven from the built nexa.pyz: a sweep planned and submitted by
 `python3 nexa.pyz` from an empty folder runs on the real Slurm with the worker imported
-straight from the zipapp."""
+straight from the zipapp, on the oldest (3.6, RHEL 8's python3) and the newest CPython."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,26 +19,34 @@ PROBE = ROOT / "tests" / "data" / "argv_probe.py"
 HOSTILE = ["a b", "it's", "$(touch pwned)", "ünïcødé ✓", "--dash"]
 
 
-@pytest.mark.parametrize("version", ["3.8", "3.13"])
+@pytest.mark.parametrize("version", ["3.6", "3.13"])
 def test_sweep_from_pyz_runs_on_slurm(slurm_cluster, nexa_pyz, tmp_path, version):
+    """3.6: the login node's and the compute nodes' `python3` on PATH is 3.6 (the default
+    `[cluster] python`, as on RHEL 8); 3.13: `[cluster] python` names the interpreter."""
     python = require_python(version)
     work = tmp_path / "cluster home"
     work.mkdir()
     pyz = shutil.copy(nexa_pyz, work / "nexa.pyz")
     probe = work / "probe"
     probe.mkdir()
-    (work / "nexa.toml").write_text(f'[cluster]\npython = "{python}"\npyz_path = "{pyz}"\n')
+    node_bin = tmp_path / "bin"
+    node_bin.mkdir()
+    os.symlink(python, str(node_bin / "python3"))
+    cluster = f'pyz_path = "{pyz}"\n' + (f'python = "{python}"\n' if version != "3.6" else "")
+    (work / "nexa.toml").write_text("[cluster]\n" + cluster)
     grid = {"msg": HOSTILE, "n": list(range(6))}
     lines = ['name = "from-pyz"', f"command = [{json.dumps(sys.executable)}, {json.dumps(str(PROBE))}]", "[grid]"]
     lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in grid.items()]
     (work / "sweep.toml").write_text("\n".join(lines) + "\n[resources]\nmax_parallel = 8\n", encoding="utf-8")
     env = clean_env(tmp_path / "home", tmp_path, PROBE_DIR=str(probe))
+    env["PATH"] = f"{node_bin}:{env['PATH']}"  # sbatch hands the submitting shell's PATH to the job
     (tmp_path / "home").mkdir()
     out = subprocess.run([python, str(pyz), "sweep", "--config", "sweep.toml", "--submit", "--out", "run"],
                          cwd=str(work), env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     script = (work / "run" / "from-pyz.sbatch").read_text()
     assert f"{pyz}/site-packages" in script
+    assert ("\npython3 -S -c " if version == "3.6" else f"\n{python} -S -c ") in script
     manifest = json.loads((work / "run" / "manifest.json").read_text())
     assert len(manifest["job_ids"]) == 2  # 30 tasks > MaxArraySize 25: chunked
     slurm_cluster.wait(manifest["job_ids"], timeout=180)
@@ -48,4 +57,18 @@ def test_sweep_from_pyz_runs_on_slurm(slurm_cluster, nexa_pyz, tmp_path, version
         assert seen["argv"] == task["argv"][2:]
         end = json.loads((work / "run" / "tasks" / f"{task['index']}.end.json").read_text())
         assert end["exit_code"] == 0
+    # Following the run, from the zipapp on the same interpreter.
+    follow = {
+        ("wait", "run", "--timeout", "60"): "all 30 task(s) completed",
+        ("status", "run"): "30 COMPLETED",
+        ("logs", "run", "--task", "7"): "",
+        ("cost.reconcile",): "finished",
+        ("cancel", "run"): "",
+    }
+    for argv, expected in follow.items():
+        res = subprocess.run([python, str(pyz), *argv], cwd=str(work), env=env, capture_output=True, text=True)
+        assert res.returncode == 0 and expected in res.stdout + res.stderr, f"nexa {' '.join(argv)}: {res.stdout}{res.stderr}"
+    # The worker ran on this interpreter: it left its bytecode cache for that cache tag only.
+    tag = "cpython-" + version.replace(".", "")
+    assert [p.name for p in (work / "run").glob(".nexa-worker.*.pyc")] == [f".nexa-worker.{tag}.pyc"]
     assert not (work / "pwned").exists()

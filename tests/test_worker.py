@@ -9,6 +9,7 @@ import pytest
 from nexa_ops import worker
 from nexa_ops.resources import package_root
 from nexa_ops.sweep.script import BATCH_STUB, WORKER_STUB
+from tests.services.pyz import require_python
 
 
 @pytest.fixture
@@ -183,3 +184,22 @@ def test_index_out_of_range_is_the_same_error(spec, tmp_path):
     (tmp_path / "spec.argv").write_bytes(index_bytes(str(spec), "/", "/", [["a"]] * 3))
     out = run_worker("--spec", str(spec), "--task-id", "5")
     assert out.returncode == 2 and "task index 5 out of range (0..2)" in out.stderr
+
+
+def test_worker_and_batch_stub_on_the_oldest_python(spec, tmp_path):
+    """Compute nodes may have only RHEL 8's python3 (3.6): the stub, the worker, its bytecode
+    cache and its errors work there as on the Python that planned the run."""
+    python = require_python("3.6")
+    env = {"PATH": "/usr/bin:/bin"}
+    cache = tmp_path / ".nexa-worker"
+    for index in ("1", "2"):  # the first task imports and saves the worker, the second loads it
+        out = subprocess.run([python, "-S", "-c", BATCH_STUB, str(package_root()), str(cache), "--spec", str(spec), "--task-id", index],
+                             capture_output=True, text=True, env=env)
+        assert out.returncode == int(index) and f"['{index}', 'a b']" in out.stdout, out.stderr
+    assert [p.name for p in tmp_path.glob(".nexa-worker.*")] == [".nexa-worker.cpython-36.pyc"]
+    dry = subprocess.run([python, "-S", "-c", WORKER_STUB, str(package_root()), "--spec", str(spec), "--task-id", "0", "--dry-run"],
+                         capture_output=True, text=True, env=env)
+    assert dry.returncode == 0 and json.loads(dry.stdout)[-2:] == ["0", "a b"]
+    bad = subprocess.run([python, "-S", "-c", WORKER_STUB, str(package_root()), "--spec", str(spec), "--task-id", "9"],
+                         capture_output=True, text=True, env=env)
+    assert (bad.returncode, bad.stderr) == (2, f"nexa worker: error: {spec}: task index 9 out of range (0..2)\n")

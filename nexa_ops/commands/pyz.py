@@ -11,7 +11,7 @@ from .common import echo, nexa_task
     }
 )
 def build(c, config=None, output=None, dry_run=False):
-    """Build dist/nexa.pyz: nexa and its pinned dependencies in one zipapp for CPython 3.8-3.13."""
+    """Build dist/nexa.pyz: nexa and its pinned dependencies in one zipapp for CPython 3.6-3.13."""
     from .. import pyz
 
     settings = pyz.load_settings(config)

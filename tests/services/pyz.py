@@ -1,5 +1,5 @@
 """Session fixture: a freshly built ``nexa.pyz`` (shared by the zipapp tests and the Slurm
-end-to-end tests that run the sweep from the zipapp), and the pyenv interpreters 3.8-3.13."""
+end-to-end tests that run the sweep from the zipapp), and the pyenv interpreters 3.6-3.13."""
 
 import glob
 import importlib.util
@@ -13,8 +13,9 @@ import pytest
 
 from tests.conftest import ROOT, require
 
-#: Every CPython the zipapp must run on (the machines have them all through pyenv).
-PYTHONS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")
+#: Every CPython the zipapp must run on (the machines have them all through pyenv): 3.6 is
+#: RHEL 8's python3, still common on HPC login and compute nodes.
+PYTHONS = ("3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13")
 
 
 def pyenv_python(version: str) -> Optional[str]:
