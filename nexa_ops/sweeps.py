@@ -161,6 +161,7 @@ def _write_plan(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], ru
     except OSError as exc:
         raise ConfigError(f"cannot make the log folder {log_dir}: {exc.strerror}", _project(config), "cluster.log_dir") from None
     (run_dir / "tasks").mkdir(exist_ok=True)
+    (run_dir / "metrics").mkdir(exist_ok=True)  # $NEXA_METRICS_FILE of every task: made once, here
     workdir = config.root
     spec_path = run_dir / runs.SPEC
     text = json.dumps(spec_document(defn, tasks, run_dir, workdir), ensure_ascii=False)

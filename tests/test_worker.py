@@ -183,3 +183,16 @@ def test_index_out_of_range_is_the_same_error(spec, tmp_path):
     (tmp_path / "spec.argv").write_bytes(index_bytes(str(spec), "/", "/", [["a"]] * 3))
     out = run_worker("--spec", str(spec), "--task-id", "5")
     assert out.returncode == 2 and "task index 5 out of range (0..2)" in out.stderr
+
+
+def test_the_task_gets_its_metrics_file(tmp_path):
+    """$NEXA_METRICS_FILE = <run>/metrics/<index>.jsonl; the worker makes no folder for it
+    (the plan did, once), so its start-up stays as it was."""
+    code = "import os; print(os.environ['NEXA_METRICS_FILE'])"
+    task = {"index": 0, "params": {}, "argv": [sys.executable, "-c", code]}
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"schema": 1, "name": "t", "workdir": str(tmp_path), "run_dir": str(tmp_path / "run"), "tasks": [task]}))
+    out = run_worker("--spec", str(spec), "--task-id", "0")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{tmp_path}/run/metrics/0.jsonl"
+    assert not (tmp_path / "run" / "metrics").exists()
