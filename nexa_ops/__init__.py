@@ -52,6 +52,9 @@ _API = {
     "cancel": "track",
     "resubmit_failed": "track",
     "logs": "track",
+    # results: which configuration won
+    "load_results": "results",
+    "best_config": "results",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -15,7 +15,7 @@ from invoke import Argument, Collection, Exit, ParseError, Program
 
 from . import __version__
 
-COMMAND_MODULES = ("sweep", "launch", "track", "cost", "sync", "teardown", "containers", "monitor", "pyz")
+COMMAND_MODULES = ("sweep", "launch", "track", "results", "cost", "sync", "teardown", "containers", "monitor", "pyz")
 
 
 def build_namespace() -> Collection:

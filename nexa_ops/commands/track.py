@@ -138,12 +138,16 @@ def progress_printer(stream: Any = None, every: float = 60.0) -> Callable[[Any],
 
 
 def wait_and_report(run: Any, config: Any, poll: float = 5.0, timeout: Optional[float] = None, every: float = 60.0) -> None:
-    """Wait with progress, print the failed tasks, exit 1 when any failed (shared with sweep --wait)."""
+    """Wait with progress, print the top 5 by their metrics (when they wrote some) and the
+    failed tasks, exit 1 when any failed (shared with sweep --wait)."""
     from invoke import Exit
 
     from .. import track
 
     st = track.wait(run, poll=poll, timeout=timeout, progress=progress_printer(every=every), config=config)
+    from .results import print_top
+
+    print_top(st.run_dir, config, status=st)
     failed = [t for t in st.tasks if t.bucket == "failed"]
     if failed:
         from tabulate import tabulate
