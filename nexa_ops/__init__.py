@@ -53,6 +53,9 @@ _API = {
     "cancel": "control",
     "resubmit_failed": "control",
     "logs": "track",
+    # results: which configuration won
+    "load_results": "results",
+    "best_config": "results",
 }
 
 __all__ = sorted(_API) + ["__version__"]

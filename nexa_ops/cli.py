@@ -16,7 +16,7 @@ from invoke import Argument, Collection, Executor, Exit, ParseError, Program
 from . import __version__
 from .errors import NexaError, os_error_message
 
-COMMAND_MODULES = ("sweep", "launch", "track", "cost", "sync", "teardown", "containers", "monitor", "pyz", "help")
+COMMAND_MODULES = ("sweep", "launch", "track", "results", "cost", "sync", "teardown", "containers", "monitor", "pyz", "help")
 
 
 class NexaExecutor(Executor):

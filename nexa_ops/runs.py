@@ -32,6 +32,7 @@ SPEC = "spec.json"
 TASKS = "tasks"
 ATTEMPTS = "attempts"
 LOGS = "logs"
+METRICS = "metrics"  # <index>.jsonl: what each task reported ($NEXA_METRICS_FILE)
 
 RunRef = Union[None, str, Path]
 
@@ -43,6 +44,8 @@ RunRef = Union[None, str, Path]
 PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD", "PLANNED"})
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "STOPPED", "RESIZING"})
 DONE_STATES = frozenset({"COMPLETED"})
+FAILED_STATES = frozenset({"FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "UNKNOWN"})
+STATES = PENDING_STATES | RUNNING_STATES | DONE_STATES | FAILED_STATES  # what a task row may show
 BUCKETS = ("pending", "running", "done", "failed")
 
 

@@ -235,6 +235,8 @@ def main(argv=None):
     os.environ["NEXA_TASK_INDEX"] = str(index)
     if run_dir:
         os.environ["NEXA_RUN_DIR"] = run_dir
+        # The program appends its metrics here (nexa results); the folder was made with the run.
+        os.environ["NEXA_METRICS_FILE"] = f"{run_dir}/metrics/{index}.jsonl"
         try:
             record_start(run_dir, index)
         except OSError as exc:

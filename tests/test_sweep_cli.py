@@ -188,3 +188,6 @@ def test_the_quick_start_runs_the_example_sweep_end_to_end():
     assert "6 succeeded, 0 failed" in out.stdout
     results = [line for line in out.stdout.splitlines() if line.startswith("task ") and ":" in line]
     assert len(results) == 6 and all("final_loss=" in line for line in results)
+    # then which configuration won: the tasks' metrics ranked, and drawn
+    assert "Top 5 by loss (last, min)" in out.stdout and out.stdout.count("best: task ") == 2
+    assert (ROOT / "runs" / "quickstart" / "results.svg").read_text().startswith("<svg")

@@ -452,7 +452,8 @@ def test_stale_end_record_is_removed_when_a_new_attempt_starts(script):
 def test_run_is_positional_only_when_a_word_is_given():
     from invoke import Task
 
-    from nexa_ops.commands.track import logs, run_word_given
+    from nexa_ops.commands.common import run_word_given
+    from nexa_ops.commands.track import logs
 
     args = Task.get_arguments(logs)
     assert not run_word_given(["logs"], "logs", args)

@@ -203,3 +203,16 @@ def test_worker_and_batch_stub_on_the_oldest_python(spec, tmp_path):
     bad = subprocess.run([python, "-S", "-c", WORKER_STUB, str(package_root()), "--spec", str(spec), "--task-id", "9"],
                          capture_output=True, text=True, env=env)
     assert (bad.returncode, bad.stderr) == (2, f"nexa worker: error: {spec}: task index 9 out of range (0..2)\n")
+
+
+def test_the_task_gets_its_metrics_file(tmp_path):
+    """$NEXA_METRICS_FILE = <run>/metrics/<index>.jsonl; the worker makes no folder for it
+    (the plan did, once), so its start-up stays as it was."""
+    code = "import os; print(os.environ['NEXA_METRICS_FILE'])"
+    task = {"index": 0, "params": {}, "argv": [sys.executable, "-c", code]}
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"schema": 1, "name": "t", "workdir": str(tmp_path), "run_dir": str(tmp_path / "run"), "tasks": [task]}))
+    out = run_worker("--spec", str(spec), "--task-id", "0")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{tmp_path}/run/metrics/0.jsonl"
+    assert not (tmp_path / "run" / "metrics").exists()

@@ -2,9 +2,10 @@
 
 import functools
 import sys
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
-from invoke import task
+from invoke import Task, task
+from invoke.parser import Argument
 
 #: ``--project`` of every task: the project file.
 PROJECT_HELP = "Project file (default: ./nexa.toml or $NEXA_CONFIG)."
@@ -93,3 +94,52 @@ def parse_int(text: Any, option: str, minimum: Optional[int] = None) -> Optional
     if minimum is not None and number < minimum:
         raise ConfigError(f"{option}: expected an integer >= {minimum}, got {number}")
     return number
+
+
+class OptionalRun(Task):
+    """A task whose RUN may be given as a word or left out (the latest run).
+
+    Invoke only knows required positionals, so ``run`` is made positional exactly when the
+    command line holds a word for it: the first word after the task name that is neither a
+    flag, a flag's value nor another task's name.
+    """
+
+    def get_arguments(self, ignore_unknown_help: Optional[bool] = None) -> List[Argument]:
+        args = super().get_arguments(ignore_unknown_help)
+        if not run_word_given(sys.argv[1:], self.name, args):
+            for arg in args:
+                arg.positional = False
+        return sorted(args, key=lambda a: not a.positional)
+
+
+def run_word_given(argv: Sequence[str], name: str, args: Sequence[Argument]) -> bool:
+    """Whether ``argv`` has a RUN word for task ``name`` (see ``OptionalRun``)."""
+    from ..cli import ns, program
+
+    dashed = name.replace("_", "-")
+    if dashed not in argv:
+        return False
+    takes_value = {}
+    for arg in [*program.core_args(), *args]:  # core flags such as --config FILE may follow the task
+        for flag in arg.names:
+            takes_value[("-" if len(flag) == 1 else "--") + flag] = arg.kind is not bool and not arg.optional
+    words = iter(argv[argv.index(dashed) + 1 :])
+    for word in words:
+        if word == "--" or word in ns.task_names:
+            return False
+        if word.startswith("-"):
+            if "=" not in word and takes_value.get(word, False):
+                next(words, None)
+            continue
+        return True
+    return False
+
+
+RUN_HELP = "Run folder or run id under the runs directory (default: the latest run). Also accepted positionally."
+
+
+def load_project(project: Optional[str]) -> Any:
+    """The project's ``NexaConfig`` from ``--project`` (else found as always)."""
+    from ..config import load_config
+
+    return load_config(project)

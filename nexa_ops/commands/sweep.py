@@ -51,6 +51,9 @@ def sweep(c, config=None, project=None, out=None, submit=False, local=False, max
     elif local:
         run_sweep_locally(artifacts, defn, cfg)
         failed = _print_local(artifacts)
+        from .results import print_top
+
+        print_top(artifacts.run_dir, cfg)
         if failed:
             from invoke import Exit
 

@@ -2,60 +2,9 @@
 
 import sys
 import time
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Optional
 
-from invoke import Task
-from invoke.parser import Argument
-
-from .common import PROJECT_HELP, echo, nexa_task, parse_float, parse_int
-
-
-class OptionalRun(Task):
-    """A task whose RUN may be given as a word or left out (the latest run).
-
-    Invoke only knows required positionals, so ``run`` is made positional exactly when the
-    command line holds a word for it: the first word after the task name that is neither a
-    flag, a flag's value nor another task's name.
-    """
-
-    def get_arguments(self, ignore_unknown_help: Optional[bool] = None) -> List[Argument]:
-        args = super().get_arguments(ignore_unknown_help)
-        if not run_word_given(sys.argv[1:], self.name, args):
-            for arg in args:
-                arg.positional = False
-        return sorted(args, key=lambda a: not a.positional)
-
-
-def run_word_given(argv: Sequence[str], name: str, args: Sequence[Argument]) -> bool:
-    """Whether ``argv`` has a RUN word for task ``name`` (see ``OptionalRun``)."""
-    from ..cli import ns, program
-
-    dashed = name.replace("_", "-")
-    if dashed not in argv:
-        return False
-    takes_value = {}
-    for arg in [*program.core_args(), *args]:  # core flags such as --config FILE may follow the task
-        for flag in arg.names:
-            takes_value[("-" if len(flag) == 1 else "--") + flag] = arg.kind is not bool and not arg.optional
-    words = iter(argv[argv.index(dashed) + 1 :])
-    for word in words:
-        if word == "--" or word in ns.task_names:
-            return False
-        if word.startswith("-"):
-            if "=" not in word and takes_value.get(word, False):
-                next(words, None)
-            continue
-        return True
-    return False
-
-
-RUN_HELP = "Run folder or run id under the runs directory (default: the latest run). Also accepted positionally."
-
-
-def _config(project: Optional[str]) -> Any:
-    from ..config import load_config
-
-    return load_config(project)
+from .common import PROJECT_HELP, RUN_HELP, OptionalRun, echo, load_project, nexa_task, parse_float, parse_int
 
 
 @nexa_task(
@@ -69,7 +18,7 @@ def status(c, run=None, json=False, project=None):
 
     from .. import track
 
-    st = track.status(run, config=_config(project))
+    st = track.status(run, config=load_project(project))
     if json:
         echo(_json.dumps(st.to_json(), indent=2, default=str))
         return
@@ -137,12 +86,16 @@ def progress_printer(stream: Any = None, every: float = 60.0) -> Callable[[Any],
 
 
 def wait_and_report(run: Any, config: Any, poll: float = 5.0, timeout: Optional[float] = None, every: float = 60.0) -> None:
-    """Wait with progress, print the failed tasks, exit 1 when any failed (shared with sweep --wait)."""
+    """Wait with progress, print the top 5 by their metrics (when they wrote some) and the
+    failed tasks, exit 1 when any failed (shared with sweep --wait)."""
     from invoke import Exit
 
     from .. import track
 
     st = track.wait(run, poll=poll, timeout=timeout, progress=progress_printer(every=every), config=config)
+    from .results import print_top
+
+    print_top(st.run_dir, config, status=st)
     failed = [t for t in st.tasks if t.bucket == "failed"]
     if failed:
         from tabulate import tabulate
@@ -168,7 +121,7 @@ def wait(c, run=None, poll=None, timeout=None, every=None, project=None):
     """wait [RUN]: wait until every task of a run has ended, with progress; exit 1 when any failed."""
     wait_and_report(
         run,
-        _config(project),
+        load_project(project),
         poll=parse_float(poll, "--poll", minimum=0) or 5.0,
         timeout=parse_float(timeout, "--timeout", minimum=0),
         every=parse_float(every, "--every", minimum=0) or 60.0,
@@ -190,7 +143,7 @@ def logs(c, run=None, task=None, follow=False, project=None):
     from .. import track
     from ..errors import ConfigError
 
-    cfg = _config(project)
+    cfg = load_project(project)
     found = track.logs(run, parse_int(task, "--task"), config=cfg)
     if found.out is None:
         raise ConfigError(f"task {found.index} has no log yet ({found.state}): it has not been submitted")
@@ -226,7 +179,7 @@ def cancel(c, run=None, task=None, dry_run=False, project=None):
     """cancel [RUN]: cancel a run's Slurm jobs, or one task; a task that already ended is not an error."""
     from .. import control
 
-    result = control.cancel(run, parse_int(task, "--task"), dry_run=dry_run, config=_config(project))
+    result = control.cancel(run, parse_int(task, "--task"), dry_run=dry_run, config=load_project(project))
     if result.finished:
         echo(f"{result.run_id}: task {result.finished[0]} had already ended; nothing to cancel")
     elif not dry_run:
@@ -251,7 +204,7 @@ def resubmit(c, run=None, failed=False, wait=False, dry_run=False, project=None)
 
     if not failed:
         raise ConfigError("resubmit needs --failed (the only selection there is)")
-    cfg = _config(project)
+    cfg = load_project(project)
     result = control.resubmit_failed(run, dry_run=dry_run, config=cfg)
     if not result.indices:
         echo(f"{result.run_id}: no failed tasks; nothing to resubmit")

@@ -178,7 +178,12 @@ def launch(
     manifest = _manifest(result, spec, cwd)
     runs.write_manifest(result.run_dir, manifest)
     started = time.monotonic()
-    extra = {"NEXA_RUN_DIR": str(result.run_dir), "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1")}
+    (result.run_dir / runs.METRICS).mkdir()
+    extra = {
+        "NEXA_RUN_DIR": str(result.run_dir),
+        "NEXA_METRICS_FILE": str(result.run_dir / runs.METRICS / "0.jsonl"),  # a launch is task 0 of its run
+        "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1"),
+    }
     result.exit_code = run_streamed([program] + argv[1:], result.log_path, env=extra, cwd=str(cwd))
     result.seconds = time.monotonic() - started
     if result.exit_code != 0 and spec.mode == "ddp":
@@ -408,6 +413,7 @@ def _launch_slurm(
         out.flush()
         slurm.sbatch(str(script_path), options=options, dry_run=True)
         return result
+    (run_dir / runs.METRICS).mkdir(exist_ok=True)  # $NEXA_METRICS_FILE, exported by the script
     atomic_write_text(run_dir / "launch.env", plan.env_file(values), mode=0o600)
     atomic_write_text(run_dir / "launch_ddp.sh", read_text("bin/launch_ddp.sh"), mode=0o755)
     atomic_write_text(script_path, script, mode=0o755)

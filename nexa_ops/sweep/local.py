@@ -38,6 +38,7 @@ def run_local(
     log_dir = log_dir or run_dir / runs.LOGS
     log_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / runs.TASKS).mkdir(parents=True, exist_ok=True)
+    (run_dir / runs.METRICS).mkdir(exist_ok=True)  # the worker gives each task $NEXA_METRICS_FILE in it
     env = {"NEXA_RUN_DIR": str(run_dir)}
     pending = list(range(count))
     pending.reverse()

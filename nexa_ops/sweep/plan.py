@@ -121,6 +121,7 @@ def _write_plan(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], ru
     except OSError as exc:
         raise ConfigError(f"cannot make the log folder {log_dir}: {exc.strerror}", config.where, "cluster.log_dir") from None
     (run_dir / runs.TASKS).mkdir(exist_ok=True)
+    (run_dir / runs.METRICS).mkdir(exist_ok=True)  # $NEXA_METRICS_FILE of every task: made once, here
     workdir = config.root
     spec_path = run_dir / runs.SPEC
     text = json.dumps(runs.spec_document(defn.name, defn.campaign, defn.command, workdir, run_dir, tasks), ensure_ascii=False)
