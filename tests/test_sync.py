@@ -11,6 +11,7 @@ from nexa_ops.config import SyncConfig, load_config
 from nexa_ops.errors import ConfigError, Refused, ToolError
 from nexa_ops.sync import (
     MARKER,
+    USER_WORDS,
     check_dest_probe,
     check_dest_text,
     make_plan,
@@ -22,6 +23,7 @@ from nexa_ops.tools import rsync as rs
 from tests.services.sshd import free_port
 
 SMALL_FILES = 2000
+HOST_WORDS = "expected a host name (letters, digits, '-', '.'), an IPv4 address or an [IPv6] address"
 
 # --- pure ----------------------------------------------------------------------------------
 
@@ -63,12 +65,13 @@ def test_runs_dir_elsewhere_in_the_tree_is_excluded_too(tmp_path):
 @pytest.mark.parametrize(
     "kw, flag",
     [
-        ({"host": "-oProxyCommand=x"}, "--host: expected a host name, got '-oProxyCommand=x'"),
+        ({"host": "-oProxyCommand=x"}, f"--host: {HOST_WORDS}, got '-oProxyCommand=x'"),
         ({"host": "a b"}, "--host: expected a host name"),
-        ({"host": ""}, "--host: expected a host name, got ''"),
-        ({"host": "-u@h"}, "--host: expected a user name before '@', got '-u'"),
-        ({"user": "-x"}, "--user: expected a user name, got '-x'"),
+        ({"host": ""}, f"--host: {HOST_WORDS}, got ''"),
+        ({"host": "-u@h"}, f"--host: expected a user name before '@' ({USER_WORDS}), got '-u'"),
+        ({"user": "-x"}, f"--user: expected a user name ({USER_WORDS}), got '-x'"),
         ({"user": "a\nb"}, "--user: expected a user name"),
+        ({"dest": "a\nb"}, "--dest: expected a one-line path without control characters"),
         ({"port": 0}, "--port: expected a port between 1 and 65535, got 0"),
         ({"port": 70000}, "--port: expected a port between 1 and 65535, got 70000"),
         ({"identity": "/nonexistent/key"}, "--identity: identity file '/nonexistent/key' does not exist"),
@@ -91,7 +94,7 @@ def test_bad_options_name_the_option_not_the_file(tmp_path, kw, flag):
         (SyncConfig(), "/p/nexa.toml: sync.host: no host to sync to: pass --host or set host in [sync]"),
         (SyncConfig(host="-oProxyCommand=x"), "/p/nexa.toml: sync.host: expected a host name"),
         (SyncConfig(host="-u@h"), "/p/nexa.toml: sync.host: expected a user name before '@'"),
-        (SyncConfig(host="h", user="a b"), "/p/nexa.toml: sync.user: expected a user name, got 'a b'"),
+        (SyncConfig(host="h", user="a b"), f"/p/nexa.toml: sync.user: expected a user name ({USER_WORDS}), got 'a b'"),
         (SyncConfig(host="h", port=0), "/p/nexa.toml: sync.port: expected a port between 1 and 65535, got 0"),
         (SyncConfig(host="h", identity="/nonexistent/key"), "/p/nexa.toml: sync.identity: identity file"),
         (SyncConfig(host="h", dest=" "), "/p/nexa.toml: sync.dest: expected a destination path"),
@@ -116,8 +119,8 @@ def test_cli_bad_options_name_the_option_without_a_project_file(tmp_path, nexa_c
     for args, message in (
         (["--port", "0"], "--port: expected a port between 1 and 65535, got 0"),
         (["--port", "abc"], "--port: expected an integer, got 'abc'"),
-        (["--host=-x"], "--host: expected a host name, got '-x'"),
-        (["--user=-x"], "--user: expected a user name, got '-x'"),
+        (["--host=-x"], f"--host: {HOST_WORDS}, got '-x'"),
+        (["--user=-x"], f"--user: expected a user name ({USER_WORDS}), got '-x'"),
         (["--identity", str(tmp_path / "missing")], f"--identity: identity file '{tmp_path / 'missing'}' does not exist"),
     ):
         argv = ["sync", "--host", "127.0.0.1", *args] if not args[0].startswith("--host") else ["sync", *args]
@@ -154,6 +157,55 @@ def test_guard_on_probe_answers():
         check_dest_probe("link", rs.DestProbe(home, home, "nonempty"), force=True)
     with pytest.raises(Refused, match="resolves to '/'"):
         check_dest_probe("link", rs.DestProbe(home, "/", "nonempty"), force=True)
+
+
+@pytest.mark.parametrize(
+    "host, login, ssh_login",
+    [
+        ("head", "head", "head"),
+        ("me@head.cluster.example.org", "me@head.cluster.example.org", "me@head.cluster.example.org"),
+        ("gpu_head-2", "gpu_head-2", "gpu_head-2"),  # an ssh config alias
+        ("10.0.0.1", "10.0.0.1", "10.0.0.1"),
+        ("a.b@[::1]", "a.b@[::1]", "a.b@::1"),
+        ("head.", "head.", "head."),
+    ],
+)
+def test_good_hosts(tmp_path, host, login, ssh_login):
+    plan = make_plan(SyncConfig(), source=tmp_path, host=host)
+    assert (plan.remote.login, plan.remote.ssh_login) == (login, ssh_login)
+
+
+@pytest.mark.parametrize(
+    "host, message",
+    [
+        ("/tmp/x", HOST_WORDS),
+        ("./x", HOST_WORDS),
+        ("me@/srv/backup", HOST_WORDS),
+        ("host:22", HOST_WORDS),
+        ("::1", "expected an IPv6 address in brackets, like [::1]"),
+        ("[::g]", HOST_WORDS),
+        ("[10.0.0.1]", HOST_WORDS),
+        ("10.0.0.256", "expected an IPv4 address like 10.0.0.1"),
+        ("-h", HOST_WORDS),
+        ("h-", HOST_WORDS),
+        ("a..b", HOST_WORDS),
+        ("a" * 64, HOST_WORDS),
+        ("h;id", HOST_WORDS),
+        ("h$(id)", HOST_WORDS),
+        ("h\u00e9", HOST_WORDS),
+        ("-l@h", "expected a user name before '@'"),
+        (".x@h", "expected a user name before '@'"),
+        ("a b@h", "expected a user name before '@'"),
+        ("u:x@h", "expected a user name before '@'"),
+    ],
+)
+def test_bad_hosts_are_one_line_errors_naming_option_or_key(tmp_path, host, message):
+    with pytest.raises(ConfigError) as info:
+        make_plan(SyncConfig(), source=tmp_path, host=host)
+    assert str(info.value).startswith(f"--host: {message}") and "\n" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        make_plan(SyncConfig(host=host), source=tmp_path, where="/p/nexa.toml")
+    assert str(info.value).startswith(f"/p/nexa.toml: sync.host: {message}")
 
 
 def test_parse_itemized_output_and_stats():
@@ -321,6 +373,20 @@ def test_guards_refuse_with_delete(project, sshd, tmp_path):
     forced = tmp_path / "forced"
     _write(forced / "old.txt", "x")
     assert sync_repository(cfg, delete=True, force=True, dest=str(forced)).deleted == ["old.txt"]
+
+
+def test_host_with_a_slash_never_becomes_a_local_copy(project, tmp_path, nexa_cli):
+    """Issue 20, 12: `--host /path` made rsync copy into the local folder '/path:dest/'."""
+    target = tmp_path / "local"
+    (project / "nexa.toml").write_text('[sync]\ndest = "proj"\n')
+    out = nexa_cli("sync", "--host", str(target), cwd=project)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == f"nexa: error: --host: {HOST_WORDS}, got {str(target)!r}\n"
+    (project / "nexa.toml").write_text(f'[sync]\nhost = "me@{target}"\ndest = "proj"\n')
+    out = nexa_cli("sync", "--delete", cwd=project)
+    assert out.returncode == 2
+    assert out.stderr == f"nexa: error: {project / 'nexa.toml'}: sync.host: {HOST_WORDS}, got {str(target)!r}\n"
+    assert not list(tmp_path.glob("local*"))  # no '/.../local:proj/' folder was made
 
 
 def test_unreachable_port_is_explained(project, sshd, tmp_path):

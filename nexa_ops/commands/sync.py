@@ -9,7 +9,7 @@ SHOW_LINES = 40
 @nexa_task(
     auto_shortflags=False,
     help={
-        "host": "Remote host, or USER@HOST (default: host in [sync] of nexa.toml).",
+        "host": "Remote host name, IPv4 or [IPv6] address, or USER@HOST (default: host in [sync] of nexa.toml).",
         "user": "Remote user (default: [sync] user, else ssh's default).",
         "port": "ssh port (default: [sync] port, else 22).",
         "identity": "ssh private key file (default: [sync] identity, else ssh's keys).",

@@ -62,7 +62,14 @@ class Remote:
 
     @property
     def login(self) -> str:
+        """``[user@]host`` as rsync reads it (an IPv6 address in brackets: ``[::1]``)."""
         return f"{self.user}@{self.host}" if self.user else self.host
+
+    @property
+    def ssh_login(self) -> str:
+        """``[user@]host`` as ssh reads it (an IPv6 address without brackets)."""
+        host = self.host[1:-1] if self.host.startswith("[") and self.host.endswith("]") else self.host
+        return f"{self.user}@{host}" if self.user else host
 
     def describe(self) -> str:
         return f"{self.login}:{self.port}" if self.port else self.login
@@ -189,7 +196,7 @@ def probe_argv(remote: Remote, dest: str, marker: str) -> List[str]:
     ssh joins its remote words with spaces for the login shell, so each is shell-quoted."""
     script = PROBE_SCRIPT.replace("{marker}", marker)
     words = ["sh", "-c", script, "nexa-probe", dest]
-    return ssh_argv(remote) + [remote.login, " ".join(shlex.quote(w) for w in words)]
+    return ssh_argv(remote) + [remote.ssh_login, " ".join(shlex.quote(w) for w in words)]
 
 
 def probe(remote: Remote, dest: str, marker: str, *, timeout: Optional[float] = 60) -> DestProbe:
