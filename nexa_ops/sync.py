@@ -270,18 +270,32 @@ def check_dest_text(dest: str) -> None:
 
 
 def check_dest_probe(dest: str, found: rs.DestProbe, force: bool) -> None:
-    """The guards that need the remote's answer (``DestProbe``)."""
-    if found.realpath == "/":
-        raise Refused(f"refusing to sync with --delete into {dest!r}: it resolves to '/' on the remote")
-    if found.realpath and found.home and found.realpath == found.home:
-        raise Refused(
-            f"refusing to sync with --delete into {dest!r}: it is the remote home directory ({found.home}); use a subfolder"
-        )
+    """The guards that need the remote's answer (``DestProbe``). Only an exact answer lets a
+    deletion go on: an unknown state, an unknown home or an unresolved existing folder is a
+    refusal, and so is ``/`` or the home, even with ``force``."""
+    head = f"refusing to sync with --delete into {dest!r}"
+    if found.state not in rs.PROBE_STATES:
+        raise Refused(f"{head}: could not check the destination exactly ({found.problem or 'unknown answer'}); nothing was deleted")
+    if not found.home.startswith("/") or not found.cwd.startswith("/"):
+        raise Refused(f"{head}: the remote did not say where its home directory is, so the destination cannot be checked")
     if found.state == "notdir":
         raise Refused(f"refusing to sync into {dest!r}: it exists on the remote and is not a folder")
+    if found.state == "unreadable":
+        raise Refused(f"{head}: it is a folder on the remote whose contents cannot be listed")
+    if found.state == "absent":
+        if found.realpath:
+            raise Refused(f"{head}: the remote says it is absent but resolves it to {found.realpath!r}")
+        return
+    if not found.realpath.startswith("/"):
+        raise Refused(f"{head}: the remote could not resolve the folder's real path")
+    if found.realpath == "/":
+        raise Refused(f"{head}: it resolves to '/' on the remote")
+    for what, home in (("the remote home directory", found.home), ("the folder remote commands start in", found.cwd)):
+        if found.realpath == home:
+            raise Refused(f"{head}: it is {what} ({home}); use a subfolder")
     if found.state == "nonempty" and not force:
         raise Refused(
-            f"refusing to sync with --delete into {dest!r}: it is not empty and has no {MARKER} marker, so it was not "
+            f"{head}: it is not empty and has no {MARKER} marker, so it was not "
             "made by nexa sync and its other files would be deleted; check it, then re-run with --force "
             "(or sync once without --delete to adopt it)"
         )
@@ -379,7 +393,8 @@ def sync_repository(
     Raises:
         ConfigError: bad options or ``[sync]`` values (no host, a host that is not a host name, an
             IPv4 or ``[IPv6]`` address, bad port, missing identity file or source).
-        Refused: a ``delete`` guard: the destination is ``/``, a home directory, not a folder, or
+        Refused: a ``delete`` guard: the remote's answer about the destination could not be read
+            exactly; the destination is ``/``, a home directory, not a folder, unreadable, or
             non-empty without the marker and ``force`` is not set.
         ToolMissing: rsync or ssh is not on PATH.
         ToolError: rsync or ssh failed, with a one-line cause and rsync's own message.
