@@ -255,7 +255,8 @@ def rsync_argv(plan: SyncPlan, marker_dir: Optional[str] = None) -> List[str]:
 
 
 def check_dest_text(dest: str) -> None:
-    """The guards that need no remote: ``/`` and a home directory, whatever ``--force`` says."""
+    """The guards that need no remote: ``/``, a home directory and a parent of the remote
+    home (``..``), whatever ``--force`` says."""
     norm = posixpath.normpath(normalize_dest(dest) or ".")
     if norm.startswith("/") and not norm.strip("/"):
         raise Refused(
@@ -267,12 +268,22 @@ def check_dest_text(dest: str) -> None:
             f"refusing to sync with --delete into {dest!r}: it is a home directory and everything not in the project "
             "would be deleted; use a subfolder such as ~/projects/NAME"
         )
+    if all(part == ".." for part in norm.split("/")):
+        raise Refused(
+            f"refusing to sync with --delete into {dest!r}: it is a folder above the remote home, and the home inside "
+            "it would be deleted; use a subfolder such as ~/projects/NAME"
+        )
+
+
+def _contains(folder: str, path: str) -> bool:
+    """``path`` is ``folder`` or inside it (both absolute and resolved)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def check_dest_probe(dest: str, found: rs.DestProbe, force: bool) -> None:
     """The guards that need the remote's answer (``DestProbe``). Only an exact answer lets a
     deletion go on: an unknown state, an unknown home or an unresolved existing folder is a
-    refusal, and so is ``/`` or the home, even with ``force``."""
+    refusal, and so is ``/``, the home, or any folder the home is inside, even with ``force``."""
     head = f"refusing to sync with --delete into {dest!r}"
     if found.state not in rs.PROBE_STATES:
         raise Refused(f"{head}: could not check the destination exactly ({found.problem or 'unknown answer'}); nothing was deleted")
@@ -293,6 +304,10 @@ def check_dest_probe(dest: str, found: rs.DestProbe, force: bool) -> None:
     for what, home in (("the remote home directory", found.home), ("the folder remote commands start in", found.cwd)):
         if found.realpath == home:
             raise Refused(f"{head}: it is {what} ({home}); use a subfolder")
+        if _contains(found.realpath, home):
+            raise Refused(
+                f"{head}: {what} ({home}) is inside it ({found.realpath}) and would be deleted; use a subfolder"
+            )
     if found.state == "nonempty" and not force:
         raise Refused(
             f"{head}: it is not empty and has no {MARKER} marker, so it was not "
@@ -381,7 +396,7 @@ def sync_repository(
         dry_run: run rsync with ``--dry-run``: it still connects and reports what would change,
             but copies and deletes nothing (default False).
         force: allow ``delete`` into a non-empty folder without the ``.nexa-sync`` marker; never
-            allows ``/`` or a home directory (default False).
+            allows ``/``, the remote home or a folder the home is inside (default False).
         exclude: extra rsync exclude patterns, added to ``[sync] exclude`` (default: none).
 
     Returns:
@@ -394,8 +409,8 @@ def sync_repository(
         ConfigError: bad options or ``[sync]`` values (no host, a host that is not a host name, an
             IPv4 or ``[IPv6]`` address, bad port, missing identity file or source).
         Refused: a ``delete`` guard: the remote's answer about the destination could not be read
-            exactly; the destination is ``/``, a home directory, not a folder, unreadable, or
-            non-empty without the marker and ``force`` is not set.
+            exactly; the destination is ``/``, a home directory or a folder above the home, not a
+            folder, unreadable, or non-empty without the marker and ``force`` is not set.
         ToolMissing: rsync or ssh is not on PATH.
         ToolError: rsync or ssh failed, with a one-line cause and rsync's own message.
     """

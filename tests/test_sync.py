@@ -165,9 +165,15 @@ def test_guard_on_probe_answers():
         check_dest_probe("link", probe(home, "marker"), force=True)  # a marker in the home changes nothing
     with pytest.raises(Refused, match="resolves to '/'"):
         check_dest_probe("link", probe("/", "nonempty"), force=True)
+    for parent in ("/home", "/home/"):
+        with pytest.raises(Refused, match=r"the remote home directory \(/home/a\) is inside it"):
+            check_dest_probe("..", probe(parent, "marker"), force=True)
     starts_elsewhere = rs.DestProbe(home, "/scratch/a", "nonempty", cwd="/scratch/a")
     with pytest.raises(Refused, match="it is the folder remote commands start in"):
         check_dest_probe("/scratch/a", starts_elsewhere, force=True)
+    above_start = rs.DestProbe(home, "/scratch", "nonempty", cwd="/scratch/a")
+    with pytest.raises(Refused, match=r"the folder remote commands start in \(/scratch/a\) is inside it"):
+        check_dest_probe("/scratch", above_start, force=True)
 
 
 @pytest.mark.parametrize(
@@ -187,6 +193,12 @@ def test_guard_on_probe_answers():
 def test_guard_refuses_every_answer_that_is_not_exact(found, message):
     with pytest.raises(Refused, match=message):
         check_dest_probe("p", found, force=True)
+
+
+@pytest.mark.parametrize("dest", ["..", "../..", "~/..", "../.", "x/../..", "./../"])
+def test_guard_refuses_parents_of_the_home_by_name(dest):
+    with pytest.raises(Refused, match="above the remote home"):
+        check_dest_text(dest)
 
 
 def _record(nonce, state="nonempty", home="/home/a", cwd="/home/a", real="/home/a/p"):
@@ -513,6 +525,33 @@ def test_an_answer_that_cannot_be_read_exactly_is_refused(project, sshd, sshd_us
     )
     assert out.stderr.endswith("; nothing was deleted\n") and out.stderr.count("\n") == 1
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize("how", ["..", "../", "parent-absolute", "parent-link", "/", "grandparent-absolute"])
+def test_force_never_allows_the_home_or_a_folder_above_it(project, sshd, sshd_user, nexa_cli, how):
+    """Issue 20, 2: `--dest ..` from the home, with --force, would delete the home inside it."""
+    sshd_user.startup("")
+    link = sshd_user.home / "up"
+    if how == "parent-link":
+        link.symlink_to(sshd_user.home.parent)
+    dest = {
+        "parent-absolute": str(sshd_user.home.parent),
+        "grandparent-absolute": str(sshd_user.home.parent.parent),
+        "parent-link": "up",
+    }.get(how, how)
+    before = _home_listing(sshd_user)
+    _as_user(project, sshd, sshd_user, dest)
+    try:
+        for extra in (["--dry-run"], []):
+            out = nexa_cli("sync", "--delete", "--force", *extra, cwd=project)
+            assert out.returncode == 3, out.stdout + out.stderr
+            assert out.stderr.startswith(f"nexa: error: refusing to sync with --delete into {normalize_dest(dest)!r}: ")
+            assert any(words in out.stderr for words in ("above the remote home", "is inside it", "'/'")), out.stderr
+            assert out.stdout == ""
+        assert _home_listing(sshd_user) == before
+    finally:
+        if link.is_symlink():
+            link.unlink()
 
 
 def test_host_with_a_slash_never_becomes_a_local_copy(project, tmp_path, nexa_cli):
