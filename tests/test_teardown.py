@@ -130,16 +130,18 @@ def test_teardown_destroys_records_and_prints_spend(tmp_path, capfd):
     assert sorted(result.planned) == ADDRESSES and sorted(result.destroyed) == ADDRESSES
     assert result.remaining == [] and _state(folder) == []
     assert result.terraform_exit_code == 0
-    out = capfd.readouterr()  # destroy streams straight to the terminal (file descriptor 1)
+    out = capfd.readouterr()  # the apply streams straight to the terminal (file descriptor 1)
     assert "Warning" not in out.err
     assert "Plan: 0 to add, 0 to change, 4 to destroy." in out.out  # terraform's own output
-    assert "Destroy complete! Resources: 4 destroyed." in out.out
+    assert "Apply complete! Resources: 0 added, 0 changed, 4 destroyed." in out.out  # the saved plan, applied
+    assert "Destroy complete!" not in out.out  # never `destroy -auto-approve`, which plans again
     assert "teardown_" not in out.err  # the cost scan does not complain about our manifest
     doc = json.loads(result.manifest.read_text())
     assert result.manifest.parent == runs / "manifests"
     assert result.manifest.name.startswith("teardown_exp1_") and result.manifest.name.endswith("Z.json")
     assert doc["campaign"] == "exp1" and doc["terraform_exit_code"] == 0
     assert sorted(doc["resources_destroyed"]) == ADDRESSES and doc["destroyed_count"] == 4
+    assert len(doc["plan_sha256"]) == 64 and doc["plan_sha256"] == result.plan_sha256
     assert doc["tf_dir"] == str(folder) and doc["started_at"].endswith("Z")
     assert not [p for p in (runs / "manifests").iterdir() if p.name.endswith(".tmp")]
     spend = result.spend
@@ -155,7 +157,10 @@ def test_dry_run_shows_plan_and_destroys_nothing(tmp_path, capsys):
     assert sorted(_state(folder)) == ADDRESSES
     out = capsys.readouterr().out
     assert "terraform destroy would remove 4 resource(s)" in out and "  - terraform_data.node[2]" in out
-    assert "destroy -auto-approve -input=false" in out  # the exact command it would run
+    assert "then applies exactly the saved plan it showed:" in out
+    command = out.splitlines()[-1]  # the exact command it would run
+    assert command.startswith(f"terraform '-chdir={folder}' apply -input=false -no-color /") and command.endswith("/destroy.tfplan")
+    assert "auto-approve" not in out
     assert not (tmp_path / "runs" / "manifests").exists()
 
 
@@ -198,6 +203,83 @@ resource "terraform_data" "stubborn" {
     assert doc["terraform_exit_code"] == 1
     assert doc["resources_remaining"] == ["terraform_data.stubborn"] == _state(folder)
     assert sorted(doc["resources_destroyed"]) == ADDRESSES
+
+
+LATE_TF = """
+resource "terraform_data" "late" {
+  input = "created after the teardown was confirmed"
+}
+"""
+
+
+def test_resources_added_after_the_confirmation_are_never_destroyed(tmp_path, capfd):
+    """Issue 20, 3: the plan shown and confirmed is the plan applied. `destroy -auto-approve`
+    planned again and destroyed what appeared after the confirmation too."""
+    folder = _campaign(tmp_path)
+    cfg = load_config(tmp_path / "nexa.toml")
+    asked = []
+
+    def yes_then_someone_applies(campaign, addresses):
+        asked.append(sorted(addresses))
+        with open(folder / "main.tf", "a") as fh:
+            fh.write(LATE_TF)
+        done = _tf(folder, "apply", "-auto-approve", "-input=false", "-no-color")
+        assert done.returncode == 0, done.stderr
+        return True
+
+    with pytest.raises(Refused) as info:
+        teardown("exp1", config=cfg, confirm=yes_then_someone_applies)
+    assert str(info.value) == (
+        f"refusing to destroy campaign 'exp1': the terraform state of {folder} changed after the plan was shown "
+        "(another terraform run?); nothing was destroyed: run the teardown again to see the new plan"
+    )
+    assert info.value.exit_code == 3 and asked == [ADDRESSES]
+    assert sorted(_state(folder)) == sorted(ADDRESSES + ["terraform_data.late"])  # nothing destroyed
+    assert not (tmp_path / "runs" / "manifests").exists()
+    capfd.readouterr()
+
+    # Run again: the new plan holds the late resource, is shown, confirmed and applied as shown.
+    shown = []
+    result = teardown("exp1", config=cfg, confirm=lambda c, a: shown.append(sorted(a)) or True)
+    everything = sorted(ADDRESSES + ["terraform_data.late"])
+    assert shown == [everything] and sorted(result.destroyed) == everything and _state(folder) == []
+    doc = json.loads(result.manifest.read_text())
+    assert sorted(doc["resources_planned"]) == sorted(doc["resources_destroyed"]) == everything
+    assert doc["resources_remaining"] == [] and doc["destroyed_count"] == 5
+    assert "Apply complete! Resources: 0 added, 0 changed, 5 destroyed." in capfd.readouterr().out
+
+
+def test_a_stale_saved_plan_is_refused_by_terraform_too(tmp_path):
+    """If the state changes between nexa's last look and the apply, terraform itself refuses
+    the saved plan (nothing destroyed) and the manifest says so."""
+    folder = _campaign(tmp_path)
+    plan = tmp_path / "destroy.tfplan"
+    assert tf.plan_destroy(str(folder), str(plan)).returncode == 0
+    with open(folder / "main.tf", "a") as fh:
+        fh.write(LATE_TF)
+    assert _tf(folder, "apply", "-auto-approve", "-input=false", "-no-color").returncode == 0
+    with pytest.raises(ToolError) as info:
+        tf.apply_plan(str(folder), str(plan))
+    assert info.value.returncode == 1
+    assert sorted(_state(folder)) == sorted(ADDRESSES + ["terraform_data.late"])
+    assert "the state changed after the plan was made and confirmed" in tf.explain(1, "Error: Saved plan is stale\n")
+
+
+def test_config_changed_after_the_confirmation_applies_the_confirmed_plan(tmp_path, capfd):
+    """A configuration edited after the confirmation (state untouched) changes nothing: the
+    saved plan is applied as confirmed, and the manifest lists exactly that."""
+    folder = _campaign(tmp_path)
+    cfg = load_config(tmp_path / "nexa.toml")
+
+    def yes_then_edit(campaign, addresses):
+        (folder / "main.tf").write_text(CAMPAIGN_TF.replace("count = 3", "count = 5") + LATE_TF)
+        return True
+
+    result = teardown("exp1", config=cfg, confirm=yes_then_edit)
+    assert sorted(result.destroyed) == ADDRESSES and _state(folder) == []
+    doc = json.loads(result.manifest.read_text())
+    assert sorted(doc["resources_destroyed"]) == sorted(doc["resources_planned"]) == ADDRESSES
+    assert "Apply complete! Resources: 0 added, 0 changed, 4 destroyed." in capfd.readouterr().out
 
 
 def test_prevent_destroy_is_a_clear_plan_error(tmp_path):
