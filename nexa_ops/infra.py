@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, TextIO
 
-from . import __version__, runs
+from . import __version__, runs, tfcampaign
 from .config import NAME_RE, NexaConfig, load_config
 from .errors import ConfigError, NexaError, Refused, ToolError
 from .fs import atomic_write_json
@@ -43,6 +43,7 @@ class TeardownResult:
     initialised: bool = False  # this run had to `terraform init` first
     terraform_exit_code: Optional[int] = None  # of `apply PLAN`; None when it did not run
     plan_sha256: str = ""  # of the saved plan file that was shown, confirmed and applied
+    campaign_source: str = ""  # why the folder is the campaign's (its tfvars, a nexa.toml key)
     manifest: Optional[Path] = None
     spend: Any = None  # nexa_ops.costs.CampaignSpend, when the cost module is there
     spend_note: str = ""
@@ -56,11 +57,14 @@ def resolve_tf_dir(cfg: NexaConfig, campaign: str, tf_dir: Optional[str]) -> Pat
     if tf_dir:
         folder = Path(tf_dir).expanduser()
         source = "--tf-dir"
+    elif campaign in cfg.teardown_dirs:
+        folder = cfg.root / Path(cfg.teardown_dirs[campaign]).expanduser()
+        source = f"{where}: teardown.dirs.{campaign}"
     elif campaign in cfg.teardown:
         folder = cfg.root / Path(cfg.teardown[campaign].tf_dir).expanduser()
         source = f"{where}: teardown.{campaign}.tf_dir"
     else:
-        known = ", ".join(sorted(cfg.teardown)) or "none"
+        known = ", ".join(sorted(set(cfg.teardown) | set(cfg.teardown_dirs))) or "none"
         raise ConfigError(
             f"no terraform directory for campaign {campaign!r}: pass --tf-dir DIR or add [teardown.{campaign}] tf_dir = \"...\" "
             f"(campaigns configured: {known})",
@@ -117,10 +121,11 @@ def teardown(
     from the cost manifests.
 
     Args:
-        campaign: the campaign name (letters, digits, ``.``, ``_``, ``-``); it picks
-            ``[teardown.<campaign>] tf_dir`` and names the manifest.
-        tf_dir: the terraform directory, relative to the current folder (default None:
-            ``[teardown.<campaign>] tf_dir``, relative to nexa.toml's folder).
+        campaign: the campaign name (letters, digits, ``.``, ``_``, ``-``); it picks the folder from
+            ``[teardown] dirs`` or ``[teardown.<campaign>] tf_dir`` and names the manifest. The folder
+            must be the campaign's (see ``nexa_ops.tfcampaign``).
+        tf_dir: the terraform directory, relative to the current folder (default None: the
+            campaign's folder in nexa.toml, relative to nexa.toml's folder).
         yes: destroy without asking (default False: ask through ``confirm``).
         dry_run: stop after the plan and print the command that would apply it; nothing is
             destroyed, no manifest is written (default False).
@@ -140,7 +145,10 @@ def teardown(
     Raises:
         ConfigError: a bad campaign name, no terraform directory for the campaign, or one that does not
             exist or holds no ``*.tf`` files.
-        Refused: not confirmed (no ``yes``, and the prompt said no or there was no terminal), or the
+        Refused: the folder is not the campaign's: it declares another campaign (``campaign`` in its
+            terraform.tfvars or ``*.auto.tfvars``), or declares none (or cannot be read exactly) and
+            nexa.toml does not map the campaign to it; or terraform's plan resolves another campaign.
+            Also: not confirmed (no ``yes``, and the prompt said no or there was no terminal), or the
             state changed between the plan and the apply.
         ToolMissing: terraform is not on PATH.
         ToolError: terraform failed; a failed apply still writes its manifest first.
@@ -150,7 +158,9 @@ def teardown(
     if not campaign or not NAME_RE.match(campaign):
         raise ConfigError(f"--campaign: expected letters, digits, '.', '_' or '-', got {campaign!r}")
     folder = resolve_tf_dir(cfg, campaign, tf_dir)
-    result = TeardownResult(campaign=campaign, tf_dir=str(folder), dry_run=dry_run)
+    owner, mapped = tfcampaign.read_folder(folder), tfcampaign.mapped_key(cfg, campaign, folder)
+    tfcampaign.check_folder(campaign, folder, owner, mapped)  # before init or plan: the wrong campaign is never touched
+    result = TeardownResult(campaign=campaign, tf_dir=str(folder), dry_run=dry_run, campaign_source=tfcampaign.evidence(owner, mapped))
 
     def say(text: str = "") -> None:
         print(text, file=out, flush=True)
@@ -171,7 +181,9 @@ def teardown(
         planned_state = tf.state_version(str(folder))  # what the plan was made from
         result.plan_output = planned.stdout or ""
         _show(say, planned)
-        result.planned = tf.destroyed_addresses(tf.show_plan(str(folder), plan_file))
+        plan_json = tf.show_plan(str(folder), plan_file)
+        tfcampaign.check_plan(campaign, folder, plan_json, owner)  # terraform's own reading agrees
+        result.planned = tf.destroyed_addresses(plan_json)
         return _confirm_and_apply(cfg, result, plan_file, planned_state, yes=yes, dry_run=dry_run, confirm=confirm, say=say)
 
 
@@ -245,6 +257,7 @@ def _write_manifest(cfg: NexaConfig, result: TeardownResult, started: float, fin
             "schema": MANIFEST_SCHEMA,
             "campaign": result.campaign,
             "tf_dir": result.tf_dir,
+            "campaign_source": result.campaign_source,
             "started_at": _iso(started),
             "finished_at": _iso(finished),
             "seconds": round(finished - started, 3),

@@ -333,6 +333,160 @@ def test_missing_terraform_is_tool_missing(tmp_path, monkeypatch):
         teardown("exp1", yes=True, config=load_config(tmp_path / "nexa.toml"))
 
 
+# --- which campaign a folder belongs to (issue 20, 4) -------------------------------------------
+
+TAGGED_TF = """
+variable "campaign" {
+  type = string
+}
+resource "terraform_data" "node" {
+  count = 2
+  input = "${var.campaign}-${count.index}"
+}
+"""
+NODES = ["terraform_data.node[0]", "terraform_data.node[1]"]
+
+
+def _tagged(tmp_path: Path, name: str, tfvars: str = "", text: str = TAGGED_TF, files=None) -> Path:
+    """An applied folder infra/<name> that declares variable "campaign"; ``tfvars`` is its
+    terraform.tfvars (none when empty), ``files`` more variable files."""
+    folder = tmp_path / "infra" / name
+    folder.mkdir(parents=True)
+    (folder / "main.tf").write_text(text)
+    if tfvars:
+        (folder / "terraform.tfvars").write_text(tfvars)
+    for file_name, content in (files or {}).items():
+        (folder / file_name).write_text(content)
+    for args in (("init", "-input=false", "-no-color"), ("apply", "-auto-approve", "-input=false", "-no-color")):
+        done = _tf(folder, *args)
+        assert done.returncode == 0, done.stderr
+    return folder
+
+
+def _project(tmp_path: Path, toml: str = ""):
+    (tmp_path / "nexa.toml").write_text(toml)
+    return load_config(tmp_path / "nexa.toml")
+
+
+def test_wrong_campaign_is_refused_before_terraform_runs(tmp_path, nexa_cli):
+    """`--campaign A --tf-dir infra/B` destroyed B and recorded it as A's teardown."""
+    _tagged(tmp_path, "A", 'campaign = "A"\n')
+    b = _tagged(tmp_path, "B", '# campaign B\ncampaign = "B"\n')
+    cfg = _project(tmp_path, '[teardown]\ndirs = { A = "infra/A" }\n')
+    message = f"refusing to tear down {b} as campaign 'A': it declares campaign 'B' (terraform.tfvars:2: campaign = 'B')"
+    for dry_run in (True, False):
+        with pytest.raises(Refused) as info:
+            teardown("A", tf_dir=str(b), yes=True, dry_run=dry_run, config=cfg)
+        assert str(info.value) == message and info.value.exit_code == 3
+    assert _state(b) == NODES and not (tmp_path / "runs").exists()
+    out = nexa_cli("teardown", "--campaign", "A", "--tf-dir", "infra/B", "--yes")
+    assert (out.returncode, out.stdout) == (3, "") and out.stderr == f"nexa: error: {message}\n"
+    assert _state(b) == NODES
+
+
+def test_a_folder_is_its_campaigns_by_its_tfvars_or_by_nexa_toml(tmp_path):
+    b = _tagged(tmp_path, "B", 'campaign = "B"\n')
+    mapped = _campaign(tmp_path, "exp1")  # no variable: [teardown.exp1] tf_dir maps it
+    c = tmp_path / "infra" / "C"
+    c.mkdir()
+    (c / "main.tf").write_text(CAMPAIGN_TF.replace('backend "local" { path = "state/campaign.tfstate" }', ""))
+    assert _tf(c, "apply", "-auto-approve", "-input=false", "-no-color").returncode == 0
+    cfg = _project(tmp_path, '[teardown]\ndirs = { C = "infra/./C" }\n\n[teardown.exp1]\ntf_dir = "infra/exp1 tf"\n')
+
+    by_tfvars = teardown("B", tf_dir=str(b), yes=True, config=cfg)  # no nexa.toml entry needed
+    assert by_tfvars.destroyed == NODES and _state(b) == []
+    assert json.loads(by_tfvars.manifest.read_text())["campaign_source"] == "terraform.tfvars:1: campaign = 'B'"
+    by_dirs = teardown("C", yes=True, config=cfg)
+    assert sorted(by_dirs.destroyed) == ADDRESSES and _state(c) == []
+    assert json.loads(by_dirs.manifest.read_text())["campaign_source"] == f"{tmp_path / 'nexa.toml'}: teardown.dirs.C"
+    by_table = teardown("exp1", tf_dir=str(tmp_path / "infra" / "exp1 tf" / "."), yes=True, config=cfg)  # same folder
+    assert sorted(by_table.destroyed) == ADDRESSES and _state(mapped) == []
+
+
+@pytest.mark.parametrize(
+    "tfvars, files, toml, message",
+    [
+        ("", {}, "", 'it declares variable "campaign" but no terraform.tfvars or *.auto.tfvars sets it; set campaign = "A"'),
+        ('campaign = "A"\n', {"z.auto.tfvars": 'campaign = "B"\n'}, "",
+         "its variable files set different campaigns: 'A' (terraform.tfvars:1), 'B' (z.auto.tfvars:1)"),
+        ('campaign = "${"A"}"\n', {}, "", "cannot read terraform.tfvars exactly (line 1: campaign must be one plain string"),
+        ('campaign = "A"\n', {"x.auto.tfvars.json": '{"campaign": 7}'}, "",
+         "cannot read x.auto.tfvars.json exactly (campaign must be a string)"),
+        ('campaign = "B"\n', {}, '[teardown]\ndirs = { A = "infra/A" }\n',
+         "it declares campaign 'B' (terraform.tfvars:1: campaign = 'B'), although {toml}: teardown.dirs.A maps it to 'A'"),
+    ],
+)
+def test_a_folder_that_does_not_say_it_is_the_campaigns_is_refused(tmp_path, tfvars, files, toml, message):
+    folder = _tagged(tmp_path, "A", tfvars, files=files) if tfvars or files else _untagged_applied(tmp_path)
+    cfg = _project(tmp_path, toml)
+    with pytest.raises(Refused) as info:
+        teardown("A", tf_dir=str(folder), yes=True, config=cfg)
+    assert str(info.value).startswith(f"refusing to tear down {folder} as campaign 'A': ")
+    assert message.format(toml=tmp_path / "nexa.toml") in str(info.value)
+    assert _state(folder) == NODES
+
+
+def _untagged_applied(tmp_path: Path) -> Path:
+    """A folder declaring variable "campaign" whose value comes from the environment only."""
+    folder = tmp_path / "infra" / "A"
+    folder.mkdir(parents=True)
+    (folder / "main.tf").write_text(TAGGED_TF)
+    env = dict(os.environ, TF_VAR_campaign="A", **{k: v for k, v in tf.env().items() if v is not None})
+    for args in (("init", "-input=false", "-no-color"), ("apply", "-auto-approve", "-input=false", "-no-color")):
+        done = subprocess.run(["terraform", f"-chdir={folder}", *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    return folder
+
+
+def test_a_folder_without_any_declaration_needs_nexa_toml(tmp_path, nexa_cli):
+    folder = _campaign(tmp_path, "exp1")
+    (tmp_path / "nexa.toml").write_text("")
+    out = nexa_cli("teardown", "--campaign", "exp1", "--tf-dir", str(folder), "--dry-run")
+    assert out.returncode == 3 and out.stdout == ""
+    assert out.stderr == (
+        f"nexa: error: refusing to tear down {folder} as campaign 'exp1': it declares no variable \"campaign\"; "
+        'set campaign = "exp1" in its terraform.tfvars (with variable "campaign" declared), or map it in nexa.toml: '
+        '[teardown] dirs = { exp1 = "DIR" }\n'
+    )
+    (tmp_path / "nexa.toml").write_text(f'[teardown]\ndirs = {{ exp1 = "{folder}" }}\n')
+    out = nexa_cli("teardown", "--campaign", "exp1", "--dry-run")
+    assert out.returncode == 0 and "would remove 4 resource(s)" in out.stdout
+
+
+def test_terraforms_own_reading_must_agree(tmp_path):
+    """Mapped in nexa.toml, no tfvars, but the variable's default is another campaign:
+    terraform's plan says 'B', so the folder is not A's."""
+    text = TAGGED_TF.replace("type = string", 'type    = string\n  default = "B"')
+    folder = _tagged(tmp_path, "A", text=text)
+    cfg = _project(tmp_path, '[teardown]\ndirs = { A = "infra/A" }\n')
+    with pytest.raises(Refused) as info:
+        teardown("A", yes=True, config=cfg)
+    assert str(info.value) == f"refusing to tear down {folder} as campaign 'A': terraform's plan resolves campaign = 'B'"
+    assert _state(folder) == NODES
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"terraform.tfvars": '# campaign = "x"\nnotes = <<EOT\ncampaign = "in heredoc"\nEOT\ncampaign = "A" // tag\n'},
+        {"terraform.tfvars": 'tags = {\n  campaign = "nested"\n}\nname = "${"ab"}c"\ncampaign = "A"\n',
+         "a.auto.tfvars": 'campaign = "A"\n'},
+        {"terraform.tfvars.json": '{"campaign": "A", "notes": "x"}', "b.auto.tfvars": "/* campaign = \"B\" */\n"},
+        {"terraform.tfvars": 'campaign = "\\u0041"\n'},
+    ],
+)
+def test_the_reader_agrees_with_terraform(tmp_path, files):
+    text = TAGGED_TF + 'variable "notes" {\n  default = ""\n}\nvariable "tags" {\n  default = {}\n}\nvariable "name" {\n  default = ""\n}\n'
+    folder = _tagged(tmp_path, "A", text=text, files=files)
+    from nexa_ops import tfcampaign
+
+    assert tfcampaign.read_folder(folder).campaign == "A"
+    done = _tf(folder, "plan", "-destroy", "-input=false", "-no-color", "-out=p.tfplan")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(_tf(folder, "show", "-json", "p.tfplan").stdout)
+    assert shown["variables"]["campaign"]["value"] == "A"
+
+
 # --- the CLI ---------------------------------------------------------------------------------
 
 
