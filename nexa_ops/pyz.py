@@ -629,8 +629,16 @@ def _remove_unused(root: Path, name: str, build: str, entry: Path, report: Clean
     import fcntl
 
     lock = root / f".{name}_{build}_inuse"
+    create = 0 if dry_run else os.O_CREAT  # a dry run changes nothing; no lock file = no run holds it
     try:
-        fd = os.open(str(lock), os.O_RDONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        fd = os.open(str(lock), os.O_RDONLY | create | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except FileNotFoundError:
+        if not dry_run:
+            report.in_use.append(entry)  # the root vanished under us: cannot tell, keep it
+            return False
+        report.removed.append(entry)
+        report.freed_bytes += _size(entry)
+        return True
     except OSError:
         report.in_use.append(entry)  # cannot tell: keep it
         return False
