@@ -16,11 +16,29 @@ writable_dir() {
     [ -n "$1" ] && mkdir -p "$1" 2>/dev/null && [ -d "$1" ] && [ -w "$1" ]
 }
 
+# A folder of this uid that nobody else can enter: not a link, mode exactly drwx------
+# ('.' = an SELinux context; '+' = an ACL, which could let others in: refused).
+private_dir() {
+    listing=$(ls -ldn -- "$1" 2>/dev/null) || return 1
+    read -r mode _links owner _rest <<EOF
+$listing
+EOF
+    [ "$owner" = "$uid" ] && { [ "$mode" = "drwx------" ] || [ "$mode" = "drwx------." ]; }
+}
+
 # A HOME the mapped user can write to: the image's one when it is ours, else a private one.
+# The fallback's name is predictable, and anyone on the machine may have made it first (with
+# a usercustomize.py or .bashrc in it): it is created 0700 here, or reused only when it is a
+# private folder of this uid; anything else gets a fresh folder from mktemp -d.
 if [ -z "${HOME:-}" ] || [ "${HOME}" = "/" ] || ! writable_dir "${HOME}"; then
     HOME="${TMPDIR:-/tmp}/nexa-home-${uid}"
-    mkdir -p "$HOME"
-    chmod 700 "$HOME" 2>/dev/null || true
+    if ! mkdir -m 700 "$HOME" 2>/dev/null && ! private_dir "$HOME"; then
+        echo "nexa-bootstrap: warning: $HOME exists and is not a private folder of uid $uid; not using it" >&2
+        HOME=$(mktemp -d "${TMPDIR:-/tmp}/nexa-home-${uid}.XXXXXXXX") || {
+            echo "nexa-bootstrap: error: cannot create a private HOME under ${TMPDIR:-/tmp}" >&2
+            exit 1
+        }
+    fi
 fi
 export HOME
 

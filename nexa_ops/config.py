@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import toml
 from .errors import ConfigError
@@ -73,7 +73,14 @@ class SyncConfig:
 
 @dataclass(frozen=True)
 class TeardownCampaign:
+    """``[teardown.<campaign>] tf_dir``: the campaign's terraform folder, relative to nexa.toml."""
+
     tf_dir: str
+
+
+#: ``[teardown] dirs = { C = "DIR" }`` is read by ``teardown_dirs``, so ``dirs`` cannot also be
+#: the name of a ``[teardown.<campaign>]`` table.
+TEARDOWN_DIRS_KEY = "dirs"
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,8 @@ class NexaConfig:
     cost: CostConfig = field(default_factory=CostConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     teardown: Dict[str, TeardownCampaign] = field(default_factory=dict)
+    #: ``[teardown] dirs``: campaign -> terraform folder (relative to nexa.toml), see ``teardown_dirs``
+    teardown_dirs: Dict[str, str] = field(default_factory=dict, metadata={"internal": True})
     containers: ContainersConfig = field(default_factory=ContainersConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
@@ -165,7 +174,7 @@ def load_config(explicit: Optional[Union[str, Path]] = None, cwd: Optional[Path]
             (default None: the current folder).
 
     Returns:
-        NexaConfig: the ``[cluster]``, ``[cost]``, ``[sync]``, ``[teardown.*]``, ``[containers]``,
+        NexaConfig: the ``[cluster]``, ``[cost]``, ``[sync]``, ``[teardown]`` (``dirs`` and ``[teardown.*]``), ``[containers]``,
         ``[monitor]`` and ``[launch]`` sections (defaults for what is absent), ``path`` (the file,
         None when defaults are used), ``root`` (its folder) and ``runs_dir``.
 
@@ -177,11 +186,45 @@ def load_config(explicit: Optional[Union[str, Path]] = None, cwd: Optional[Path]
     if path is None:
         return NexaConfig(root=(cwd or Path.cwd()).resolve())
     table = toml.load(path)
+    table, dirs = teardown_dirs(table, str(path))
     cfg = from_table(NexaConfig, table, str(path))
     size = cfg.cluster.max_array_size
     if size is not None and size < 1:
         raise ConfigError(f"expected an integer >= 1 (Slurm's MaxArraySize), got {size}", str(path), "cluster.max_array_size")
-    return _replace(cfg, path=path, root=path.resolve().parent)
+    return _replace(cfg, path=path, root=path.resolve().parent, teardown_dirs=dirs)
+
+
+def teardown_dirs(table: Dict[str, Any], path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """Split ``[teardown] dirs = { C = "DIR" }`` off the file's table (the rest of ``[teardown]``
+    is ``[teardown.<campaign>]`` tables). Campaign names as everywhere; a folder is a non-empty
+    single-line path; a campaign mapped both ways is refused (which one would win?)."""
+    from .schema import convert
+
+    section = table.get("teardown")
+    if not isinstance(section, dict) or TEARDOWN_DIRS_KEY not in section:
+        return table, {}
+    key = f"teardown.{TEARDOWN_DIRS_KEY}"
+    raw = section[TEARDOWN_DIRS_KEY]
+    if isinstance(raw, dict) and set(raw) == {"tf_dir"}:  # [teardown.dirs] tf_dir = ...: a campaign named "dirs"?
+        raise ConfigError(
+            f"'{TEARDOWN_DIRS_KEY}' is reserved for the map of campaigns to folders; for a campaign named "
+            f"'{TEARDOWN_DIRS_KEY}' write [teardown] dirs = {{ dirs = \"DIR\" }}",
+            path,
+            f"{key}.tf_dir",
+        )
+    dirs = convert(Dict[str, str], raw, path, key)
+    for campaign, folder in dirs.items():
+        if not NAME_RE.match(campaign):
+            raise ConfigError(f"expected a campaign name of letters, digits, '.', '_' or '-', got {campaign!r}", path, key)
+        if not folder.strip():
+            raise ConfigError("expected a terraform folder, got an empty string", path, f"{key}.{campaign}")
+        if campaign in section and campaign != TEARDOWN_DIRS_KEY:
+            raise ConfigError(
+                f"campaign {campaign!r} is also mapped by [teardown.{campaign}] tf_dir: keep one of the two", path, f"{key}.{campaign}"
+            )
+    rest = dict(table)
+    rest["teardown"] = {k: v for k, v in section.items() if k != TEARDOWN_DIRS_KEY}
+    return rest, dirs
 
 
 def _replace(obj: Any, **changes: Any) -> Any:

@@ -30,6 +30,31 @@ DEFAULT_ENV = (
     "WANDB_MODE",
     "NCCL_DEBUG",
 )
+# Docker's image reference grammar: [host[:port]/]path[:tag][@digest]. A host is dot-separated
+# labels or a bracketed IPv6 address; path components are lower-case alphanumerics joined by
+# '.', '_', '__' or dashes; a tag is [\w][\w.-]{0,127}; a digest is algorithm:hex (>= 32).
+# Nothing can start with '-', so no reference can ever be read as a docker option.
+_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REF_RE = re.compile(
+    rf"^(?:{_HOST}(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?\Z"
+)
+IMAGE_REF_WORDS = "an image reference like 'registry.example:5000/team/name:tag' or 'name@sha256:<hex>'"
+
+
+def check_image_ref(ref: str, where: str, key: str) -> str:
+    """``ref`` when it is a Docker image reference (name at most 255 characters), else a
+    one-line ``ConfigError`` naming the file and key."""
+    name = ref.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    if not IMAGE_REF_RE.match(ref) or len(name) > 255:
+        raise ConfigError(f"expected {IMAGE_REF_WORDS}, got {ref!r}", where, key)
+    return ref
+
+
 
 
 @dataclass(frozen=True)
@@ -66,6 +91,7 @@ class ResolvedService:
     dockerfile: str  # a shipped relative path, or an absolute path when overridden
     shipped: bool  # True when dockerfile is the packaged one
     context: Optional[str]  # build context for an overridden dockerfile
+    key: Optional[str] = None  # the [containers.services.<key>] that overrides it, if any
 
 
 @dataclass(frozen=True)
@@ -149,6 +175,7 @@ def resolve_service(name: str, config: NexaConfig) -> ResolvedService:
     base = SERVICES[canonical]
     where = config.where
     override: Optional[ContainerService] = None
+    override_key: Optional[str] = None
     for key, value in config.containers.services.items():
         try:
             target = canonical_name(key)
@@ -157,20 +184,17 @@ def resolve_service(name: str, config: NexaConfig) -> ResolvedService:
         if target == canonical:
             if override is not None:
                 raise ConfigError(f"{canonical} is configured twice (by name and by alias)", where, f"containers.services.{key}")
-            override = value
+            override, override_key = value, key
     tag = base.tag
     dockerfile, shipped, context = base.dockerfile, True, None
     if override is not None:
         if override.tag is not None:
-            if not override.tag.strip() or any(ch.isspace() for ch in override.tag):
-                raise ConfigError(f"expected an image tag like 'registry/name:tag', got {override.tag!r}", where,
-                                  f"containers.services.{name}.tag")
-            tag = override.tag
+            tag = check_image_ref(override.tag, where, f"containers.services.{override_key}.tag")
         if override.dockerfile is not None:
             dockerfile, shipped = str(_project_path(config, override.dockerfile)), False
         if override.context is not None:
             context = str(_project_path(config, override.context))
-    return ResolvedService(canonical, tag, dockerfile, shipped, context)
+    return ResolvedService(canonical, tag, dockerfile, shipped, context, override_key)
 
 
 def _project_path(config: NexaConfig, path: str) -> Path:
@@ -227,7 +251,7 @@ def plan_run(spec: RunSpec) -> List[str]:
         argv += ["-e", f"HF_HOME={HF_CACHE}"]
     for name in spec.env_names:
         argv += ["-e", name]  # by name only: Docker reads the value from our environment
-    argv.append(spec.image)
+    argv += ["--", spec.image]  # options end here: the image is never read as one
     argv += list(spec.command)
     return argv
 
@@ -350,7 +374,8 @@ def run_container(
         run), ``seconds``, ``dry_run``, and ``stdout``/``stderr`` (only with ``capture=True``).
 
     Raises:
-        ConfigError: unknown service, bad ``gpus``/``pull``/``env`` name, an ``env`` variable not set,
+        ConfigError: unknown service, a tag override that is not an image reference, bad
+            ``gpus``/``pull``/``env`` name, an ``env`` variable not set,
             a bad ``[containers]`` entry, a mount path with a ',', or a mount source that does not
             exist (a dry run checks all of these too).
         ContainerError: the image is not local and ``pull="never"`` forbids pulling it (exit 125).
@@ -475,7 +500,7 @@ def plan_build(
     if no_cache:
         argv.append("--no-cache")
     argv += ["--label", f"ai.nexa.version={version}", "--label", f"ai.nexa.service={resolved.name}"]
-    argv.append(context)
+    argv += ["--", context]
     return argv
 
 
@@ -516,7 +541,7 @@ def build_image(
         (0 on a dry run), ``dry_run``, and ``output`` (captured stdout, only with ``capture=True``).
 
     Raises:
-        ConfigError: unknown service, a bad tag override, a ``build_args`` item without ``=``, or an
+        ConfigError: unknown service, a tag override that is not an image reference, a ``build_args`` item without ``=``, or an
             overridden Dockerfile that does not exist (a dry run checks all of these too).
         ToolMissing: the Docker CLI is not on PATH.
         ToolError: ``docker build`` or ``docker push`` failed (with a one-line cause).
@@ -540,7 +565,7 @@ def build_image(
         context = resolved.context or str(config.root)
     if not resolved.shipped and not os.path.isfile(dockerfile):  # checked by a dry run too
         raise ConfigError(f"Dockerfile {dockerfile} does not exist", config.where,
-                          f"containers.services.{service}.dockerfile")
+                          f"containers.services.{resolved.key or service}.dockerfile")
     argv = plan_build(resolved, dockerfile, context, version=version, docker=cc.docker, no_cache=no_cache, build_args=build_args)
     if dry_run:
         tool.build(argv, dry_run=True)

@@ -9,6 +9,7 @@ folder with a fixed mtime, so re-syncs never resend it). Its presence on the rem
 tells a later ``--delete`` that the destination is a nexa copy and safe to prune.
 """
 
+import ipaddress
 import os
 import posixpath
 import re
@@ -36,6 +37,14 @@ BASE_EXCLUDES = ("__pycache__/", "*.pyc", ".git/")
 IGNORE_FILES = (".gitignore", ".nexaignore")
 
 HOME_RE = re.compile(r"^(~[^/]*|\$HOME|\$\{HOME\}|/root|/home/[^/]+|/Users/[^/]+|/u/[^/]+)$")
+
+#: A host as ssh and rsync both read it: a name (letters, digits, '-', '_', dot-separated
+#: labels; an ssh config alias too), an IPv4 address, or an IPv6 address in brackets. Nothing
+#: else: a '/' makes rsync copy locally, a leading '-' is an option, ':' splits the path.
+HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
+#: A login name: letters, digits, '_', '.', '-', not starting with '-' or '.'.
+USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
+USER_WORDS = "letters, digits, '_', '.', '-'"
 
 
 @dataclass(frozen=True)
@@ -144,12 +153,13 @@ def make_plan(
         at_user, host = host.rsplit("@", 1)
         if user is None:
             user, user_from_host = at_user, True
-    if not host or host.startswith("-") or any(c.isspace() or not c.isprintable() for c in host):
-        raise bad(f"expected a host name, got {host!r}", host_from_option, "--host", "sync.host")
-    if user is not None and (not user or user.startswith("-") or any(c.isspace() or not c.isprintable() for c in user)):
+    problem = host_problem(host)
+    if problem:
+        raise bad(f"{problem}, got {host!r}", host_from_option, "--host", "sync.host")
+    if user is not None and not USER_RE.match(user):
         if user_from_host:  # the USER@ part of a host
-            raise bad(f"expected a user name before '@', got {user!r}", host_from_option, "--host", "sync.host")
-        raise bad(f"expected a user name, got {user!r}", user_from_option, "--user", "sync.user")
+            raise bad(f"expected a user name before '@' ({USER_WORDS}), got {user!r}", host_from_option, "--host", "sync.host")
+        raise bad(f"expected a user name ({USER_WORDS}), got {user!r}", user_from_option, "--user", "sync.user")
     port_from_option = port is not None
     port = port if port_from_option else cfg.port
     if port is not None:
@@ -173,6 +183,8 @@ def make_plan(
         raw_dest = source.resolve().name
     if not raw_dest.strip():
         raise bad("expected a destination path, got an empty string", dest is not None, "--dest", "sync.dest")
+    if any(not c.isprintable() for c in raw_dest):
+        raise bad(f"expected a one-line path without control characters, got {raw_dest!r}", dest is not None, "--dest", "sync.dest")
     for i, option in enumerate(cfg.ssh_options):
         if "=" not in option or option.startswith("-"):
             raise ConfigError(f"expected an ssh option like 'ProxyJump=bastion', got {option!r}", where, f"sync.ssh_options[{i}]")
@@ -188,6 +200,32 @@ def make_plan(
         force=force,
         rsync_path=cfg.rsync_path,
     )
+
+
+def host_problem(host: str) -> str:
+    """Why ``host`` is not a host name, IPv4 address or ``[IPv6]`` address ("" when it is)."""
+    expected = "expected a host name (letters, digits, '-', '.'), an IPv4 address or an [IPv6] address"
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return expected
+        return ""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return expected
+        return "expected an IPv6 address in brackets, like [::1]"
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if not host or len(host) > 253 or not all(HOST_LABEL_RE.match(label) for label in labels):
+        return expected
+    if all(label.isdigit() for label in labels):  # all numbers: an IPv4 address or nothing
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return "expected an IPv4 address like 10.0.0.1"
+    return ""
 
 
 def rsync_argv(plan: SyncPlan, marker_dir: Optional[str] = None) -> List[str]:
@@ -217,7 +255,8 @@ def rsync_argv(plan: SyncPlan, marker_dir: Optional[str] = None) -> List[str]:
 
 
 def check_dest_text(dest: str) -> None:
-    """The guards that need no remote: ``/`` and a home directory, whatever ``--force`` says."""
+    """The guards that need no remote: ``/``, a home directory and a parent of the remote
+    home (``..``), whatever ``--force`` says."""
     norm = posixpath.normpath(normalize_dest(dest) or ".")
     if norm.startswith("/") and not norm.strip("/"):
         raise Refused(
@@ -229,21 +268,49 @@ def check_dest_text(dest: str) -> None:
             f"refusing to sync with --delete into {dest!r}: it is a home directory and everything not in the project "
             "would be deleted; use a subfolder such as ~/projects/NAME"
         )
+    if all(part == ".." for part in norm.split("/")):
+        raise Refused(
+            f"refusing to sync with --delete into {dest!r}: it is a folder above the remote home, and the home inside "
+            "it would be deleted; use a subfolder such as ~/projects/NAME"
+        )
+
+
+def _contains(folder: str, path: str) -> bool:
+    """``path`` is ``folder`` or inside it (both absolute and resolved)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def check_dest_probe(dest: str, found: rs.DestProbe, force: bool) -> None:
-    """The guards that need the remote's answer (``DestProbe``)."""
-    if found.realpath == "/":
-        raise Refused(f"refusing to sync with --delete into {dest!r}: it resolves to '/' on the remote")
-    if found.realpath and found.home and found.realpath == found.home:
-        raise Refused(
-            f"refusing to sync with --delete into {dest!r}: it is the remote home directory ({found.home}); use a subfolder"
-        )
+    """The guards that need the remote's answer (``DestProbe``). Only an exact answer lets a
+    deletion go on: an unknown state, an unknown home or an unresolved existing folder is a
+    refusal, and so is ``/``, the home, or any folder the home is inside, even with ``force``."""
+    head = f"refusing to sync with --delete into {dest!r}"
+    if found.state not in rs.PROBE_STATES:
+        raise Refused(f"{head}: could not check the destination exactly ({found.problem or 'unknown answer'}); nothing was deleted")
+    if not found.home.startswith("/") or not found.cwd.startswith("/"):
+        raise Refused(f"{head}: the remote did not say where its home directory is, so the destination cannot be checked")
     if found.state == "notdir":
         raise Refused(f"refusing to sync into {dest!r}: it exists on the remote and is not a folder")
+    if found.state == "unreadable":
+        raise Refused(f"{head}: it is a folder on the remote whose contents cannot be listed")
+    if found.state == "absent":
+        if found.realpath:
+            raise Refused(f"{head}: the remote says it is absent but resolves it to {found.realpath!r}")
+        return
+    if not found.realpath.startswith("/"):
+        raise Refused(f"{head}: the remote could not resolve the folder's real path")
+    if found.realpath == "/":
+        raise Refused(f"{head}: it resolves to '/' on the remote")
+    for what, home in (("the remote home directory", found.home), ("the folder remote commands start in", found.cwd)):
+        if found.realpath == home:
+            raise Refused(f"{head}: it is {what} ({home}); use a subfolder")
+        if _contains(found.realpath, home):
+            raise Refused(
+                f"{head}: {what} ({home}) is inside it ({found.realpath}) and would be deleted; use a subfolder"
+            )
     if found.state == "nonempty" and not force:
         raise Refused(
-            f"refusing to sync with --delete into {dest!r}: it is not empty and has no {MARKER} marker, so it was not "
+            f"{head}: it is not empty and has no {MARKER} marker, so it was not "
             "made by nexa sync and its other files would be deleted; check it, then re-run with --force "
             "(or sync once without --delete to adopt it)"
         )
@@ -317,7 +384,8 @@ def sync_repository(
     Args:
         config: the project's ``NexaConfig`` (default None: ``load_config()``).
         source: the local folder to copy (default None: the folder of nexa.toml).
-        host: the remote host, optionally ``user@host`` (default None: ``[sync] host``; one is required).
+        host: the remote host (a host name, an IPv4 address or an ``[IPv6]`` address), optionally
+            ``user@host`` (default None: ``[sync] host``; one is required).
         user: the remote user (default None: ``[sync] user``, else the ``user@`` of ``host``, else ssh's default).
         port: the ssh port, 1-65535 (default None: ``[sync] port``, else ssh's default).
         identity: an ssh private key file, which must exist (default None: ``[sync] identity``).
@@ -328,7 +396,7 @@ def sync_repository(
         dry_run: run rsync with ``--dry-run``: it still connects and reports what would change,
             but copies and deletes nothing (default False).
         force: allow ``delete`` into a non-empty folder without the ``.nexa-sync`` marker; never
-            allows ``/`` or a home directory (default False).
+            allows ``/``, the remote home or a folder the home is inside (default False).
         exclude: extra rsync exclude patterns, added to ``[sync] exclude`` (default: none).
 
     Returns:
@@ -338,9 +406,11 @@ def sync_repository(
         destination check, only when deleting).
 
     Raises:
-        ConfigError: bad options or ``[sync]`` values (no host, bad port, missing identity file or source).
-        Refused: a ``delete`` guard: the destination is ``/``, a home directory, not a folder, or
-            non-empty without the marker and ``force`` is not set.
+        ConfigError: bad options or ``[sync]`` values (no host, a host that is not a host name, an
+            IPv4 or ``[IPv6]`` address, bad port, missing identity file or source).
+        Refused: a ``delete`` guard: the remote's answer about the destination could not be read
+            exactly; the destination is ``/``, a home directory or a folder above the home, not a
+            folder, unreadable, or non-empty without the marker and ``force`` is not set.
         ToolMissing: rsync or ssh is not on PATH.
         ToolError: rsync or ssh failed, with a one-line cause and rsync's own message.
     """

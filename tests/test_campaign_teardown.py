@@ -130,16 +130,18 @@ def test_teardown_destroys_records_and_prints_spend(tmp_path, capfd):
     assert sorted(result.planned) == ADDRESSES and sorted(result.destroyed) == ADDRESSES
     assert result.remaining == [] and _state(folder) == []
     assert result.terraform_exit_code == 0
-    out = capfd.readouterr()  # destroy streams straight to the terminal (file descriptor 1)
+    out = capfd.readouterr()  # the apply streams straight to the terminal (file descriptor 1)
     assert "Warning" not in out.err
     assert "Plan: 0 to add, 0 to change, 4 to destroy." in out.out  # terraform's own output
-    assert "Destroy complete! Resources: 4 destroyed." in out.out
+    assert "Apply complete! Resources: 0 added, 0 changed, 4 destroyed." in out.out  # the saved plan, applied
+    assert "Destroy complete!" not in out.out  # never `destroy -auto-approve`, which plans again
     assert "teardown_" not in out.err  # the cost scan does not complain about our manifest
     doc = json.loads(result.manifest.read_text())
     assert result.manifest.parent == runs / "manifests"
     assert result.manifest.name.startswith("teardown_exp1_") and result.manifest.name.endswith("Z.json")
     assert doc["campaign"] == "exp1" and doc["terraform_exit_code"] == 0
     assert sorted(doc["resources_destroyed"]) == ADDRESSES and doc["destroyed_count"] == 4
+    assert len(doc["plan_sha256"]) == 64 and doc["plan_sha256"] == result.plan_sha256
     assert doc["tf_dir"] == str(folder) and doc["started_at"].endswith("Z")
     assert not [p for p in (runs / "manifests").iterdir() if p.name.endswith(".tmp")]
     spend = result.spend
@@ -155,7 +157,10 @@ def test_dry_run_shows_plan_and_destroys_nothing(tmp_path, capsys):
     assert sorted(_state(folder)) == ADDRESSES
     out = capsys.readouterr().out
     assert "terraform destroy would remove 4 resource(s)" in out and "  - terraform_data.node[2]" in out
-    assert "destroy -auto-approve -input=false" in out  # the exact command it would run
+    assert "then applies exactly the saved plan it showed:" in out
+    command = out.splitlines()[-1]  # the exact command it would run
+    assert command.startswith(f"terraform '-chdir={folder}' apply -input=false -no-color /") and command.endswith("/destroy.tfplan")
+    assert "auto-approve" not in out
     assert not (tmp_path / "runs" / "manifests").exists()
 
 
@@ -198,6 +203,83 @@ resource "terraform_data" "stubborn" {
     assert doc["terraform_exit_code"] == 1
     assert doc["resources_remaining"] == ["terraform_data.stubborn"] == _state(folder)
     assert sorted(doc["resources_destroyed"]) == ADDRESSES
+
+
+LATE_TF = """
+resource "terraform_data" "late" {
+  input = "created after the teardown was confirmed"
+}
+"""
+
+
+def test_resources_added_after_the_confirmation_are_never_destroyed(tmp_path, capfd):
+    """Issue 20, 3: the plan shown and confirmed is the plan applied. `destroy -auto-approve`
+    planned again and destroyed what appeared after the confirmation too."""
+    folder = _campaign(tmp_path)
+    cfg = load_config(tmp_path / "nexa.toml")
+    asked = []
+
+    def yes_then_someone_applies(campaign, addresses):
+        asked.append(sorted(addresses))
+        with open(folder / "main.tf", "a") as fh:
+            fh.write(LATE_TF)
+        done = _tf(folder, "apply", "-auto-approve", "-input=false", "-no-color")
+        assert done.returncode == 0, done.stderr
+        return True
+
+    with pytest.raises(Refused) as info:
+        teardown("exp1", config=cfg, confirm=yes_then_someone_applies)
+    assert str(info.value) == (
+        f"refusing to destroy campaign 'exp1': the terraform state of {folder} changed after the plan was shown "
+        "(another terraform run?); nothing was destroyed: run the teardown again to see the new plan"
+    )
+    assert info.value.exit_code == 3 and asked == [ADDRESSES]
+    assert sorted(_state(folder)) == sorted(ADDRESSES + ["terraform_data.late"])  # nothing destroyed
+    assert not (tmp_path / "runs" / "manifests").exists()
+    capfd.readouterr()
+
+    # Run again: the new plan holds the late resource, is shown, confirmed and applied as shown.
+    shown = []
+    result = teardown("exp1", config=cfg, confirm=lambda c, a: shown.append(sorted(a)) or True)
+    everything = sorted(ADDRESSES + ["terraform_data.late"])
+    assert shown == [everything] and sorted(result.destroyed) == everything and _state(folder) == []
+    doc = json.loads(result.manifest.read_text())
+    assert sorted(doc["resources_planned"]) == sorted(doc["resources_destroyed"]) == everything
+    assert doc["resources_remaining"] == [] and doc["destroyed_count"] == 5
+    assert "Apply complete! Resources: 0 added, 0 changed, 5 destroyed." in capfd.readouterr().out
+
+
+def test_a_stale_saved_plan_is_refused_by_terraform_too(tmp_path):
+    """If the state changes between nexa's last look and the apply, terraform itself refuses
+    the saved plan (nothing destroyed) and the manifest says so."""
+    folder = _campaign(tmp_path)
+    plan = tmp_path / "destroy.tfplan"
+    assert tf.plan_destroy(str(folder), str(plan)).returncode == 0
+    with open(folder / "main.tf", "a") as fh:
+        fh.write(LATE_TF)
+    assert _tf(folder, "apply", "-auto-approve", "-input=false", "-no-color").returncode == 0
+    with pytest.raises(ToolError) as info:
+        tf.apply_plan(str(folder), str(plan))
+    assert info.value.returncode == 1
+    assert sorted(_state(folder)) == sorted(ADDRESSES + ["terraform_data.late"])
+    assert "the state changed after the plan was made and confirmed" in tf.explain(1, "Error: Saved plan is stale\n")
+
+
+def test_config_changed_after_the_confirmation_applies_the_confirmed_plan(tmp_path, capfd):
+    """A configuration edited after the confirmation (state untouched) changes nothing: the
+    saved plan is applied as confirmed, and the manifest lists exactly that."""
+    folder = _campaign(tmp_path)
+    cfg = load_config(tmp_path / "nexa.toml")
+
+    def yes_then_edit(campaign, addresses):
+        (folder / "main.tf").write_text(CAMPAIGN_TF.replace("count = 3", "count = 5") + LATE_TF)
+        return True
+
+    result = teardown("exp1", config=cfg, confirm=yes_then_edit)
+    assert sorted(result.destroyed) == ADDRESSES and _state(folder) == []
+    doc = json.loads(result.manifest.read_text())
+    assert sorted(doc["resources_destroyed"]) == sorted(doc["resources_planned"]) == ADDRESSES
+    assert "Apply complete! Resources: 0 added, 0 changed, 4 destroyed." in capfd.readouterr().out
 
 
 def test_prevent_destroy_is_a_clear_plan_error(tmp_path):
@@ -249,6 +331,160 @@ def test_missing_terraform_is_tool_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
     with pytest.raises(ToolMissing, match="terraform: not found"):
         teardown("exp1", yes=True, config=load_config(tmp_path / "nexa.toml"))
+
+
+# --- which campaign a folder belongs to (issue 20, 4) -------------------------------------------
+
+TAGGED_TF = """
+variable "campaign" {
+  type = string
+}
+resource "terraform_data" "node" {
+  count = 2
+  input = "${var.campaign}-${count.index}"
+}
+"""
+NODES = ["terraform_data.node[0]", "terraform_data.node[1]"]
+
+
+def _tagged(tmp_path: Path, name: str, tfvars: str = "", text: str = TAGGED_TF, files=None) -> Path:
+    """An applied folder infra/<name> that declares variable "campaign"; ``tfvars`` is its
+    terraform.tfvars (none when empty), ``files`` more variable files."""
+    folder = tmp_path / "infra" / name
+    folder.mkdir(parents=True)
+    (folder / "main.tf").write_text(text)
+    if tfvars:
+        (folder / "terraform.tfvars").write_text(tfvars)
+    for file_name, content in (files or {}).items():
+        (folder / file_name).write_text(content)
+    for args in (("init", "-input=false", "-no-color"), ("apply", "-auto-approve", "-input=false", "-no-color")):
+        done = _tf(folder, *args)
+        assert done.returncode == 0, done.stderr
+    return folder
+
+
+def _project(tmp_path: Path, toml: str = ""):
+    (tmp_path / "nexa.toml").write_text(toml)
+    return load_config(tmp_path / "nexa.toml")
+
+
+def test_wrong_campaign_is_refused_before_terraform_runs(tmp_path, nexa_cli):
+    """`--campaign A --tf-dir infra/B` destroyed B and recorded it as A's teardown."""
+    _tagged(tmp_path, "A", 'campaign = "A"\n')
+    b = _tagged(tmp_path, "B", '# campaign B\ncampaign = "B"\n')
+    cfg = _project(tmp_path, '[teardown]\ndirs = { A = "infra/A" }\n')
+    message = f"refusing to tear down {b} as campaign 'A': it declares campaign 'B' (terraform.tfvars:2: campaign = 'B')"
+    for dry_run in (True, False):
+        with pytest.raises(Refused) as info:
+            teardown("A", tf_dir=str(b), yes=True, dry_run=dry_run, config=cfg)
+        assert str(info.value) == message and info.value.exit_code == 3
+    assert _state(b) == NODES and not (tmp_path / "runs").exists()
+    out = nexa_cli("teardown", "--campaign", "A", "--tf-dir", "infra/B", "--yes")
+    assert (out.returncode, out.stdout) == (3, "") and out.stderr == f"nexa: error: {message}\n"
+    assert _state(b) == NODES
+
+
+def test_a_folder_is_its_campaigns_by_its_tfvars_or_by_nexa_toml(tmp_path):
+    b = _tagged(tmp_path, "B", 'campaign = "B"\n')
+    mapped = _campaign(tmp_path, "exp1")  # no variable: [teardown.exp1] tf_dir maps it
+    c = tmp_path / "infra" / "C"
+    c.mkdir()
+    (c / "main.tf").write_text(CAMPAIGN_TF.replace('backend "local" { path = "state/campaign.tfstate" }', ""))
+    assert _tf(c, "apply", "-auto-approve", "-input=false", "-no-color").returncode == 0
+    cfg = _project(tmp_path, '[teardown]\ndirs = { C = "infra/./C" }\n\n[teardown.exp1]\ntf_dir = "infra/exp1 tf"\n')
+
+    by_tfvars = teardown("B", tf_dir=str(b), yes=True, config=cfg)  # no nexa.toml entry needed
+    assert by_tfvars.destroyed == NODES and _state(b) == []
+    assert json.loads(by_tfvars.manifest.read_text())["campaign_source"] == "terraform.tfvars:1: campaign = 'B'"
+    by_dirs = teardown("C", yes=True, config=cfg)
+    assert sorted(by_dirs.destroyed) == ADDRESSES and _state(c) == []
+    assert json.loads(by_dirs.manifest.read_text())["campaign_source"] == f"{tmp_path / 'nexa.toml'}: teardown.dirs.C"
+    by_table = teardown("exp1", tf_dir=str(tmp_path / "infra" / "exp1 tf" / "."), yes=True, config=cfg)  # same folder
+    assert sorted(by_table.destroyed) == ADDRESSES and _state(mapped) == []
+
+
+@pytest.mark.parametrize(
+    "tfvars, files, toml, message",
+    [
+        ("", {}, "", 'it declares variable "campaign" but no terraform.tfvars or *.auto.tfvars sets it; set campaign = "A"'),
+        ('campaign = "A"\n', {"z.auto.tfvars": 'campaign = "B"\n'}, "",
+         "its variable files set different campaigns: 'A' (terraform.tfvars:1), 'B' (z.auto.tfvars:1)"),
+        ('campaign = "${"A"}"\n', {}, "", "cannot read terraform.tfvars exactly (line 1: campaign must be one plain string"),
+        ('campaign = "A"\n', {"x.auto.tfvars.json": '{"campaign": 7}'}, "",
+         "cannot read x.auto.tfvars.json exactly (campaign must be a string)"),
+        ('campaign = "B"\n', {}, '[teardown]\ndirs = { A = "infra/A" }\n',
+         "it declares campaign 'B' (terraform.tfvars:1: campaign = 'B'), although {toml}: teardown.dirs.A maps it to 'A'"),
+    ],
+)
+def test_a_folder_that_does_not_say_it_is_the_campaigns_is_refused(tmp_path, tfvars, files, toml, message):
+    folder = _tagged(tmp_path, "A", tfvars, files=files) if tfvars or files else _untagged_applied(tmp_path)
+    cfg = _project(tmp_path, toml)
+    with pytest.raises(Refused) as info:
+        teardown("A", tf_dir=str(folder), yes=True, config=cfg)
+    assert str(info.value).startswith(f"refusing to tear down {folder} as campaign 'A': ")
+    assert message.format(toml=tmp_path / "nexa.toml") in str(info.value)
+    assert _state(folder) == NODES
+
+
+def _untagged_applied(tmp_path: Path) -> Path:
+    """A folder declaring variable "campaign" whose value comes from the environment only."""
+    folder = tmp_path / "infra" / "A"
+    folder.mkdir(parents=True)
+    (folder / "main.tf").write_text(TAGGED_TF)
+    env = dict(os.environ, TF_VAR_campaign="A", **{k: v for k, v in tf.env().items() if v is not None})
+    for args in (("init", "-input=false", "-no-color"), ("apply", "-auto-approve", "-input=false", "-no-color")):
+        done = subprocess.run(["terraform", f"-chdir={folder}", *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    return folder
+
+
+def test_a_folder_without_any_declaration_needs_nexa_toml(tmp_path, nexa_cli):
+    folder = _campaign(tmp_path, "exp1")
+    (tmp_path / "nexa.toml").write_text("")
+    out = nexa_cli("teardown", "--campaign", "exp1", "--tf-dir", str(folder), "--dry-run")
+    assert out.returncode == 3 and out.stdout == ""
+    assert out.stderr == (
+        f"nexa: error: refusing to tear down {folder} as campaign 'exp1': it declares no variable \"campaign\"; "
+        'set campaign = "exp1" in its terraform.tfvars (with variable "campaign" declared), or map it in nexa.toml: '
+        '[teardown] dirs = { exp1 = "DIR" }\n'
+    )
+    (tmp_path / "nexa.toml").write_text(f'[teardown]\ndirs = {{ exp1 = "{folder}" }}\n')
+    out = nexa_cli("teardown", "--campaign", "exp1", "--dry-run")
+    assert out.returncode == 0 and "would remove 4 resource(s)" in out.stdout
+
+
+def test_terraforms_own_reading_must_agree(tmp_path):
+    """Mapped in nexa.toml, no tfvars, but the variable's default is another campaign:
+    terraform's plan says 'B', so the folder is not A's."""
+    text = TAGGED_TF.replace("type = string", 'type    = string\n  default = "B"')
+    folder = _tagged(tmp_path, "A", text=text)
+    cfg = _project(tmp_path, '[teardown]\ndirs = { A = "infra/A" }\n')
+    with pytest.raises(Refused) as info:
+        teardown("A", yes=True, config=cfg)
+    assert str(info.value) == f"refusing to tear down {folder} as campaign 'A': terraform's plan resolves campaign = 'B'"
+    assert _state(folder) == NODES
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"terraform.tfvars": '# campaign = "x"\nnotes = <<EOT\ncampaign = "in heredoc"\nEOT\ncampaign = "A" // tag\n'},
+        {"terraform.tfvars": 'tags = {\n  campaign = "nested"\n}\nname = "${"ab"}c"\ncampaign = "A"\n',
+         "a.auto.tfvars": 'campaign = "A"\n'},
+        {"terraform.tfvars.json": '{"campaign": "A", "notes": "x"}', "b.auto.tfvars": "/* campaign = \"B\" */\n"},
+        {"terraform.tfvars": 'campaign = "\\u0041"\n'},
+    ],
+)
+def test_the_reader_agrees_with_terraform(tmp_path, files):
+    text = TAGGED_TF + 'variable "notes" {\n  default = ""\n}\nvariable "tags" {\n  default = {}\n}\nvariable "name" {\n  default = ""\n}\n'
+    folder = _tagged(tmp_path, "A", text=text, files=files)
+    from nexa_ops import tfcampaign
+
+    assert tfcampaign.read_folder(folder).campaign == "A"
+    done = _tf(folder, "plan", "-destroy", "-input=false", "-no-color", "-out=p.tfplan")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(_tf(folder, "show", "-json", "p.tfplan").stdout)
+    assert shown["variables"]["campaign"]["value"] == "A"
 
 
 # --- the CLI ---------------------------------------------------------------------------------

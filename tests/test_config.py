@@ -49,6 +49,14 @@ def test_project_file_found_in_cwd_and_env(tmp_path, monkeypatch):
         ('[clustr]\npartition = "x"\n', "clustr: unknown key (did you mean 'cluster'?)"),
         ('[cost]\nmax_cost = "lots"\n', "cost.max_cost: expected a number, got string 'lots'"),
         ("[teardown.c1]\n", "teardown.c1.tf_dir: missing required key (expected a string)"),
+        ('[teardown]\ndirs = "infra"\n', "teardown.dirs: expected a table, got string 'infra'"),
+        ("[teardown]\ndirs = { a = 1 }\n", "teardown.dirs.a: expected a string, got integer 1"),
+        ('[teardown]\ndirs = { "a b" = "x" }\n', "teardown.dirs: expected a campaign name of letters, digits, '.', '_' or '-', got 'a b'"),
+        ('[teardown]\ndirs = { a = " " }\n', "teardown.dirs.a: expected a terraform folder, got an empty string"),
+        ('[teardown]\ndirs = { a = "x\\ny" }\n', "teardown.dirs.a: expected a single line"),
+        ('[teardown]\ndirs = { a = "x" }\n[teardown.a]\ntf_dir = "y"\n',
+         "teardown.dirs.a: campaign 'a' is also mapped by [teardown.a] tf_dir: keep one of the two"),
+        ('[teardown.dirs]\ntf_dir = "y"\n', "teardown.dirs.tf_dir: 'dirs' is reserved for the map of campaigns to folders"),
         ("[cluster\n", "invalid TOML"),
         ("[cost]\nmax_cost = nan\n", "cost.max_cost: expected a finite number, got nan"),
         ('[cost.rates]\n"H100-80GB" = inf\n', "cost.rates.H100-80GB: expected a finite number, got inf"),
@@ -63,6 +71,14 @@ def test_project_file_errors(tmp_path, text, expected):
     assert message.startswith(str(path) + ": ")
     assert expected in message
     assert "\n" not in message
+
+
+def test_teardown_dirs_and_campaign_tables(tmp_path):
+    path = write(tmp_path, '[teardown]\ndirs = { exp1 = "infra/exp1", "b.2" = "/abs/b" }\n[teardown.c]\ntf_dir = "infra/c"\n', "nexa.toml")
+    cfg = load_config(path)
+    assert cfg.teardown_dirs == {"exp1": "infra/exp1", "b.2": "/abs/b"}
+    assert list(cfg.teardown) == ["c"] and cfg.teardown["c"].tf_dir == "infra/c"
+    assert load_config(write(tmp_path, "", "empty.toml")).teardown_dirs == {}
 
 
 def test_sweep_parses(tmp_path):

@@ -73,6 +73,60 @@ def test_override_errors_name_file_and_key(tmp_path):
         load_config(write_config(tmp_path, '[containers.services.infer]\ntags = "a:1"\n'))
 
 
+GOOD_REFS = [
+    "ubuntu",
+    "local/nexa-test:1",
+    "127.0.0.1:5000/team/img:v1.2_3",
+    "localhost/x",
+    "ghcr.io/nexa/nexa_light:latest",
+    "Registry.Example.com/a__b/c-d--e.f:TAG_1",
+    "[::1]:5000/x:1",
+    "img@sha256:" + "a" * 64,
+    "img:tag@sha256:" + "0" * 64,
+]
+BAD_REFS = [
+    "--privileged",
+    "-v/:/host",
+    "--volume=/:/host",
+    "-it",
+    "name:--privileged",
+    "name:-x",
+    "UPPER",
+    "team/Name:1",
+    "name:tag with space",
+    "name:",
+    "name:" + "a" * 129,
+    "a//b",
+    "/abs",
+    "x/",
+    "_x",
+    "a:b:c",
+    "name@sha256:abc",
+    "name@",
+    "a" * 256,
+    "",
+    " ",
+]
+
+
+@pytest.mark.parametrize("ref", GOOD_REFS)
+def test_good_image_references(tmp_path, ref):
+    cfg = load_config(write_config(tmp_path, f'[containers.services.infer]\ntag = "{ref}"\n'))
+    assert resolve_service("nexa_infer", cfg).tag == ref
+
+
+@pytest.mark.parametrize("ref", BAD_REFS)
+def test_bad_image_references_are_one_line_config_errors(tmp_path, ref):
+    """Issue 20, 11: `tag = "--privileged"` became a `docker run` flag."""
+    path = write_config(tmp_path, f'[containers.services.train-light]\ntag = "{ref}"\n')
+    with pytest.raises(ConfigError) as exc:
+        resolve_service("nexa_light", load_config(path))  # asked by name, configured by alias: the key is the file's
+    assert str(exc.value) == (
+        f"{path}: containers.services.train-light.tag: expected an image reference like "
+        f"'registry.example:5000/team/name:tag' or 'name@sha256:<hex>', got {ref!r}"
+    )
+
+
 def test_plan_run_argv_is_exact():
     spec = RunSpec(
         image="local/img:1",
@@ -98,7 +152,7 @@ def test_plan_run_argv_is_exact():
         "--network", "host", "--gpus", '"device=0,1"',
         "--mount", "type=bind,source=/proj,target=/workspace", "--mount", "type=bind,source=/data,target=/data,readonly",
         "-w", "/workspace", "-e", "NEXA_WORKDIR=/workspace", "-e", "HF_HOME=/cache/huggingface", "-e", "HF_TOKEN",
-        "local/img:1", "python", "-c", "print('a b')", "x y",
+        "--", "local/img:1", "python", "-c", "print('a b')", "x y",
     ]  # fmt: skip
 
 
@@ -218,8 +272,8 @@ def test_build_dry_run_plan(tmp_path, monkeypatch, capsys):
     ctx = tmp_path / "cache" / "nexa" / "build" / "nexa_infer"
     assert capsys.readouterr().out.splitlines() == [
         f"docker build -f {ctx}/Dockerfile -t ghcr.io/nexa/nexa_infer:latest --build-arg NEXA_VERSION={__version__} "
-        f"--build-arg NEXA_UID=1001 --label ai.nexa.version={__version__} --label ai.nexa.service=nexa_infer {ctx}",
-        "docker push ghcr.io/nexa/nexa_infer:latest",
+        f"--build-arg NEXA_UID=1001 --label ai.nexa.version={__version__} --label ai.nexa.service=nexa_infer -- {ctx}",
+        "docker push -- ghcr.io/nexa/nexa_infer:latest",
     ]
     assert result.pushed and not ctx.exists()
 
@@ -382,6 +436,50 @@ def test_build_image_failure_is_a_tool_error(project, tmp_path):
     with pytest.raises(ToolError) as exc:
         build_image("infer", config=load_config(), capture=True)
     assert exc.value.tool == "docker" and exc.value.exit_code != 0
+
+
+def test_no_image_reference_ever_reaches_docker_as_an_option(project, docker_engine, nexa_cli):
+    """A hostile tag is refused before docker runs (dry runs too), and even a reference that got
+    past the check could not become an option: the real engine reads what follows `--` as the
+    image ('invalid reference format'), never as --privileged."""
+    env = {"DOCKER_HOST": docker_engine.host, "HF_HOME": os.environ["HF_HOME"], "NEXA_VERBOSE": "1"}
+    good = (project / "nexa.toml").read_text()
+    for ref in ("--privileged", "-v/:/host", "name:--privileged"):
+        (project / "nexa.toml").write_text(good.replace('"local/absent:1"', f'"{ref}"'))
+        for extra in (["--dry-run"], []):
+            res = nexa_cli("run-container", "infer", *extra, "--", "id", cwd=project, env=env)
+            assert (res.returncode, res.stdout) == (2, ""), res.stderr
+            assert res.stderr == (
+                f"nexa: error: {project / 'nexa.toml'}: containers.services.infer.tag: expected an image reference like "
+                f"'registry.example:5000/team/name:tag' or 'name@sha256:<hex>', got {ref!r}\n"
+            )  # one line, and no "+ docker ..." line: docker never ran
+        res = nexa_cli("build-image", "infer", "--dry-run", cwd=project, env=env)
+        assert res.returncode == 2 and "containers.services.infer.tag" in res.stderr and res.stdout == ""
+
+    from nexa_ops.tools import docker as tool
+
+    spec = RunSpec(image="--privileged", service="nexa_infer", command=["id"], shm_size=None, name="nexa-bypass-test")
+    bypass = tool.run(plan_run(spec), capture=True)
+    assert bypass.returncode == 125 and "invalid reference format" in bypass.stderr
+    assert docker_engine.docker("ps", "-aq", "--filter", "name=nexa-bypass-test").stdout.strip() == ""
+    assert tool.image_id("--privileged") is None  # `image inspect -- NAME`: "no such image", not an unknown flag
+
+
+def test_run_and_build_with_options_ended_on_the_real_engine(project, docker_engine, tmp_path, mapped_ids):
+    uid, gid = mapped_ids
+    ran = run_container("train-light", ["sh", "-c", "echo ok"], pull="never", config=load_config(), uid=uid, gid=gid, capture=True)
+    assert (ran.exit_code, ran.stdout) == (0, "ok\n")
+    assert ran.argv[ran.argv.index("--") + 1] == docker_engine.test_image
+    ctx = tmp_path / "-ctx"  # a context folder whose name starts with '-': still a path after `--`
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {docker_engine.base_image}\n")
+    (project / "nexa.toml").write_text(
+        docker_engine.toml() + f'[containers.services.infer]\ntag = "local/ended:1"\ndockerfile = "{ctx / "Dockerfile"}"\n'
+        f'context = "{ctx}"\n'
+    )
+    built = build_image("infer", config=load_config(), capture=True)
+    assert built.argv[-2:] == ["--", str(ctx)]
+    assert docker_engine.docker("image", "inspect", "--format", "{{.Id}}", "local/ended:1").stdout.startswith("sha256:")
 
 
 def test_bootstrap_is_executable_in_image(docker_engine):

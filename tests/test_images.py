@@ -9,14 +9,17 @@ at the parser. The bootstrap script runs for real, under sh and shellcheck.
 import json
 import os
 import re
+import shutil
+import stat
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import List, Tuple
 
 import pytest
 
 from nexa_ops.containers import SERVICES
-from tests.conftest import ROOT, require_tool
+from tests.conftest import ROOT, require_root, require_tool
 
 BOOTSTRAP = ROOT / "bin" / "nexa-bootstrap.sh"
 ENTRYPOINT = "/usr/local/bin/nexa-bootstrap.sh"
@@ -185,6 +188,7 @@ def test_bootstrap_fixes_home_and_execs(tmp_path):
     assert res.returncode == 5  # the command's exit code, through exec
     assert res.stdout == f"{home}|{home}/.cache/huggingface|{ws}|1|a b|"
     assert home.is_dir() and (home / ".cache" / "huggingface").is_dir()
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
     summary = res.stderr.splitlines()
     assert summary[0].startswith("nexa-bootstrap: user=") and f"home={home}" in summary[0] and f"cwd={ws}" in summary[0]
     assert summary[1].startswith("nexa-bootstrap: gpus=none; nexa image ?")
@@ -202,3 +206,89 @@ def test_bootstrap_quiet_and_default_shell(tmp_path):
     assert (res.returncode, res.stderr) == (0, "")  # no command: a shell, reading empty stdin
     res = run_bootstrap(tmp_path, "true", HOME=str(tmp_path / "h"), NEXA_VERSION="9.9")
     assert "nexa image 9.9" in res.stderr
+
+
+# --- bin/nexa-bootstrap.sh and other users (issue 20, 8) -----------------------------------
+
+ATTACKER, VICTIM = 40101, 40102  # uids without a passwd entry, like a container's mapped uid
+PLANT = """\
+import os
+open(os.path.join(os.environ["NEXA_TEST_SHARED"], "planted-code-ran-as-%d" % os.getuid()), "w").close()
+"""
+
+
+def as_uid(uid: int, argv, env, umask: str = "022") -> subprocess.CompletedProcess:
+    """Run ``argv`` as ``uid`` (and gid ``uid``, no other groups) through util-linux setpriv."""
+    wrapped = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", "sh", "-c", f'umask {umask}; exec "$@"', "_"]
+    return subprocess.run(wrapped + list(argv), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+
+@pytest.fixture
+def shared_tmp():
+    """A sticky, world-writable folder like /tmp, reachable by every uid."""
+    require_root()
+    require_tool("setpriv", "python3")
+    folder = Path(tempfile.mkdtemp(prefix="nexa-shared-tmp-", dir="/tmp"))
+    folder.chmod(0o1777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _victim(shared: Path, *command: str, umask: str = "022") -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "TMPDIR": str(shared), "HOME": "/", "NEXA_TEST_SHARED": str(shared)}
+    return as_uid(VICTIM, ["sh", str(BOOTSTRAP), *command], env, umask)
+
+
+def _user_site(home: str) -> str:
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+    code = "import site, sys; print(site.getusersitepackages())"
+    return subprocess.run([python, "-c", code], env={"HOME": home, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.parametrize("plant", ["open-folder", "attackers-private-folder", "link-to-attackers-folder"])
+def test_a_home_planted_by_another_user_is_never_used(shared_tmp, plant):
+    """Another uid creates ${TMPDIR}/nexa-home-<victim uid> first, with a usercustomize.py that
+    Python runs at start-up from $HOME: the bootstrap makes a fresh private HOME instead."""
+    predictable = shared_tmp / f"nexa-home-{VICTIM}"
+    target = shared_tmp / "attackers" if plant == "link-to-attackers-folder" else predictable
+    site_dir = _user_site(str(target))
+    assert site_dir.startswith(str(target) + "/")
+    mode = {"open-folder": "777", "attackers-private-folder": "700", "link-to-attackers-folder": "777"}[plant]
+    script = f'mkdir -p "{site_dir}" && printf %s "$PLANT" > "{site_dir}/usercustomize.py"'
+    script += f' && chmod -R a+rX "{target}" && chmod {mode} "{target}"'
+    if plant == "link-to-attackers-folder":
+        script += f' && ln -s "{target}" "{predictable}"'
+    env = {"PATH": "/usr/bin:/bin", "PLANT": PLANT}
+    planted = as_uid(ATTACKER, ["sh", "-c", script], env)
+    assert planted.returncode == 0, planted.stderr
+
+    res = _victim(shared_tmp, "python3", "-c", "import os; print(os.environ['HOME'])")
+    assert res.returncode == 0, res.stderr
+    assert list(shared_tmp.glob("planted-code-ran-as-*")) == []  # nothing planted ran
+    home = Path(res.stdout.strip())
+    assert home.parent == shared_tmp and home.name.startswith(f"nexa-home-{VICTIM}.") and home != predictable
+    info = home.stat()
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (VICTIM, 0o700)
+    assert f"nexa-bootstrap: warning: {predictable} exists and is not a private folder of uid {VICTIM}; not using it" in res.stderr
+
+
+def test_the_planted_code_would_run_from_that_home(shared_tmp):
+    """The attack itself, to show the test above is real: with HOME in the planted folder,
+    Python runs its usercustomize.py as the victim."""
+    planted_home = shared_tmp / "planted"
+    site_dir = _user_site(str(planted_home))
+    env = {"PATH": "/usr/bin:/bin", "PLANT": PLANT}
+    assert as_uid(ATTACKER, ["sh", "-c", f'mkdir -p "{site_dir}" && printf %s "$PLANT" > "{site_dir}/usercustomize.py" '
+                                         f'&& chmod -R a+rwX "{planted_home}"'], env).returncode == 0
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(planted_home), "NEXA_TEST_SHARED": str(shared_tmp)}
+    assert as_uid(VICTIM, ["python3", "-c", "pass"], env).returncode == 0
+    assert [p.name for p in shared_tmp.glob("planted-code-ran-as-*")] == [f"planted-code-ran-as-{VICTIM}"]
+
+
+def test_the_private_fallback_home_is_made_0700_and_reused(shared_tmp):
+    first = _victim(shared_tmp, "sh", "-c", 'echo "$HOME"', umask="000")  # a careless umask changes nothing
+    home = shared_tmp / f"nexa-home-{VICTIM}"
+    assert first.returncode == 0 and first.stdout.strip() == str(home) and "warning" not in first.stderr
+    assert (home.stat().st_uid, stat.S_IMODE(home.stat().st_mode)) == (VICTIM, 0o700)
+    again = _victim(shared_tmp, "sh", "-c", 'echo "$HOME"')
+    assert again.stdout.strip() == str(home) and "warning" not in again.stderr  # its own private folder: reused

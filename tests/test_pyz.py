@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -477,6 +478,97 @@ def test_cache_clean_removes_other_builds_only(nexa_pyz, tmp_path, nexa_cli):
     res = nexa_cli("cache-clean", "--root", str(root), "--keep", str(nexa_pyz))
     assert res.returncode == 0, res.stderr
     assert [p.name for p in extraction_dirs(root)] == [f"nexa.pyz_{current}"]
+
+
+WAITER = """\
+import os, sys, time
+probe = os.environ["PROBE_DIR"]
+open(os.path.join(probe, "started-" + os.environ["NEXA_TASK_INDEX"]), "w").close()
+deadline = time.time() + 120
+while not os.path.exists(os.path.join(probe, "go")):
+    if time.time() > deadline:
+        sys.exit(9)
+    time.sleep(0.05)
+"""
+
+
+def test_cache_clean_never_removes_an_extraction_in_use(nexa_pyz, tmp_path, nexa_cli):
+    """Issue 20, 6: cache-clean deleted the extraction of a running `sweep --local`, which then
+    died with ModuleNotFoundError. A running nexa holds its extraction's lock: it is skipped."""
+    python = require_python("3.11")
+    app, home, tmpd, work, probe = (tmp_path / d for d in ("app", "home", "tmp", "work", "probe"))
+    for d in (app, home, tmpd, work, probe):
+        d.mkdir()
+    running, idle = app / "nexa.pyz", app / "idle.pyz"
+    shutil.copy2(str(nexa_pyz), str(running))
+    shutil.copy2(str(nexa_pyz), str(idle))
+    build = pyz.pyz_environment(nexa_pyz)["build_id"]
+    env = clean_env(home, tmpd, PROBE_DIR=str(probe))
+    assert run([python, idle, "--version"], env, work).returncode == 0  # extracted, then unused
+    (work / "wait.py").write_text(WAITER)
+    (work / "sweep.toml").write_text(
+        f'name = "busy"\ncommand = [{json.dumps(python)}, {json.dumps(str(work / "wait.py"))}]\n'
+        "[grid]\nx = [1, 2]\n[resources]\nmax_parallel = 2\n"
+    )
+    sweep = subprocess.Popen(
+        [python, str(running), "sweep", "--config", "sweep.toml", "--local", "--out", str(work / "run")],
+        env=env, cwd=str(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (probe / "started-0").exists() and sweep.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (probe / "started-0").exists(), sweep.communicate(timeout=10)
+        (root,) = tmpd.iterdir()
+        in_use, unused = root / f"nexa.pyz_{build}", root / f"idle.pyz_{build}"
+        assert in_use.is_dir() and unused.is_dir()
+
+        dry = nexa_cli("cache-clean", "--root", str(root), "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert f"Would remove {unused}\n" in dry.stdout and f"Kept {in_use}: in use by a running nexa\n" in dry.stdout
+        res = nexa_cli("cache-clean", "--root", str(root))  # from the checkout: keeps no build by itself
+        assert res.returncode == 0, res.stderr
+        assert f"Removed {unused}\n" in res.stdout and f"Kept {in_use}: in use by a running nexa\n" in res.stdout
+        assert in_use.is_dir() and not unused.exists()
+    finally:
+        (probe / "go").touch()
+        out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 0, err
+    assert "2 succeeded, 0 failed" in out and "Traceback" not in err
+    assert (root / f"nexa.pyz_{build}" / "site-packages" / "nexa_ops").is_dir()
+
+    # The sweep is over: nothing holds the extraction any more, and it goes.
+    res = nexa_cli("cache-clean", "--root", str(root))
+    assert res.returncode == 0 and f"Removed {in_use}\n" in res.stdout and "in use" not in res.stdout
+    assert extraction_dirs(root) == [] and not (root / f".nexa.pyz_{build}_inuse").exists()
+    assert run([python, running, "--version"], env, work).returncode == 0  # extracts again
+
+
+def test_hold_extraction_waits_for_a_cleaner_and_follows_a_replaced_lock_file(tmp_path):
+    import fcntl
+
+    lock = tmp_path / ".n.pyz_b_inuse"
+    held = pyz.hold_extraction(str(tmp_path), "n.pyz_b")
+    assert held is not None and lock.exists()
+    fd = os.open(str(lock), os.O_RDONLY)
+    with pytest.raises(BlockingIOError):  # what the cleaner meets while a run holds it
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.close(fd)
+    os.close(held)
+    cleaner = os.open(str(lock), os.O_RDONLY)
+    fcntl.flock(cleaner, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free now
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from nexa_ops import pyz; import os\n"
+        "fd = pyz.hold_extraction(sys.argv[2], 'n.pyz_b')\n"
+        "print(os.fstat(fd).st_ino == os.stat(os.path.join(sys.argv[2], '.n.pyz_b_inuse')).st_ino)\n"
+    )
+    starter = subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    assert starter.poll() is None  # a starting run waits while the cleaner holds the lock
+    lock.unlink()  # the cleaner removes the extraction and its lock file, then lets go
+    os.close(cleaner)
+    assert starter.communicate(timeout=30)[0].strip() == "True"  # it locked the new file, not the unlinked one
+    assert lock.exists()
 
 
 def test_code_runs_on_python_36_per_vermin():

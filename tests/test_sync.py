@@ -11,6 +11,7 @@ from nexa_ops.config import SyncConfig, load_config
 from nexa_ops.errors import ConfigError, Refused, ToolError
 from nexa_ops.sync import (
     MARKER,
+    USER_WORDS,
     check_dest_probe,
     check_dest_text,
     make_plan,
@@ -22,6 +23,7 @@ from nexa_ops.tools import rsync as rs
 from tests.services.sshd import free_port
 
 SMALL_FILES = 2000
+HOST_WORDS = "expected a host name (letters, digits, '-', '.'), an IPv4 address or an [IPv6] address"
 
 # --- pure ----------------------------------------------------------------------------------
 
@@ -63,12 +65,13 @@ def test_runs_dir_elsewhere_in_the_tree_is_excluded_too(tmp_path):
 @pytest.mark.parametrize(
     "kw, flag",
     [
-        ({"host": "-oProxyCommand=x"}, "--host: expected a host name, got '-oProxyCommand=x'"),
+        ({"host": "-oProxyCommand=x"}, f"--host: {HOST_WORDS}, got '-oProxyCommand=x'"),
         ({"host": "a b"}, "--host: expected a host name"),
-        ({"host": ""}, "--host: expected a host name, got ''"),
-        ({"host": "-u@h"}, "--host: expected a user name before '@', got '-u'"),
-        ({"user": "-x"}, "--user: expected a user name, got '-x'"),
+        ({"host": ""}, f"--host: {HOST_WORDS}, got ''"),
+        ({"host": "-u@h"}, f"--host: expected a user name before '@' ({USER_WORDS}), got '-u'"),
+        ({"user": "-x"}, f"--user: expected a user name ({USER_WORDS}), got '-x'"),
         ({"user": "a\nb"}, "--user: expected a user name"),
+        ({"dest": "a\nb"}, "--dest: expected a one-line path without control characters"),
         ({"port": 0}, "--port: expected a port between 1 and 65535, got 0"),
         ({"port": 70000}, "--port: expected a port between 1 and 65535, got 70000"),
         ({"identity": "/nonexistent/key"}, "--identity: identity file '/nonexistent/key' does not exist"),
@@ -91,7 +94,7 @@ def test_bad_options_name_the_option_not_the_file(tmp_path, kw, flag):
         (SyncConfig(), "/p/nexa.toml: sync.host: no host to sync to: pass --host or set host in [sync]"),
         (SyncConfig(host="-oProxyCommand=x"), "/p/nexa.toml: sync.host: expected a host name"),
         (SyncConfig(host="-u@h"), "/p/nexa.toml: sync.host: expected a user name before '@'"),
-        (SyncConfig(host="h", user="a b"), "/p/nexa.toml: sync.user: expected a user name, got 'a b'"),
+        (SyncConfig(host="h", user="a b"), f"/p/nexa.toml: sync.user: expected a user name ({USER_WORDS}), got 'a b'"),
         (SyncConfig(host="h", port=0), "/p/nexa.toml: sync.port: expected a port between 1 and 65535, got 0"),
         (SyncConfig(host="h", identity="/nonexistent/key"), "/p/nexa.toml: sync.identity: identity file"),
         (SyncConfig(host="h", dest=" "), "/p/nexa.toml: sync.dest: expected a destination path"),
@@ -116,8 +119,8 @@ def test_cli_bad_options_name_the_option_without_a_project_file(tmp_path, nexa_c
     for args, message in (
         (["--port", "0"], "--port: expected a port between 1 and 65535, got 0"),
         (["--port", "abc"], "--port: expected an integer, got 'abc'"),
-        (["--host=-x"], "--host: expected a host name, got '-x'"),
-        (["--user=-x"], "--user: expected a user name, got '-x'"),
+        (["--host=-x"], f"--host: {HOST_WORDS}, got '-x'"),
+        (["--user=-x"], f"--user: expected a user name ({USER_WORDS}), got '-x'"),
         (["--identity", str(tmp_path / "missing")], f"--identity: identity file '{tmp_path / 'missing'}' does not exist"),
     ):
         argv = ["sync", "--host", "127.0.0.1", *args] if not args[0].startswith("--host") else ["sync", *args]
@@ -144,16 +147,146 @@ def test_guard_accepts_project_folders(dest):
 
 def test_guard_on_probe_answers():
     home = "/home/a"
-    check_dest_probe("p", rs.DestProbe(home, "", "absent"), force=False)
-    check_dest_probe("p", rs.DestProbe(home, "/home/a/p", "empty"), force=False)
-    check_dest_probe("p", rs.DestProbe(home, "/home/a/p", "marker"), force=False)
-    check_dest_probe("p", rs.DestProbe(home, "/home/a/p", "nonempty"), force=True)
+
+    def probe(real, state):
+        return rs.DestProbe(home, real, state, cwd=home)
+
+    check_dest_probe("p", probe("", "absent"), force=False)
+    check_dest_probe("p", probe("/home/a/p", "empty"), force=False)
+    check_dest_probe("p", probe("/home/a/p", "marker"), force=False)
+    check_dest_probe("p", probe("/home/a/p", "nonempty"), force=True)
+    check_dest_probe("../b/p", probe("/home/b/p", "nonempty"), force=True)  # a sibling of the home: not its parent
+    check_dest_probe("p", probe("/home/ab", "marker"), force=False)  # '/home/a' is not inside '/home/ab'
     with pytest.raises(Refused, match="not empty and has no .nexa-sync marker.*--force"):
-        check_dest_probe("p", rs.DestProbe(home, "/home/a/p", "nonempty"), force=False)
+        check_dest_probe("p", probe("/home/a/p", "nonempty"), force=False)
     with pytest.raises(Refused, match="remote home"):
-        check_dest_probe("link", rs.DestProbe(home, home, "nonempty"), force=True)
+        check_dest_probe("link", probe(home, "nonempty"), force=True)
+    with pytest.raises(Refused, match="remote home"):
+        check_dest_probe("link", probe(home, "marker"), force=True)  # a marker in the home changes nothing
     with pytest.raises(Refused, match="resolves to '/'"):
-        check_dest_probe("link", rs.DestProbe(home, "/", "nonempty"), force=True)
+        check_dest_probe("link", probe("/", "nonempty"), force=True)
+    for parent in ("/home", "/home/"):
+        with pytest.raises(Refused, match=r"the remote home directory \(/home/a\) is inside it"):
+            check_dest_probe("..", probe(parent, "marker"), force=True)
+    starts_elsewhere = rs.DestProbe(home, "/scratch/a", "nonempty", cwd="/scratch/a")
+    with pytest.raises(Refused, match="it is the folder remote commands start in"):
+        check_dest_probe("/scratch/a", starts_elsewhere, force=True)
+    above_start = rs.DestProbe(home, "/scratch", "nonempty", cwd="/scratch/a")
+    with pytest.raises(Refused, match=r"the folder remote commands start in \(/scratch/a\) is inside it"):
+        check_dest_probe("/scratch", above_start, force=True)
+
+
+@pytest.mark.parametrize(
+    "found, message",
+    [
+        (rs.DestProbe("", "", "unknown", problem="no answer line"), "could not check the destination exactly \\(no answer line\\)"),
+        (rs.DestProbe("/home/a", "/home/a/p", "bye"), "could not check the destination exactly"),
+        (rs.DestProbe("", "/home/a/p", "nonempty", cwd="/home/a"), "did not say where its home directory is"),
+        (rs.DestProbe("/home/a", "/home/a/p", "nonempty", cwd=""), "did not say where its home directory is"),
+        (rs.DestProbe("/home/a", "", "nonempty", cwd="/home/a"), "could not resolve the folder's real path"),
+        (rs.DestProbe("/home/a", "", "empty", cwd="/home/a"), "could not resolve the folder's real path"),
+        (rs.DestProbe("/home/a", "/home/a", "absent", cwd="/home/a"), "says it is absent but resolves it"),
+        (rs.DestProbe("/home/a", "/home/a/p", "unreadable", cwd="/home/a"), "cannot be listed"),
+        (rs.DestProbe("/home/a", "", "notdir", cwd="/home/a"), "not a folder"),
+    ],
+)
+def test_guard_refuses_every_answer_that_is_not_exact(found, message):
+    with pytest.raises(Refused, match=message):
+        check_dest_probe("p", found, force=True)
+
+
+@pytest.mark.parametrize("dest", ["..", "../..", "~/..", "../.", "x/../..", "./../"])
+def test_guard_refuses_parents_of_the_home_by_name(dest):
+    with pytest.raises(Refused, match="above the remote home"):
+        check_dest_text(dest)
+
+
+def _record(nonce, state="nonempty", home="/home/a", cwd="/home/a", real="/home/a/p"):
+    fields = [p.encode().hex() if p else "-" for p in (home, cwd, real)]
+    return f"NEXA-{nonce} {state} {' '.join(fields)}"
+
+
+def test_probe_answer_is_the_one_framed_record_whatever_surrounds_it():
+    nonce = "0123456789abcdef0123456789abcdef"
+    noisy = f"Welcome to the cluster\n/home/a\n\n{_record(nonce)}\nbye\n/home/a\nmarker\n"
+    assert rs.parse_probe(noisy, nonce) == rs.DestProbe("/home/a", "/home/a/p", "nonempty", cwd="/home/a")
+    odd = _record(nonce, real="/home/a/with space\nand a line break\n")
+    assert rs.parse_probe(odd, nonce).realpath == "/home/a/with space\nand a line break\n"
+    assert rs.parse_probe(_record(nonce, state="absent", real=""), nonce).realpath == ""
+    for bad in (
+        "",  # nothing: a login that swallows stdout
+        "/home/a\n/home/a/p\nempty\n",  # the old unframed answer
+        _record("f" * 32),  # another nonce: an echo of some other probe
+        _record(nonce) + "\n" + _record(nonce, real="/tmp"),  # two answers
+        _record(nonce, state="bye"),
+        _record(nonce) + " extra",
+        _record(nonce) + "\r",
+        "[log] " + _record(nonce),  # a wrapper prefixing every line
+        f"NEXA-{nonce} nonempty 2f686f6d652f61 2f686f6d652f61 2f686f6d652f6",  # odd hex
+        f"NEXA-{nonce} nonempty 2F686F6D652F61 - -",  # upper case: not what the probe prints
+    ):
+        found = rs.parse_probe(bad, nonce)
+        assert found.state == "unknown" and found.problem, bad
+        with pytest.raises(Refused, match="could not check the destination exactly"):
+            check_dest_probe("p", found, force=True)
+
+
+def test_probe_never_names_its_frame_in_the_command():
+    """Only the running script can print ``NEXA-<nonce>``: an echo of the command cannot."""
+    remote = rs.Remote("h", "u")
+    nonce = "a" * 32
+    argv = rs.probe_argv(remote, "-rf x", MARKER, nonce)
+    assert f"NEXA-{nonce}" not in " ".join(argv)
+    assert argv[-1].endswith(f"nexa-probe './-rf x' {nonce}")  # a relative dest cannot pass for an option
+
+
+@pytest.mark.parametrize(
+    "host, login, ssh_login",
+    [
+        ("head", "head", "head"),
+        ("me@head.cluster.example.org", "me@head.cluster.example.org", "me@head.cluster.example.org"),
+        ("gpu_head-2", "gpu_head-2", "gpu_head-2"),  # an ssh config alias
+        ("10.0.0.1", "10.0.0.1", "10.0.0.1"),
+        ("a.b@[::1]", "a.b@[::1]", "a.b@::1"),
+        ("head.", "head.", "head."),
+    ],
+)
+def test_good_hosts(tmp_path, host, login, ssh_login):
+    plan = make_plan(SyncConfig(), source=tmp_path, host=host)
+    assert (plan.remote.login, plan.remote.ssh_login) == (login, ssh_login)
+
+
+@pytest.mark.parametrize(
+    "host, message",
+    [
+        ("/tmp/x", HOST_WORDS),
+        ("./x", HOST_WORDS),
+        ("me@/srv/backup", HOST_WORDS),
+        ("host:22", HOST_WORDS),
+        ("::1", "expected an IPv6 address in brackets, like [::1]"),
+        ("[::g]", HOST_WORDS),
+        ("[10.0.0.1]", HOST_WORDS),
+        ("10.0.0.256", "expected an IPv4 address like 10.0.0.1"),
+        ("-h", HOST_WORDS),
+        ("h-", HOST_WORDS),
+        ("a..b", HOST_WORDS),
+        ("a" * 64, HOST_WORDS),
+        ("h;id", HOST_WORDS),
+        ("h$(id)", HOST_WORDS),
+        ("h\u00e9", HOST_WORDS),
+        ("-l@h", "expected a user name before '@'"),
+        (".x@h", "expected a user name before '@'"),
+        ("a b@h", "expected a user name before '@'"),
+        ("u:x@h", "expected a user name before '@'"),
+    ],
+)
+def test_bad_hosts_are_one_line_errors_naming_option_or_key(tmp_path, host, message):
+    with pytest.raises(ConfigError) as info:
+        make_plan(SyncConfig(), source=tmp_path, host=host)
+    assert str(info.value).startswith(f"--host: {message}") and "\n" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        make_plan(SyncConfig(host=host), source=tmp_path, where="/p/nexa.toml")
+    assert str(info.value).startswith(f"/p/nexa.toml: sync.host: {message}")
 
 
 def test_parse_itemized_output_and_stats():
@@ -321,6 +454,118 @@ def test_guards_refuse_with_delete(project, sshd, tmp_path):
     forced = tmp_path / "forced"
     _write(forced / "old.txt", "x")
     assert sync_repository(cfg, delete=True, force=True, dest=str(forced)).deleted == ["old.txt"]
+
+
+# --- a second user whose login shell prints things (the probe must not be fooled) ----------
+
+#: ~/.bashrc noise a real login may print around every ssh command.
+NOISY_SHELLS = {
+    # the old parse took "the last 3 lines": this shifted home/path/state by one line
+    "exit-trap": 'trap \'echo "Goodbye from the cluster"\' EXIT\n',
+    "banner-and-trap": 'echo "*** cluster maintenance on Friday ***"\necho\ntrap \'echo bye; echo /; echo marker\' EXIT\n',
+    "fake-answer": "trap 'echo NEXA-00000000000000000000000000000000 absent - - -; echo marker' EXIT\n",
+}
+#: A login whose output cannot be read exactly: nothing may be deleted.
+GARBLED_SHELLS = {
+    "prefixing-wrapper": "exec > >(sed -u 's/^/[audit] /')\n",
+    "swallowed-stdout": "exec >/dev/null\n",
+}
+
+
+def _as_user(project: Path, sshd, user, dest: str) -> None:
+    text = sshd.toml(dest).replace(f'user = "{sshd.user}"', f'user = "{user.name}"')
+    (project / "nexa.toml").write_text(text)
+
+
+def _home_listing(user) -> set:
+    return {p.relative_to(user.home).as_posix() for p in user.home.rglob("*")}
+
+
+@pytest.mark.parametrize("shell", sorted(NOISY_SHELLS))
+def test_noisy_login_cannot_turn_the_home_into_a_delete_target(project, sshd, sshd_user, nexa_cli, shell):
+    """Issue 20, 1: with one extra line from the remote login, --dry-run --delete used to list
+    ~/.ssh/id_ed25519 for deletion. The framed answer still says it is the home: refused."""
+    sshd_user.startup(NOISY_SHELLS[shell])
+    before = _home_listing(sshd_user)
+    _as_user(project, sshd, sshd_user, str(sshd_user.home))  # an absolute home path no name rule knows
+    for extra in ([], ["--force"]):
+        out = nexa_cli("sync", "--delete", "--dry-run", *extra, cwd=project)
+        assert out.returncode == 3, out.stdout + out.stderr
+        assert out.stderr == (
+            f"nexa: error: refusing to sync with --delete into '{sshd_user.home}': it is the remote home directory "
+            f"({sshd_user.home}); use a subfolder\n"
+        )
+        assert ".ssh" not in out.stdout and "deleting" not in out.stdout
+    assert _home_listing(sshd_user) == before and (sshd_user.home / ".ssh" / "id_ed25519").exists()
+
+
+def test_noisy_login_still_syncs_and_prunes_a_project_folder(project, sshd, sshd_user):
+    """The guard is exact, not a blanket refusal: the same noisy login syncs into a subfolder."""
+    sshd_user.startup(NOISY_SHELLS["exit-trap"])
+    _as_user(project, sshd, sshd_user, "projects/mine")
+    cfg = load_config(project / "nexa.toml")
+    first = sync_repository(cfg, delete=True)
+    assert first.probe.state == "absent" and first.probe.home == str(sshd_user.home)
+    dest = sshd_user.home / "projects" / "mine"
+    assert (dest / "train.py").exists() and (dest / MARKER).exists()
+    (project / "train.py").unlink()
+    again = sync_repository(cfg, delete=True)
+    assert again.probe.state == "marker" and again.probe.realpath == str(dest)
+    assert again.deleted == ["train.py"] and not (dest / "train.py").exists()
+
+
+@pytest.mark.parametrize("shell", sorted(GARBLED_SHELLS))
+def test_an_answer_that_cannot_be_read_exactly_is_refused(project, sshd, sshd_user, nexa_cli, shell):
+    sshd_user.startup(GARBLED_SHELLS[shell])
+    _as_user(project, sshd, sshd_user, "projects/garbled")
+    out = nexa_cli("sync", "--delete", "--dry-run", "--force", cwd=project)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert out.stderr.startswith(
+        "nexa: error: refusing to sync with --delete into 'projects/garbled': could not check the destination exactly ("
+    )
+    assert out.stderr.endswith("; nothing was deleted\n") and out.stderr.count("\n") == 1
+    assert out.stdout == ""
+
+
+@pytest.mark.parametrize("how", ["..", "../", "parent-absolute", "parent-link", "/", "grandparent-absolute"])
+def test_force_never_allows_the_home_or_a_folder_above_it(project, sshd, sshd_user, nexa_cli, how):
+    """Issue 20, 2: `--dest ..` from the home, with --force, would delete the home inside it."""
+    sshd_user.startup("")
+    link = sshd_user.home / "up"
+    if how == "parent-link":
+        link.symlink_to(sshd_user.home.parent)
+    dest = {
+        "parent-absolute": str(sshd_user.home.parent),
+        "grandparent-absolute": str(sshd_user.home.parent.parent),
+        "parent-link": "up",
+    }.get(how, how)
+    before = _home_listing(sshd_user)
+    _as_user(project, sshd, sshd_user, dest)
+    try:
+        for extra in (["--dry-run"], []):
+            out = nexa_cli("sync", "--delete", "--force", *extra, cwd=project)
+            assert out.returncode == 3, out.stdout + out.stderr
+            assert out.stderr.startswith(f"nexa: error: refusing to sync with --delete into {normalize_dest(dest)!r}: ")
+            assert any(words in out.stderr for words in ("above the remote home", "is inside it", "'/'")), out.stderr
+            assert out.stdout == ""
+        assert _home_listing(sshd_user) == before
+    finally:
+        if link.is_symlink():
+            link.unlink()
+
+
+def test_host_with_a_slash_never_becomes_a_local_copy(project, tmp_path, nexa_cli):
+    """Issue 20, 12: `--host /path` made rsync copy into the local folder '/path:dest/'."""
+    target = tmp_path / "local"
+    (project / "nexa.toml").write_text('[sync]\ndest = "proj"\n')
+    out = nexa_cli("sync", "--host", str(target), cwd=project)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == f"nexa: error: --host: {HOST_WORDS}, got {str(target)!r}\n"
+    (project / "nexa.toml").write_text(f'[sync]\nhost = "me@{target}"\ndest = "proj"\n')
+    out = nexa_cli("sync", "--delete", cwd=project)
+    assert out.returncode == 2
+    assert out.stderr == f"nexa: error: {project / 'nexa.toml'}: sync.host: {HOST_WORDS}, got {str(target)!r}\n"
+    assert not list(tmp_path.glob("local*"))  # no '/.../local:proj/' folder was made
 
 
 def test_unreachable_port_is_explained(project, sshd, tmp_path):

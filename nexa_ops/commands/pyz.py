@@ -32,13 +32,15 @@ def build(c, config=None, output=None, dry_run=False):
     }
 )
 def cache_clean(c, root=None, keep=None, dry_run=False):
-    """Remove extractions of other nexa.pyz builds from the shiv cache; keep the current one."""
+    """Remove extractions of other nexa.pyz builds from the shiv cache; keep the current one and any in use."""
     from .. import pyz
 
     report = pyz.clean_cache(root, keep, dry_run=dry_run)
     verb = "Would remove" if dry_run else "Removed"
     for path in report.removed:
         echo(f"{verb} {path}")
+    for path in report.in_use:
+        echo(f"Kept {path}: in use by a running nexa")
     kept = f"kept build {report.kept_build[:12]}" if report.kept_build else "no build kept (not run from a nexa.pyz; pass --keep)"
     echo(f"{verb} {len(report.removed)} item(s), {report.freed_bytes / 2**20:.1f} MiB, from {report.root}; {kept}")
 

@@ -9,14 +9,14 @@ SHOW_LINES = 40
 @nexa_task(
     auto_shortflags=False,
     help={
-        "host": "Remote host, or USER@HOST (default: host in [sync] of nexa.toml).",
+        "host": "Remote host name, IPv4 or [IPv6] address, or USER@HOST (default: host in [sync] of nexa.toml).",
         "user": "Remote user (default: [sync] user, else ssh's default).",
         "port": "ssh port (default: [sync] port, else 22).",
         "identity": "ssh private key file (default: [sync] identity, else ssh's keys).",
         "dest": "Remote folder; relative paths are under the remote home (default: [sync] dest, else the project folder's name).",
         "delete": "Delete remote files that are not in the project (excluded files are kept). Guarded: see --force.",
         "no_delete": "Do not delete remote files, even when [sync] delete = true.",
-        "force": "With --delete, accept a non-empty destination that has no .nexa-sync marker yet.",
+        "force": "With --delete, accept a non-empty folder without a .nexa-sync marker (never /, the remote home or above it).",
         "dry_run": "Run rsync --dry-run: print what would be sent and deleted; change nothing.",
         "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG); its folder is what gets synced.",
     },

@@ -6,15 +6,15 @@ from .common import PROJECT_HELP, echo, nexa_task
 @nexa_task(
     auto_shortflags=False,
     help={
-        "campaign": "Campaign to tear down. Required.",
-        "tf_dir": "Terraform directory (default: tf_dir in [teardown.<campaign>] of nexa.toml).",
-        "yes": "Destroy without asking (needed when there is no terminal to ask on).",
-        "dry_run": "Show what terraform would destroy (plan -destroy); destroy nothing.",
+        "campaign": "Campaign to tear down. Required. Its folder must say so (campaign = \"C\" in terraform.tfvars) or nexa.toml map it.",
+        "tf_dir": "Terraform directory (default: the campaign's in nexa.toml: [teardown] dirs, or [teardown.<campaign>] tf_dir).",
+        "yes": "Apply the destroy plan without asking (needed when there is no terminal to ask on).",
+        "dry_run": "Show what terraform would destroy (plan -destroy) and the apply command; destroy nothing.",
         "project": PROJECT_HELP,
     },
 )
 def teardown(c, campaign=None, tf_dir=None, yes=False, dry_run=False, project=None):
-    """Destroy a campaign's terraform resources, record a teardown manifest, print its spend."""
+    """Destroy a campaign's terraform resources (the plan shown is the plan applied), record a manifest, print its spend."""
     from ..campaign_teardown import teardown as run_teardown
     from ..config import load_config
     from ..errors import ConfigError

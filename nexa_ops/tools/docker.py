@@ -1,7 +1,8 @@
 """The few Docker CLI calls nexa needs, over ``proc.run``.
 
 Failures that users actually meet (no daemon, no permission on the socket, no such image) are
-turned into one-line causes here, so every caller reports them the same way.
+turned into one-line causes here, so every caller reports them the same way. Options always
+end with ``--`` before an image or a path, so neither can be read as a docker option.
 """
 
 import os
@@ -40,7 +41,7 @@ def image_id(image: str, *, docker: str = "docker") -> Optional[str]:
     This is also the cheapest call that needs the daemon, so a daemon that is down or a
     socket without permission shows up here as a ``ToolError`` with a clear cause.
     """
-    argv = [docker, "image", "inspect", "--format", "{{.Id}}", image]
+    argv = [docker, "image", "inspect", "--format", "{{.Id}}", "--", image]
     result = proc.run(argv, success_codes=(0, 1), hint=HINT)
     if result.returncode == 0:
         return (result.stdout or "").strip() or None
@@ -54,7 +55,7 @@ def labels(image: str, *, docker: str = "docker") -> Dict[str, str]:
     """The labels of a local image."""
     import json
 
-    argv = [docker, "image", "inspect", "--format", "{{json .Config.Labels}}", image]
+    argv = [docker, "image", "inspect", "--format", "{{json .Config.Labels}}", "--", image]
     out = proc.run(argv, hint=HINT, explain=explain).stdout or "null"
     return json.loads(out) or {}
 
@@ -82,4 +83,4 @@ def build(
 
 
 def push(tag: str, *, docker: str = "docker", capture: bool = False, dry_run: bool = False) -> proc.Result:
-    return proc.run([docker, "push", tag], capture=capture, dry_run=dry_run, hint=HINT, explain=explain)
+    return proc.run([docker, "push", "--", tag], capture=capture, dry_run=dry_run, hint=HINT, explain=explain)

@@ -6,6 +6,7 @@ network); ``run_rsync`` and ``probe`` are the only places that start a process, 
 """
 
 import re
+import secrets
 import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -62,7 +63,14 @@ class Remote:
 
     @property
     def login(self) -> str:
+        """``[user@]host`` as rsync reads it (an IPv6 address in brackets: ``[::1]``)."""
         return f"{self.user}@{self.host}" if self.user else self.host
+
+    @property
+    def ssh_login(self) -> str:
+        """``[user@]host`` as ssh reads it (an IPv6 address without brackets)."""
+        host = self.host[1:-1] if self.host.startswith("[") and self.host.endswith("]") else self.host
+        return f"{self.user}@{host}" if self.user else host
 
     def describe(self) -> str:
         return f"{self.login}:{self.port}" if self.port else self.login
@@ -162,43 +170,90 @@ def run_rsync(argv: Sequence[str], *, timeout: Optional[float] = None) -> proc.R
 
 # --- remote destination probe (only when deletion is on) ---------------------------------
 
+#: POSIX sh run on the remote as ``sh -c SCRIPT nexa-probe PATH NONCE``. Its answer is one
+#: record line, ``NEXA-<nonce> STATE HOME CWD REAL``, with the three paths hex-encoded (so a
+#: path with spaces or line breaks stays one field; ``-`` = unknown or absent). The nonce is
+#: never written in the script itself: only the running script can print the framed line, so
+#: whatever the remote login prints around it (a banner, an EXIT trap, an echo of the command)
+#: cannot be taken for the answer. Each ``$(...)`` ends with ``printf .`` and strips it with
+#: the line break before, so a path keeps even a trailing line break.
 PROBE_SCRIPT = r"""d=$1
-h=$(cd && pwd -P)
-if [ -d "$d" ]; then r=$(cd "$d" && pwd -P); else r=; fi
+n=$2
+h=$(cd 2>/dev/null && pwd -P && printf .) && h=${h%??} || h=
+c=$(pwd -P && printf .) && c=${c%??} || c=
+r=
 if [ -e "$d/{marker}" ]; then s=marker
-elif [ ! -e "$d" ]; then s=absent
+elif [ ! -e "$d" ] && [ ! -L "$d" ]; then s=absent
 elif [ ! -d "$d" ]; then s=notdir
-elif [ -z "$(ls -A "$d" 2>/dev/null)" ]; then s=empty
-else s=nonempty; fi
-printf '%s\n%s\n%s\n' "$h" "$r" "$s"
+elif l=$(ls -A "$d" 2>/dev/null); then
+  if [ -z "$l" ]; then s=empty; else s=nonempty; fi
+else s=unreadable; fi
+if [ -d "$d" ]; then r=$(cd "$d" 2>/dev/null && pwd -P && printf .) && r=${r%??} || r=; fi
+x() { if [ -z "$1" ]; then printf %s -; else printf %s "$1" | od -An -v -tx1 | tr -d ' \n'; fi; }
+printf '\nNEXA-%s %s %s %s %s\n' "$n" "$s" "$(x "$h")" "$(x "$c")" "$(x "$r")"
 """
+
+#: What the probe can say about the destination; anything else is ``unknown``.
+PROBE_STATES = ("marker", "absent", "notdir", "empty", "nonempty", "unreadable")
 
 
 @dataclass(frozen=True)
 class DestProbe:
     """What the remote says about the destination before a ``--delete`` sync."""
 
-    home: str  # the remote user's home, symlinks resolved
+    home: str  # the remote user's home ($HOME), symlinks resolved; "" when unknown
     realpath: str  # the destination, resolved; "" when it does not exist
-    state: str  # marker | absent | notdir | empty | nonempty
+    state: str  # one of PROBE_STATES, or "unknown" when the answer could not be read exactly
+    cwd: str = ""  # where the remote command starts (relative paths start here), resolved
+    problem: str = ""  # with state "unknown": why the answer was not accepted
 
 
-def probe_argv(remote: Remote, dest: str, marker: str) -> List[str]:
-    """``ssh ... sh -c SCRIPT nexa-probe DEST``: one round trip, POSIX sh on the remote.
+def probe_path(dest: str) -> str:
+    """The path the probe checks: ``dest`` as rsync resolves it, never taken for an option."""
+    return dest if dest.startswith("/") else "./" + dest
+
+
+def probe_argv(remote: Remote, dest: str, marker: str, nonce: str) -> List[str]:
+    """``ssh ... sh -c SCRIPT nexa-probe PATH NONCE``: one round trip, POSIX sh on the remote.
 
     ssh joins its remote words with spaces for the login shell, so each is shell-quoted."""
     script = PROBE_SCRIPT.replace("{marker}", marker)
-    words = ["sh", "-c", script, "nexa-probe", dest]
-    return ssh_argv(remote) + [remote.login, " ".join(shlex.quote(w) for w in words)]
+    words = ["sh", "-c", script, "nexa-probe", probe_path(dest), nonce]
+    return ssh_argv(remote) + [remote.ssh_login, " ".join(shlex.quote(w) for w in words)]
+
+
+def _unhex(field: str) -> Optional[str]:
+    if field == "-":
+        return ""
+    if len(field) % 2 or not re.match(r"^[0-9a-f]+\Z", field):
+        return None
+    return bytes.fromhex(field).decode("utf-8", "surrogateescape")
+
+
+def parse_probe(stdout: str, nonce: str) -> DestProbe:
+    """The probe's answer from everything the remote printed (pure).
+
+    Exactly one line must start with ``NEXA-<nonce> `` and it must be a whole, well-formed
+    record; no such line, two of them, or a damaged one gives state ``unknown`` (refused)."""
+    head = f"NEXA-{nonce} "
+    records = [line for line in stdout.split("\n") if line.startswith(head)]
+    if len(records) != 1:
+        why = "no answer line" if not records else f"{len(records)} answer lines"
+        return DestProbe("", "", "unknown", problem=f"{why} from the remote check (the remote shell changes its output?)")
+    fields = records[0][len(head):].split(" ")
+    if len(fields) != 4 or fields[0] not in PROBE_STATES:
+        return DestProbe("", "", "unknown", problem=f"a damaged answer from the remote check: {records[0]!r}")
+    home, cwd, real = (_unhex(f) for f in fields[1:])
+    if home is None or cwd is None or real is None:
+        return DestProbe("", "", "unknown", problem=f"a damaged answer from the remote check: {records[0]!r}")
+    return DestProbe(home=home, realpath=real, state=fields[0], cwd=cwd)
 
 
 def probe(remote: Remote, dest: str, marker: str, *, timeout: Optional[float] = 60) -> DestProbe:
     """Ask the remote where ``dest`` resolves to and whether it is empty or ours already."""
-    result = proc.run(probe_argv(remote, dest, marker), hint=SSH_HINT, explain=explain_ssh, timeout=timeout)
-    lines = (result.stdout or "").splitlines()[-3:]
-    while len(lines) < 3:
-        lines.insert(0, "")
-    return DestProbe(home=lines[0], realpath=lines[1], state=lines[2])
+    nonce = secrets.token_hex(16)
+    result = proc.run(probe_argv(remote, dest, marker, nonce), hint=SSH_HINT, explain=explain_ssh, timeout=timeout)
+    return parse_probe(result.stdout or "", nonce)
 
 
 def explain_ssh(code: int, stderr: str) -> str:

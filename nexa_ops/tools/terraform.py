@@ -1,4 +1,5 @@
-"""terraform: init, plan -destroy, show -json, destroy, state list (each through proc.run).
+"""terraform: init, plan -destroy, show -json, apply of the saved plan, state pull and list
+(each through proc.run).
 
 Every call runs with ``-chdir=DIR``, ``-input=false`` where accepted, ``-no-color``, and an
 environment that keeps terraform quiet and offline-friendly: ``CHECKPOINT_DISABLE=1`` (no
@@ -9,7 +10,7 @@ hold the provider mirror or credentials a teardown needs).
 
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .. import proc
 from ..errors import ToolError
@@ -27,6 +28,8 @@ CAUSES = (
     ("Module not installed", "modules are not installed: run `terraform init` in the directory"),
     ("Error acquiring the state lock", "another terraform run holds the state lock"),
     ("No configuration files", "the directory has no terraform configuration (*.tf)"),
+    ("Saved plan is stale", "the state changed after the plan was made and confirmed; nothing of it was applied: "
+     "run the teardown again to see the new plan"),
 )
 
 #: Errors after which a fresh ``terraform init`` is worth one retry.
@@ -90,13 +93,29 @@ def show_plan(tf_dir: str, plan_file: str) -> Dict[str, Any]:
     return json.loads(out)
 
 
-def destroy_argv(tf_dir: str) -> List[str]:
-    return ["terraform", f"-chdir={tf_dir}", "destroy", "-auto-approve", "-input=false", "-no-color"]
+def apply_argv(tf_dir: str, plan_file: str) -> List[str]:
+    """``apply PLAN``: exactly the saved plan, no new planning and no prompt (a saved plan is
+    its own approval; terraform refuses it when the state changed since it was made)."""
+    return ["terraform", f"-chdir={tf_dir}", "apply", "-input=false", "-no-color", plan_file]
 
 
-def destroy(tf_dir: str, *, dry_run: bool = False) -> proc.Result:
-    """``destroy -auto-approve``; output streams to the terminal (it can take minutes)."""
-    return _run(tf_dir, destroy_argv(tf_dir)[2:], capture=False, dry_run=dry_run)
+def apply_plan(tf_dir: str, plan_file: str, *, dry_run: bool = False) -> proc.Result:
+    """Apply a saved plan; output streams to the terminal (a destroy can take minutes)."""
+    return _run(tf_dir, apply_argv(tf_dir, plan_file)[2:], capture=False, dry_run=dry_run)
+
+
+def state_version(tf_dir: str) -> Optional[Tuple[str, int]]:
+    """``(lineage, serial)`` of the current state (``state pull``); None when there is none.
+    Any write to the state changes it, so two equal answers mean an unchanged state."""
+    out = (_run(tf_dir, ["state", "pull"]).stdout or "").strip()
+    if not out:
+        return None
+    try:
+        doc = json.loads(out)
+        return str(doc["lineage"]), int(doc["serial"])
+    except (ValueError, KeyError, TypeError):
+        raise ToolError("terraform", ["terraform", f"-chdir={tf_dir}", "state", "pull"], 1, out[:200],
+                        "state pull did not print a state with a lineage and a serial") from None
 
 
 def state_list(tf_dir: str) -> List[str]:

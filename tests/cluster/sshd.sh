@@ -46,6 +46,10 @@ PidFile none
 PrintMotd no
 LogLevel ERROR
 MaxStartups 100:30:200
+# Throwaway users made by the tests (tests/services/sshd.py, sshd_user) log in with the keys
+# in their own home; root keeps using only the key above.
+Match User nexa-test-*
+    AuthorizedKeysFile .ssh/authorized_keys
 CONF
   /usr/sbin/sshd -t -f "$dir/sshd_config"
   /usr/sbin/sshd -D -e -f "$dir/sshd_config" >>"$dir/sshd.log" 2>&1 &
