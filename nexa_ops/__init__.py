@@ -1,8 +1,12 @@
 """nexa-ops: launch, sweep, sync, containers, cost and teardown for ML clusters.
 
-``import nexa_ops`` is cheap: the public API below is imported on first use (PEP 562), so the
-CLI and the compute-node worker start fast.
+``import nexa_ops`` is cheap: the public API below is imported on first use, so the CLI and
+the compute-node worker start fast.
 """
+
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -61,16 +65,22 @@ _API = {
 __all__ = sorted(_API) + ["__version__"]
 
 
-def __getattr__(name):
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nexa_ops' has no attribute {name!r}")
-    import importlib
+class _API_Module(types.ModuleType):
+    """This package's class: a public name is imported from its home on first use.
 
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    (PEP 562's module ``__getattr__`` does the same from Python 3.7; nexa.pyz also runs on
+    3.6, where only the module's class can.)"""
+
+    def __getattr__(self, name: str) -> "object":
+        home = _API.get(name)
+        if home is None:
+            raise AttributeError(f"module 'nexa_ops' has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+        setattr(self, name, value)
+        return value
+
+    def __dir__(self) -> "list":
+        return __all__
 
 
-def __dir__():
-    return __all__
+sys.modules[__name__].__class__ = _API_Module

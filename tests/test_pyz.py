@@ -582,3 +582,20 @@ def test_code_runs_on_python_36_per_vermin():
     argv += ["nexa_ops", "tasks.py"]
     res = subprocess.run(argv, cwd=str(ROOT), capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("version", ["3.6", "3.13"])
+def test_the_python_api_imports_lazily_from_the_pyz(version, nexa_pyz, tmp_path):
+    """The top-level names (nexa_ops.status, ...) load from their homes on first use, also on
+    3.6, which has no module __getattr__ (PEP 562): the package's class does it there. The
+    pyz's site-packages goes last on sys.path (docs/zipapp-python.md)."""
+    python = require_python(version)
+    code = (
+        "import sys; sys.path.append(sys.argv[1] + '/site-packages'); import nexa_ops\n"
+        "before = 'nexa_ops.track' in sys.modules\n"
+        "print(before, nexa_ops.status.__module__, nexa_ops.load_sweep.__module__, 'status' in dir(nexa_ops))\n"
+        "try:\n    nexa_ops.nope\nexcept AttributeError as exc:\n    print(exc)\n"
+    )
+    res = subprocess.run([python, "-c", code, str(nexa_pyz)], cwd=str(tmp_path), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["False nexa_ops.track nexa_ops.config True", "module 'nexa_ops' has no attribute 'nope'"]
