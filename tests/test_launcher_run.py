@@ -15,7 +15,7 @@ import pytest
 
 from nexa_ops.config import ClusterConfig, Resources
 from nexa_ops.errors import ConfigError
-from nexa_ops.launcher import spec as plan
+from nexa_ops.launcher import spec as launch_spec
 from nexa_ops.launcher.run import launch, load_launch_file, visible_gpus
 from nexa_ops.tools import torchrun
 from tests.conftest import ROOT, require, require_tool
@@ -144,16 +144,17 @@ def test_launch_file_and_option_precedence(tmp_path):
         '[resources]\nnodes = 2\ngpus_per_node = 4\ntime = "01:00:00"\n'
     )
     file = load_launch_file(path)
-    spec = plan.resolve(file, str(path), project_env=["WANDB_*"])
+    spec = launch_spec.resolve(file, str(path), project_env=["WANDB_*"])
     got = (spec.mode, spec.command, spec.name, spec.nproc_per_node, spec.resources.nodes)
     assert got == ("slurm", ["python", "train.py"], "train", 2, 2)
     assert spec.env == ["WANDB_*", "HF_HOME"]
-    spec = plan.resolve(file, str(path), command=["python", "other.py", "x"], nodes=3, nproc_per_node=1, env=["HF_HOME", "A"])
+    spec = launch_spec.resolve(file, str(path), command=["python", "other.py", "x"], nodes=3, nproc_per_node=1, env=["HF_HOME", "A"])
     assert (spec.command, spec.name, spec.resources.nodes, spec.nproc_per_node, spec.env) == (
         ["python", "other.py", "x"], "other", 3, 1, ["HF_HOME", "A"],
     )
-    assert plan.resolve(None, "options", command=["python", "t.py"]).mode == "local"
-    assert plan.resolve(None, "options", command=["./run"], mode="slurm", resources=Resources(gpus_per_node=3)).nproc_for_slurm() == 3
+    assert launch_spec.resolve(None, "options", command=["python", "t.py"]).mode == "local"
+    three = Resources(gpus_per_node=3)
+    assert launch_spec.resolve(None, "options", command=["./run"], mode="slurm", resources=three).nproc_for_slurm() == 3
 
 
 @pytest.mark.parametrize(
@@ -229,10 +230,10 @@ def test_cli_bad_name_and_port_name_the_option(nexa_cli, tmp_path):
 
 def test_env_selection_globs_and_quoting(tmp_path):
     environ = {"PATH": "/p", "HF_HOME": "/h f", "WANDB_PROJECT": "it's", "WANDB_MODE": "$(touch pwned)", "SECRET": "x"}
-    chosen = plan.select_env(["HF_HOME", "WANDB_*", "UNSET_VAR"], environ)
+    chosen = launch_spec.select_env(["HF_HOME", "WANDB_*", "UNSET_VAR"], environ)
     assert chosen == {"HF_HOME": "/h f", "PATH": "/p", "WANDB_MODE": "$(touch pwned)", "WANDB_PROJECT": "it's"}
     env_file = tmp_path / "launch.env"
-    env_file.write_text(plan.env_file(chosen))
+    env_file.write_text(launch_spec.env_file(chosen))
     out = subprocess.run(
         ["bash", "-c", '. "$1" && printf "%s\\n" "$HF_HOME" "$WANDB_PROJECT" "$WANDB_MODE"', "_", str(env_file)],
         capture_output=True, text=True, cwd=tmp_path, env={},
@@ -242,8 +243,8 @@ def test_env_selection_globs_and_quoting(tmp_path):
 
 
 def test_gpu_counting_from_cuda_visible_devices_and_nvidia_smi(tmp_path, monkeypatch):
-    assert [plan.count_cuda_visible(v) for v in (None, "", "0", "0,1,2", "GPU-4f4b,GPU-9a1e", "0,-1,2")] == [None, 0, 1, 3, 2, 1]
-    assert plan.count_nvidia_smi(NVIDIA_SMI_L) == 2
+    assert [launch_spec.count_cuda_visible(v) for v in (None, "", "0", "0,1,2", "GPU-4f4b,GPU-9a1e", "0,-1,2")] == [None, 0, 1, 3, 2, 1]
+    assert launch_spec.count_nvidia_smi(NVIDIA_SMI_L) == 2
     # No GPU here: a stand-in nvidia-smi replays the real tool's `-L` output.
     fake = tmp_path / "bin" / "nvidia-smi"
     fake.parent.mkdir()
@@ -270,12 +271,12 @@ def test_ddp_dry_run_default_nproc(nexa_cli, tmp_path):
 
 def test_slurm_script_is_complete_quoted_and_shellcheck_clean(tmp_path):
     require_tool("shellcheck")
-    spec = plan.resolve(
+    spec = launch_spec.resolve(
         None, "options", command=["python", "train.py", *HOSTILE], mode="slurm", name="big",
         resources=Resources(nodes=4, gpus_per_node=8, cpus_per_task=32, mem="200G", time="02:00:00", extra=["--exclusive"]),
         join_timeout=120,
     )
-    script = plan.render_ddp_script(
+    script = launch_spec.render_ddp_script(
         spec, cluster=ClusterConfig(partition="gpu", account="lab"), run_dir="/runs/big 1", log_path="/runs/big 1/launch-%j.log",
         workdir="/home/u/my proj", env_names=["HF_HOME", "PATH"],
     )

@@ -26,7 +26,17 @@ from ..errors import NexaError, ToolError, WaitTimeout
 from ..fs import atomic_write_text
 from ..resources import read_text
 from ..tools import slurm, torchrun
-from . import spec as plan
+from .spec import (
+    LaunchFile,
+    LaunchSpec,
+    count_cuda_visible,
+    count_nvidia_smi,
+    env_file,
+    parse_launch_file,
+    render_ddp_script,
+    resolve,
+    select_env,
+)
 
 LOG = "launch.log"
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
@@ -76,9 +86,9 @@ class LaunchResult:
         return f"{self.name}: {what} (log: {self.log_path})"
 
 
-def load_launch_file(path: Union[str, Path]) -> plan.LaunchFile:
+def load_launch_file(path: Union[str, Path]) -> LaunchFile:
     """Parse and validate a launch TOML file."""
-    return plan.parse_launch_file(toml.load(Path(path)), str(path))
+    return parse_launch_file(toml.load(Path(path)), str(path))
 
 
 def launch(
@@ -140,7 +150,7 @@ def launch(
     """
     cfg = project if isinstance(project, NexaConfig) else load_config(project)
     file = load_launch_file(config) if config else None
-    spec = plan.resolve(
+    spec = resolve(
         file,
         str(config) if config else "options",
         command=command,
@@ -200,14 +210,14 @@ def visible_gpus(environ: Optional[Mapping[str, str]] = None) -> int:
     """GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else ``nvidia-smi -L``,
     else 0 (no driver, or nvidia-smi failing counts as none)."""
     environ = os.environ if environ is None else environ
-    counted = plan.count_cuda_visible(environ.get("CUDA_VISIBLE_DEVICES"))
+    counted = count_cuda_visible(environ.get("CUDA_VISIBLE_DEVICES"))
     if counted is not None:
         return counted
     try:
         output = proc.run(["nvidia-smi", "-L"], timeout=20).stdout or ""
     except NexaError:
         return 0
-    return plan.count_nvidia_smi(output)
+    return count_nvidia_smi(output)
 
 
 def run_streamed(
@@ -350,7 +360,7 @@ def _tail(path: Optional[Path]) -> str:
         return fh.read().decode("utf-8", "replace")
 
 
-def _manifest(result: LaunchResult, spec: plan.LaunchSpec, cwd: Path) -> Dict[str, Any]:
+def _manifest(result: LaunchResult, spec: LaunchSpec, cwd: Path) -> Dict[str, Any]:
     return runs.new_manifest(
         result.run_dir.name if result.run_dir else "",
         spec.name,
@@ -371,7 +381,7 @@ def _manifest(result: LaunchResult, spec: plan.LaunchSpec, cwd: Path) -> Dict[st
 
 
 def _launch_slurm(
-    spec: plan.LaunchSpec,
+    spec: LaunchSpec,
     cfg: NexaConfig,
     cwd: Path,
     *,
@@ -386,10 +396,10 @@ def _launch_slurm(
         estimate = estimate_cost(spec.resources, cfg, tasks=1)
         print(estimate.table(), file=out, flush=True)
         check_max_cost(estimate, max_cost if max_cost is not None else cfg.cost.max_cost)
-    values = plan.select_env(spec.env, os.environ)
+    values = select_env(spec.env, os.environ)
     run_dir = cfg.runs_dir / runs.new_run_id(spec.name) if dry_run else runs.create_run_dir(cfg.runs_dir, spec.name)
     log_path = run_dir / "launch-%j.log"
-    script = plan.render_ddp_script(
+    script = render_ddp_script(
         spec, cluster=cfg.cluster, run_dir=str(run_dir), log_path=str(log_path), workdir=str(cwd), env_names=list(values)
     )
     script_path = run_dir / f"{spec.name}.sbatch"
@@ -414,7 +424,7 @@ def _launch_slurm(
         slurm.sbatch(str(script_path), options=options, dry_run=True)
         return result
     (run_dir / runs.METRICS).mkdir(exist_ok=True)  # $NEXA_METRICS_FILE, exported by the script
-    atomic_write_text(run_dir / "launch.env", plan.env_file(values), mode=0o600)
+    atomic_write_text(run_dir / "launch.env", env_file(values), mode=0o600)
     atomic_write_text(run_dir / "launch_ddp.sh", read_text("bin/launch_ddp.sh"), mode=0o755)
     atomic_write_text(script_path, script, mode=0o755)
     manifest = _manifest(result, spec, cwd)
