@@ -72,54 +72,78 @@ def _port(value, flag):
         raise ConfigError(f"{flag}: expected a TCP port number, got {value!r}") from None
 
 
+LISTEN_HELP = (
+    "Address to bind (default 127.0.0.1: this machine only). Another address, e.g. 0.0.0.0 (every interface), "
+    "lets anyone who reaches the port read the metrics without authentication or TLS: GPU models and load, "
+    "and which Slurm job and user holds each GPU; allow only Prometheus in the firewall."
+)
+
+
 @nexa_task(
     auto_shortflags=False,  # -h must stay help, not --host-label
     help={
         "port": "TCP port to serve /metrics on (default: [monitor] nexa_exporter_port, 9835).",
-        "listen": "Address to bind (default 127.0.0.1; use 0.0.0.0 so a Prometheus on another host can scrape).",
-        "timeout": "Seconds one nvidia-smi run may take before the scrape reports failure (default 5).",
+        "listen": LISTEN_HELP,
+        "timeout": "Seconds one collection (both nvidia-smi runs) may take before the scrape reports failure (default 5).",
+        "cache_seconds": "Serve one collection again for this many seconds; concurrent scrapes always share one (default 1).",
+        "workers": "Handler threads: at most this many requests served at once (default 8).",
+        "request_timeout": "Seconds a client has to send its whole request after it connects (default 10); then it is cut off.",
         "host_label": "Value of the `host` label (default: this machine's short hostname).",
-        "no_apps": "Skip the per-GPU compute process count (one nvidia-smi run per scrape instead of two).",
+        "no_apps": "Skip the compute-apps query: no per-GPU process count and no Slurm job mapping (nexa_gpu_job_info).",
         "once": "Collect once, print the metrics to stdout and exit (e.g. for node-exporter's textfile collector).",
         "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
-        "dry_run": "Print the nvidia-smi commands each scrape runs and the address; serve nothing.",
+        "dry_run": "Print the nvidia-smi commands each collection runs and the address; serve nothing.",
     },
 )
-def gpu_exporter(c, port=None, listen="127.0.0.1", timeout=None, host_label=None, no_apps=False, once=False, project=None, dry_run=False):
-    """Serve GPU metrics from nvidia-smi in Prometheus format (nvidia_gpu_exporter names)."""
+def gpu_exporter(
+    c,
+    port=None,
+    listen="127.0.0.1",
+    timeout=None,
+    cache_seconds=None,
+    workers=None,
+    request_timeout=None,
+    host_label=None,
+    no_apps=False,
+    once=False,
+    project=None,
+    dry_run=False,
+):
+    """Serve GPU metrics from nvidia-smi in Prometheus format (nvidia_gpu_exporter names), with the Slurm job of each GPU."""
     import logging
     import sys
 
     from .. import gpu_exporter as gx
-    from .. import proc
     from ..config import load_config
     from ..errors import ConfigError
+    from ..tools import nvidia_smi
+    from .common import parse_float, parse_int
 
     if port is None:
         port = load_config(project).monitor.nexa_exporter_port
     port = _port(port, "--port")
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port: expected 0-65535, got {port}")
-    try:
-        timeout = gx.DEFAULT_TIMEOUT if timeout is None else float(timeout)
-    except ValueError:
-        raise ConfigError(f"--timeout: expected seconds, got {timeout!r}") from None
+    timeout = parse_float(gx.DEFAULT_TIMEOUT if timeout is None else timeout, "--timeout")
     if timeout <= 0:
         raise ConfigError(f"--timeout: expected seconds > 0, got {timeout:g}")
+    cache = parse_float(gx.DEFAULT_CACHE_SECONDS if cache_seconds is None else cache_seconds, "--cache-seconds", minimum=0)
+    workers = parse_int(gx.DEFAULT_WORKERS if workers is None else workers, "--workers", minimum=1)
+    request_timeout = parse_float(gx.DEFAULT_REQUEST_TIMEOUT if request_timeout is None else request_timeout, "--request-timeout")
+    if request_timeout <= 0:
+        raise ConfigError(f"--request-timeout: expected seconds > 0, got {request_timeout:g}")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s nexa gpu-exporter: %(message)s")
-    exporter = gx.Exporter(host_label or gx.default_host(), timeout=timeout, apps=not no_apps)
+    exporter = gx.Exporter(host_label or gx.default_host(), timeout=timeout, apps=not no_apps, cache_seconds=cache)
     if dry_run:
-        proc.run(gx.GPU_ARGV, dry_run=True)
-        if not no_apps:
-            proc.run(gx.APPS_ARGV, dry_run=True)
+        nvidia_smi.print_commands([gx.GPU_ARGV] + ([] if no_apps else [gx.APPS_ARGV]))
         if not once:
-            echo(f"# would serve http://{listen}:{port}/metrics")
+            echo(f"# would serve http://{listen}:{port}/metrics ({workers} handler threads)")
         return
     if once:
         sys.stdout.write(exporter.scrape())
         return
     try:
-        server = gx.make_server(listen, port, exporter)
+        server = gx.make_server(listen, port, exporter, workers=workers, request_timeout=request_timeout)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {listen}:{port}: {exc.strerror or exc}") from None
     bound = server.server_address[1]
