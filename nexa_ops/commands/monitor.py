@@ -1,4 +1,4 @@
-"""``nexa monitor-config`` and ``nexa gpu-exporter``."""
+"""``nexa monitor-config``, ``nexa gpu-exporter`` and ``nexa efficiency``."""
 
 from .common import echo, nexa_task
 
@@ -6,7 +6,7 @@ from .common import echo, nexa_task
 @nexa_task(
     iterable=["target"],
     help={
-        "out": "Folder to write prometheus.yml and gpu_rules.yml into (default: [monitor] out, 'monitoring').",
+        "out": "Folder to write prometheus.yml, gpu_rules.yml and grafana/ into (default: [monitor] out, 'monitoring').",
         "target": "A node to scrape (hostname or IP, no port); repeat for several. Wins over nexa.toml.",
         "from_slurm": "Scrape every Slurm node (sinfo + scontrol show hostnames) instead of [monitor] targets.",
         "partition": "With --from-slurm: only the nodes of this partition.",
@@ -16,6 +16,7 @@ from .common import echo, nexa_task
         "nexa_port": "nexa gpu-exporter port on each node (default 9835).",
         "scrape_interval": "Prometheus scrape interval, e.g. 15s (default 15s).",
         "evaluation_interval": "Rule evaluation interval, e.g. 15s (default 15s).",
+        "prometheus_url": "Prometheus URL for Grafana's datasource (default: [monitor] prometheus_url, else http://localhost:9090).",
         "check": "Run `promtool check config` on the written files.",
         "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
         "dry_run": "Print the config that would be written (Slurm is still queried, read-only); write nothing.",
@@ -33,11 +34,12 @@ def monitor_config(
     nexa_port=None,
     scrape_interval=None,
     evaluation_interval=None,
+    prometheus_url=None,
     check=False,
     project=None,
     dry_run=False,
 ):
-    """Write a Prometheus config (dcgm, node and nexa GPU exporters) and the GPU alert rules."""
+    """Write a Prometheus config (dcgm, node and nexa GPU exporters), the GPU alert rules and a Grafana dashboard."""
     from ..config import load_config
     from ..monitor import write_monitoring_config
 
@@ -50,6 +52,7 @@ def monitor_config(
         "nexa_exporter_port": _port(nexa_port, "--nexa-port"),
         "scrape_interval": scrape_interval,
         "evaluation_interval": evaluation_interval,
+        "prometheus_url": prometheus_url,
     }
     plan = write_monitoring_config(target or [], config=cfg, out=out, from_slurm=from_slurm, check=check, dry_run=dry_run, **overrides)
     if dry_run:
@@ -58,6 +61,7 @@ def monitor_config(
     echo(f"{len(plan.nodes)} node(s) from {plan.source}: {', '.join(plan.nodes)}")
     echo(f"Scrape jobs: {jobs}")
     echo(f"Wrote {plan.config_path} and {plan.rules_path}" + ("; promtool check config: OK" if check else ""))
+    echo(f"Grafana: {plan.dashboard_path} (datasource {plan.prometheus_url}), provisioning in {plan.datasource_path.parent.parent}")
     echo(f"Run: prometheus --config.file={plan.config_path}")
 
 
