@@ -1,6 +1,7 @@
 """``nexa monitor-config``, ``nexa gpu-exporter`` and ``nexa efficiency``."""
 
 from .common import echo, nexa_task
+from .track import PROJECT_HELP, RUN_HELP, OptionalRun
 
 
 @nexa_task(
@@ -158,4 +159,32 @@ def gpu_exporter(
         server.server_close()
 
 
-TASKS = [monitor_config, gpu_exporter]
+@nexa_task(
+    klass=OptionalRun,
+    positional=["run"],
+    auto_shortflags=False,  # -f is the core --config
+    help={
+        "run": RUN_HELP,
+        "format": "table (default) or json (every figure, and why each unknown one is unknown).",
+        "prometheus_url": "Read GPU utilisation from this Prometheus (default: [monitor] prometheus_url; none: unknown).",
+        "project": PROJECT_HELP,
+    },
+)
+def efficiency(c, run=None, format="table", prometheus_url=None, project=None):  # noqa: A002 (the option is --format)
+    """efficiency [RUN]: seff-style CPU, memory and time efficiency per task (sacct), GPU utilisation (Prometheus), idle GPU cost."""
+    import json as _json
+
+    from .. import efficiency as eff
+    from ..config import load_config
+    from ..errors import ConfigError
+
+    if format not in ("table", "json"):
+        raise ConfigError(f"--format: expected table or json, got {format!r}")
+    result = eff.efficiency(run, config=load_config(project), prometheus_url=prometheus_url)
+    if format == "json":
+        echo(_json.dumps(result.to_json(), indent=2))
+    else:
+        echo(eff.render_table(result))
+
+
+TASKS = [monitor_config, gpu_exporter, efficiency]
