@@ -356,6 +356,18 @@ def _manifest(cfg: Any, run_dir: Path, run_id: str) -> Tuple[Dict[str, Any], str
     return {}, f"no cost manifest {costs.manifest_path(cfg.runs_dir, run_id)}"
 
 
+def _find(by_element: Dict[str, Any], element: Optional[str], plain: bool) -> Any:
+    """``by_element[element]``; for a plain job (``launch``), task 0's ``J_0`` is the job ``J``.
+    An array's bare ``J`` is never taken for an element: slurmdbd shows an element so for a
+    few seconds, before it has recorded which one it is."""
+    if not element:
+        return None
+    found = by_element.get(element)
+    if found is None and plain and element.endswith("_0"):
+        found = by_element.get(element[: -len("_0")])
+    return found
+
+
 def _raw_ids_from_scontrol(job_ids: Sequence[str]) -> Dict[str, str]:
     """element (57_3) -> the task's own job id (58), for what slurmctld still remembers."""
     from .errors import NexaError
@@ -440,6 +452,7 @@ def efficiency(
         if TIME_RE.match(limit_text) and time_to_hours(limit_text) > 0:
             script_limit = time_to_hours(limit_text) * 3600
 
+    plain = doc.get("kind") == "launch"  # one job, not an array: sacct and scontrol name it J, not J_0
     why: Dict[str, str] = {}
     usage: Dict[str, Usage] = {}
     raw_ids: Dict[str, str] = {}
@@ -459,7 +472,7 @@ def efficiency(
             if gather.endswith("/none"):
                 for name in ("cpu_efficiency", "mem_efficiency"):
                     why[name] = f"Slurm does not gather job usage here (JobAcctGatherType={gather})"
-        if any(t.job_id and t.job_id not in usage and t.state not in NOT_STARTED for t in st.tasks):
+        if any(t.job_id and _find(usage, t.job_id, plain) is None and t.state not in NOT_STARTED for t in st.tasks):
             raw_ids = _raw_ids_from_scontrol(slurm_ids)
         if url is None:
             why["gpu_utilization"] = f"set [monitor] prometheus_url in {where} (or --prometheus-url) to read it from Prometheus"
@@ -472,12 +485,12 @@ def efficiency(
     prometheus_down = ""
     tasks: List[TaskEfficiency] = []
     for row in st.tasks:
-        use = usage.get(row.job_id or "")
+        use = _find(usage, row.job_id, plain)
         task_why = dict(why)
         if use is None and st.backend == "slurm" and "cpu_efficiency" not in why and row.state not in NOT_STARTED:
             for name in ("cpu_efficiency", "mem_efficiency"):
                 task_why[name] = "sacct has no record of it (yet: slurmdbd records a few seconds late)"
-        own_id = (use.slurm_job_id if use else None) or raw_ids.get(row.job_id or "")
+        own_id = (use.slurm_job_id if use else None) or _find(raw_ids, row.job_id, plain)
         gpus = use.gpus if use and use.gpus is not None else gpus_from_manifest
         if gpus is None:
             task_why["idle_gpu_hours"] = f"allocated GPUs unknown ({manifest_why or 'no gpus_per_node in the cost manifest'})"

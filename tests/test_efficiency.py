@@ -95,6 +95,13 @@ def test_fold_steps_takes_cpu_and_peak_memory_from_the_steps():
     assert old.max_rss == int(3.75 * 1024 * MIB) and old.req_mem == 8000 * MIB and old.nnodes == 2
 
 
+def test_a_launch_job_is_task_0_but_an_array_bare_id_is_never_an_element():
+    plain = eff.fold_steps(slurm.parse_sacct_usage(SACCT_OLD))
+    assert eff._find(plain, "90_0", plain=True).slurm_job_id == "90"
+    assert eff._find(plain, "90_0", plain=False) is None  # an array's "90" is an element not yet recorded
+    assert eff._find(plain, "90_1", plain=True) is None
+
+
 def test_task_figures_seff_style():
     usage = eff.fold_steps(slurm.parse_sacct_usage(SACCT))
     burn = eff.task_figures(0, "COMPLETED", job_id="57_0", usage=usage["57_0"], gpu_utilization=0.25)
