@@ -321,10 +321,15 @@ def run_figures(tasks: Sequence[TaskEfficiency], *, rate: Optional[float], rate_
 
 
 def gpu_query(slurm_job_id: str, start: float, end: float) -> Tuple[str, float]:
-    """The PromQL for a task's per-GPU mean utilisation over ``[start, end]`` and the time to
-    evaluate it at. Each GPU's utilisation is counted while the task has a process on it
-    (``nexa_gpu_job_info``, joined on the exporter target and GPU; dcgm-exporter's
-    ``hpc_job`` label likewise); the subquery's points without such a process count as 0."""
+    """The PromQL for a task's per-GPU mean utilisation over ``[start, end]``, and the time to
+    evaluate it at.
+
+    At each point of a subquery over the run, a GPU counts the utilisation it had while the
+    task had a process on it (``nexa_gpu_job_info``, joined on the exporter target and GPU;
+    dcgm-exporter's ``hpc_job`` label likewise), and 0 when the exporter knew the GPU's
+    processes and the task's was not among them. Points where the node's exporter had no
+    process list (nvidia-smi failed or timed out, the target was down) are left out of the
+    mean, not counted as idle."""
     window = max(1, int(math.ceil(end - start)))
     step = max(1, int(math.ceil(window / MAX_POINTS)))
     job = slurm_job_id.replace("\\", "\\\\").replace('"', '\\"')
@@ -333,7 +338,9 @@ def gpu_query(slurm_job_id: str, start: float, end: float) -> Tuple[str, float]:
         " * on (instance, gpu) group_left () max by (instance, gpu) (nvidia_smi_utilization_gpu_ratio)"
         f' or max by (instance, gpu) (DCGM_FI_DEV_GPU_UTIL{{hpc_job="{job}"}}) / 100'
     )
-    expr = f"sum_over_time(({held})[{window}s:{step}s]) / scalar(count_over_time(vector(1)[{window}s:{step}s]))"
+    # nvidia_smi_compute_apps exists only when the compute-apps query (the job map) worked
+    known = "max by (instance) (nvidia_smi_compute_apps * 0 + 1) or max by (instance) (DCGM_FI_DEV_GPU_UTIL * 0 + 1)"
+    expr = f"sum_over_time(({held})[{window}s:{step}s]) / on (instance) group_left () count_over_time(({known})[{window}s:{step}s])"
     return expr, end
 
 

@@ -297,9 +297,11 @@ def test_prometheus_scrapes_the_exporter_with_the_shipped_config(prometheus_serv
         allocated = prometheus_server.wait_for("node_gpu:allocated", count=3)
         assert by_node(allocated) == {("127.0.0.1", "0"): 1, ("127.0.0.1", "1"): 1, ("127.0.0.1", "2"): 0}
 
-        health = prometheus_server.wait_for("nvidia_smi_last_collect_success", count=2)
+        health = prometheus_server.wait_for(f'nvidia_smi_last_collect_success{{instance=~".+:{port}"}}', count=2)
         assert by_node(health) == {("127.0.0.1", None): 1, ("127.0.0.2", None): 0}
-        up = prometheus_server.wait_for('up{job="nexa-gpu-exporter"}', count=3)
+        # the session's Prometheus keeps what earlier tests scraped: `up` of their stopped
+        # exporters stays 0 for its 5-minute lookback, so look at this test's port only
+        up = prometheus_server.wait_for(f'up{{job="nexa-gpu-exporter", instance=~".+:{port}"}}', count=3)
         assert by_node(up) == {("127.0.0.1", None): 1, ("127.0.0.2", None): 1, ("127.0.0.3", None): 0}
 
         # every alert of the shipped rules is at least pending on the node that earns it
@@ -314,7 +316,8 @@ def test_prometheus_scrapes_the_exporter_with_the_shipped_config(prometheus_serv
         got = set()
         while time.monotonic() < deadline and not want <= got:
             alerts = prometheus_server.query('ALERTS{alertstate="pending"}')
-            got = {(a["metric"]["alertname"], a["metric"].get("node"), a["metric"].get("gpu")) for a in alerts}
+            ours = [a for a in alerts if a["metric"].get("instance", f":{port}").endswith(f":{port}")]  # (see `up` above)
+            got = {(a["metric"]["alertname"], a["metric"].get("node"), a["metric"].get("gpu")) for a in ours}
             time.sleep(0.25)
         assert got == want, prometheus_server.log_tail()
     finally:
