@@ -308,3 +308,4 @@ def test_gpu_utilization_of_a_real_task_from_prometheus(slurm_cluster, prometheu
     finally:
         exporter.terminate()
         exporter.wait(10)
+        prometheus_server.forget(f"127.0.0.1:{port}")

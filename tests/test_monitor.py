@@ -324,6 +324,7 @@ def test_prometheus_scrapes_the_exporter_with_the_shipped_config(prometheus_serv
         for proc in exporters:
             proc.terminate()
             proc.wait(10)
+        prometheus_server.forget(f"127.0.0.1:{port}", f"127.0.0.2:{port}")
 
 
 def test_fake_nvidia_smi_is_executable():
@@ -537,6 +538,7 @@ def test_every_dashboard_query_returns_series_from_both_exporters(prometheus_ser
         dcgm.server_close()
         exporter.terminate()
         exporter.wait(10)
+        prometheus_server.forget(f"127.0.0.1:{nexa_port}", f"127.0.0.2:{dcgm_port}")
         for p in (job_process, other_process):
             p.kill()
             p.wait()
