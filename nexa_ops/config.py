@@ -119,6 +119,7 @@ class MonitorConfig:
     scrape_interval: str = "15s"
     evaluation_interval: str = "15s"
     out: str = "monitoring"  # where monitor-config writes, relative to nexa.toml
+    prometheus_url: Optional[str] = None  # Grafana's datasource; `nexa efficiency` reads GPU utilisation there
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""``nexa monitor-config``: a Prometheus config and the GPU rules, written out for a cluster.
+"""``nexa monitor-config``: a Prometheus config, the GPU rules and a Grafana dashboard with
+its provisioning files, written out for a cluster.
 
 Targets (node hostnames) come from the command line, else ``[monitor] targets`` in
 ``nexa.toml``, else the Slurm nodes (``sinfo`` + ``scontrol show hostnames``). Rendering is
@@ -6,20 +7,34 @@ pure; the only I/O is the optional Slurm query and the final atomic writes, so a
 or port never leaves half a config behind.
 """
 
+import json
+import os
 import re
 import string
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import fs, proc, resources
+from . import fs, resources
 from .config import MonitorConfig, NexaConfig, load_config
 from .errors import ConfigError
+from .tools import promtool
 
 PROMETHEUS_TEMPLATE = "data/prometheus.yml"
 RULES_FILE = "data/gpu_rules.yml"
 RULES_NAME = "gpu_rules.yml"
 CONFIG_NAME = "prometheus.yml"
+DASHBOARD_FILE = "data/grafana-dashboard.json"
+DATASOURCE_TEMPLATE = "data/grafana-datasource.yml"
+DASHBOARDS_TEMPLATE = "data/grafana-dashboards.yml"
+DASHBOARD_NAME = "nexa-gpus.json"
+GRAFANA_DIR = "grafana"
+#: The provisioned Prometheus datasource; the dashboard's ``ds`` variable defaults to it.
+DATASOURCE_UID = "nexa-prometheus"
+DATASOURCE_NAME = "nexa Prometheus"
+#: Grafana's datasource when neither --prometheus-url nor [monitor] prometheus_url is set.
+DEFAULT_PROMETHEUS_URL = "http://localhost:9090"
 
 #: exporter key -> (Prometheus job name, MonitorConfig port attribute, what it is)
 EXPORTERS: Dict[str, Tuple[str, str, str]] = {
@@ -42,6 +57,7 @@ FLAGS = {
     "scrape_interval": "--scrape-interval",
     "evaluation_interval": "--evaluation-interval",
     "partition": "--partition",
+    "prometheus_url": "--prometheus-url",
 }
 
 
@@ -63,6 +79,10 @@ class MonitorPlan:
     out_dir: Path
     prometheus_yml: str = ""
     rules_yml: str = ""
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL  # Grafana's datasource
+    dashboard_json: str = ""
+    datasource_yml: str = ""
+    dashboards_yml: str = ""
     written: List[Path] = field(default_factory=list)
 
     @property
@@ -72,6 +92,29 @@ class MonitorPlan:
     @property
     def rules_path(self) -> Path:
         return self.out_dir / RULES_NAME
+
+    @property
+    def dashboard_path(self) -> Path:
+        return self.out_dir / GRAFANA_DIR / "dashboards" / DASHBOARD_NAME
+
+    @property
+    def datasource_path(self) -> Path:
+        return self.out_dir / GRAFANA_DIR / "provisioning" / "datasources" / "nexa.yml"
+
+    @property
+    def dashboards_provider_path(self) -> Path:
+        return self.out_dir / GRAFANA_DIR / "provisioning" / "dashboards" / "nexa.yml"
+
+    def files(self) -> List[Tuple[Path, str]]:
+        """Every file with its text, in the order written: the rules before the config that
+        loads them, the dashboard before the provider that points at it."""
+        return [
+            (self.rules_path, self.rules_yml),
+            (self.config_path, self.prometheus_yml),
+            (self.dashboard_path, self.dashboard_json),
+            (self.datasource_path, self.datasource_yml),
+            (self.dashboards_provider_path, self.dashboards_yml),
+        ]
 
 
 # --- validation (pure) ------------------------------------------------------------------
@@ -100,6 +143,27 @@ def check_settings(mon: MonitorConfig, where: str, keys: Optional[Dict[str, str]
         value = getattr(mon, attr)
         if not DURATION_RE.match(value) or duration_seconds(value) <= 0:
             raise ConfigError(f"expected a Prometheus duration like '15s', '1m' or '1m30s', got {value!r}", where, key(attr))
+    if mon.prometheus_url is not None:
+        check_prometheus_url(mon.prometheus_url, where, key("prometheus_url"))
+
+
+_URL_CHARS_RE = re.compile(r"^[A-Za-z0-9._~:/\[\]%-]+\Z")
+
+
+def check_prometheus_url(url: str, where: str, key: str) -> str:
+    """An ``http(s)://host[:port][/path]`` Prometheus URL, without a trailing ``/``.
+    No credentials, query or fragment: they do not belong in a shared config file."""
+    expected = "expected a Prometheus URL like 'http://prometheus:9090' (http or https, host, optional port and path)"
+    if not _URL_CHARS_RE.match(url):
+        raise ConfigError(f"{expected}, got {url!r}", where, key)
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or port == 0:
+        raise ConfigError(f"{expected}, got {url!r}", where, key)
+    return url.rstrip("/")
 
 
 def check_target(target: str, where: str, key: str) -> None:
@@ -177,6 +241,29 @@ def rules_text() -> str:
     return resources.read_text(RULES_FILE)
 
 
+def dashboard() -> Dict[str, Any]:
+    """The shipped Grafana dashboard (``nexa-gpus.json``) as JSON data."""
+    return json.loads(resources.read_text(DASHBOARD_FILE))
+
+
+def dashboard_text() -> str:
+    return json.dumps(dashboard(), indent=2) + "\n"
+
+
+def render_datasource(url: str, mon: MonitorConfig) -> str:
+    """Grafana's datasource provisioning file: the Prometheus at ``url``."""
+    template = string.Template(resources.read_text(DATASOURCE_TEMPLATE))
+    return template.substitute(
+        name=_yaml_str(DATASOURCE_NAME), uid=_yaml_str(DATASOURCE_UID), url=_yaml_str(url), scrape_interval=_yaml_str(mon.scrape_interval)
+    )
+
+
+def render_dashboards_provider(dashboards_dir: Path) -> str:
+    """Grafana's dashboard provider file: load the dashboards in ``dashboards_dir``."""
+    template = string.Template(resources.read_text(DASHBOARDS_TEMPLATE))
+    return template.substitute(path=_yaml_str(os.path.abspath(str(dashboards_dir))))
+
+
 # --- targets ----------------------------------------------------------------------------
 
 
@@ -229,28 +316,31 @@ def plan_monitor(
     plan = MonitorPlan(nodes=nodes, source=source, jobs=jobs, out_dir=out_dir)
     plan.prometheus_yml = render_prometheus(jobs, mon, source)
     plan.rules_yml = rules_text()
+    plan.prometheus_url = (mon.prometheus_url or DEFAULT_PROMETHEUS_URL).rstrip("/")
+    plan.dashboard_json = dashboard_text()
+    plan.datasource_yml = render_datasource(plan.prometheus_url, mon)
+    plan.dashboards_yml = render_dashboards_provider(plan.dashboard_path.parent)
     return plan
 
 
 def write_monitor(plan: MonitorPlan, *, check: bool = False, dry_run: bool = False) -> MonitorPlan:
-    """Write the rules, then the config that loads them (each atomically); ``check`` runs
+    """Write every file of ``plan.files()`` (each atomically); ``check`` runs
     ``promtool check config`` (which checks the rule file too) on the result."""
     if dry_run:
-        print(f"# would write {plan.rules_path} ({len(plan.rules_yml)} bytes)")
-        print(f"# would write {plan.config_path}:")
-        print(plan.prometheus_yml, end="")
+        for path, text in plan.files():
+            if path == plan.config_path or path == plan.datasource_path:
+                print(f"# would write {path}:")
+                print(text, end="")
+            else:
+                print(f"# would write {path} ({len(text)} bytes)")
         if check:
-            proc.run(["promtool", "check", "config", str(plan.config_path)], dry_run=True)
+            promtool.check_config(plan.config_path, dry_run=True)
         return plan
-    fs.atomic_write_text(plan.rules_path, plan.rules_yml)
-    fs.atomic_write_text(plan.config_path, plan.prometheus_yml)
-    plan.written = [plan.config_path, plan.rules_path]
+    for path, text in plan.files():
+        fs.atomic_write_text(path, text)
+    plan.written = [plan.config_path, plan.rules_path, plan.dashboard_path, plan.datasource_path, plan.dashboards_provider_path]
     if check:
-        proc.run(
-            ["promtool", "check", "config", str(plan.config_path)],
-            hint="install the Debian package 'prometheus' or drop --check",
-            explain=lambda code, err: "the written config does not load in Prometheus",
-        )
+        promtool.check_config(plan.config_path)
     return plan
 
 
@@ -264,22 +354,25 @@ def write_monitoring_config(
     dry_run: bool = False,
     **settings: object,
 ) -> MonitorPlan:
-    """Write ``prometheus.yml`` and ``gpu_rules.yml`` for the GPU nodes (``nexa monitor-config``).
+    """Write ``prometheus.yml``, ``gpu_rules.yml`` and the Grafana dashboard with its
+    provisioning files for the GPU nodes (``nexa monitor-config``).
 
     Args:
         targets: nodes to scrape (hostname or IP, no port); they win over ``[monitor] targets``.
         config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
-        out: folder for both files (default: ``[monitor] out``, relative to the project).
+        out: folder for the files (default: ``[monitor] out``, relative to the project); the
+            Grafana files go under its ``grafana/``.
         from_slurm: scrape every Slurm node (``sinfo``) instead of the targets.
         check: run ``promtool check config`` on the written files.
         dry_run: print what would be written; write nothing.
         settings: ``[monitor]`` keys to override for this call: ``partition``, ``exporters``,
             ``dcgm_port``, ``node_exporter_port``, ``nexa_exporter_port``,
-            ``scrape_interval``, ``evaluation_interval``.
+            ``scrape_interval``, ``evaluation_interval``, ``prometheus_url`` (Grafana's
+            datasource; default ``http://localhost:9090``).
 
     Returns:
-        ``MonitorPlan``: the nodes and where they came from, the scrape jobs, both files'
-        text and paths, and ``written`` (empty for a dry run).
+        ``MonitorPlan``: the nodes and where they came from, the scrape jobs, every file's
+        text and path (``files()``), and ``written`` (empty for a dry run).
 
     Raises:
         ConfigError: a bad setting or no node to scrape. ToolError: sinfo or promtool failed.

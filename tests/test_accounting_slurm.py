@@ -165,3 +165,54 @@ def test_status_knows_a_task_killed_hard_after_slurm_forgot_it(slurm_accounting,
     assert (tasks[0]["state"], tasks[0]["exit_code"]) == ("COMPLETED", 0)
     assert (tasks[1]["state"], tasks[1]["source"]) == (rows[1][1], "sacct") == ("FAILED", "sacct")
     assert tasks[1]["exit_code"] == 128 + 9  # sacct's "0:9": killed by signal 9
+
+
+def test_efficiency_tells_a_cpu_burning_task_from_a_sleeping_one(slurm_accounting, tmp_path, nexa_cli):
+    """nexa efficiency from sacct (slurmdbd, jobacct_gather/linux): a task that spins for 6 s
+    has a high CPU efficiency, one that sleeps 6 s a near-zero one; memory against the 200M
+    request and time against the 5-minute limit are known; GPU utilisation is unknown (no
+    Prometheus configured) and says why."""
+    cfg = project(tmp_path)
+    program = (
+        "import sys, time\nend = time.time() + 6\n"
+        "if sys.argv[1] == '--mode=burn':\n    while time.time() < end:\n        pass\nelse:\n    time.sleep(6)\n"
+    )
+    sweep = tmp_path / "eff.toml"
+    sweep.write_text(
+        f'name = "eff"\ncommand = [{json.dumps(sys.executable)}, "-c", {json.dumps(program)}]\n'
+        '[grid]\nmode = ["burn", "sleep"]\n'
+        '[resources]\ngpus_per_node = 1\ncpus_per_task = 1\nmem = "200M"\ntime = "00:05:00"\n'
+    )
+    out = nexa_cli("sweep", "--config", str(sweep), "--project", str(cfg), "--submit", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (manifest,) = (tmp_path / "runs" / "manifests").glob("cost_*.json")
+    doc = json.loads(manifest.read_text())
+    (job,) = doc["job_ids"]
+    rows = accounted(job, 2)
+    deadline = time.monotonic() + 60  # the .batch steps reach slurmdbd after the elements
+    while True:
+        out = nexa_cli("efficiency", doc["run_id"], "--project", str(cfg), "--format", "json")
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)
+        tasks = {t["index"]: t for t in data["tasks"]}
+        if all(t["cpu_efficiency"] is not None and t["mem_efficiency"] is not None for t in tasks.values()):
+            break
+        assert time.monotonic() < deadline, data
+        time.sleep(1)
+    burn, nap = tasks[0], tasks[1]
+    assert burn["cpu_efficiency"] > 0.3, burn  # one CPU spun for most of the run (a busy machine gives less)
+    assert nap["cpu_efficiency"] < 0.05, nap
+    assert burn["cpu_efficiency"] > 10 * nap["cpu_efficiency"]
+    raw = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,JobIDRaw", "-j", job], capture_output=True, text=True).stdout
+    own = dict(line.split("|") for line in raw.splitlines() if line.startswith(f"{job}_"))
+    for index, task in tasks.items():
+        assert task["job_id"] == f"{job}_{index}" and task["slurm_job_id"] == own[task["job_id"]]
+        assert task["req_mem_bytes"] == 200 * 1024 * 1024 and 0 < task["mem_efficiency"] < 1
+        assert task["time_used"] == pytest.approx(task["elapsed"] / 300)
+        assert task["gpus"] == 1 and task["gpu_hours"] == pytest.approx(task["elapsed"] / 3600)
+        assert task["gpu_utilization"] is None and "prometheus_url" in task["unknown"]["gpu_utilization"]
+    assert [r[1] for r in rows] == ["COMPLETED", "COMPLETED"]
+    total_cpu = burn["cpu_seconds"] + nap["cpu_seconds"]
+    assert data["cpu_efficiency"] == pytest.approx(total_cpu / (burn["elapsed"] * burn["cpus"] + nap["elapsed"] * nap["cpus"]))
+    table = nexa_cli("efficiency", doc["run_id"], "--project", str(cfg))
+    assert table.returncode == 0 and f"{job}_0" in table.stdout and "GPU utilisation unknown: set [monitor] prometheus_url" in table.stdout

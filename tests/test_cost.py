@@ -586,3 +586,28 @@ def test_max_cost_from_the_api_must_be_finite():
     for bad in (float("nan"), float("inf"), -1.0):
         with pytest.raises(ConfigError, match="--max-cost: expected a finite number >= 0"):
             estimate_mod.check_max_cost(est, bad)
+
+
+def test_report_idle_column_where_utilisation_is_known(books):
+    """Issue 18: cost.report gains idle_usd where a run's GPU utilisation is known; the figure
+    of a finished run is kept in its manifest and asked for once; unknown stays unknown."""
+    asked = []
+
+    def idle(doc):
+        asked.append(doc["run_id"])
+        return {"a-1": 1.25, "a-2": 0.5}.get(doc["run_id"])  # n-1: utilisation unknown
+
+    plain = report.cost_report(books, by="run")
+    assert "idle_usd" not in plain.columns() and all(r["idle_usd"] is None for r in plain.rows)
+    dry = report.cost_report(books, by="run", idle=idle, dry_run=True)
+    assert {r["run_id"]: r["idle_usd"] for r in dry.rows}["a-1"] == 1.25
+    assert "idle_usd" not in json.loads((books / "manifests" / "cost_a-1.json").read_text())  # a dry run writes nothing
+    rep = report.cost_report(books, by="campaign", idle=idle)
+    alpha = next(r for r in rep.rows if r["campaign"] == "alpha")
+    assert alpha["idle_usd"] == 1.75 and rep.totals["idle_usd"] == 1.75
+    assert next(r for r in rep.rows if r["campaign"] == "-")["idle_usd"] is None  # n-1: unknown, not 0
+    assert "IDLE $" in rep.render("table") and "idle_usd" in rep.render("csv").splitlines()[0]
+    assert json.loads((books / "manifests" / "cost_a-1.json").read_text())["idle_usd"] == 1.25
+    asked.clear()
+    report.cost_report(books, by="run", idle=idle)
+    assert "a-1" not in asked and "a-2" not in asked  # kept: asked once

@@ -17,6 +17,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from nexa_ops import gpu_exporter as gx
+from nexa_ops.tools import nvidia_smi
 from tests.conftest import ROOT, require_tool
 
 FAKES = ROOT / "tests" / "fakes"
@@ -143,7 +144,7 @@ def fake_smi(monkeypatch):
     """The stand-in nvidia-smi first on PATH; returns a setter for its mode."""
     require_tool("python3")  # the fake's interpreter (#!/usr/bin/env python3)
     monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
-    for var in ("FAKE_NVIDIA_SMI_MODE", "FAKE_NVIDIA_SMI_UTIL", "FAKE_NVIDIA_SMI_SLEEP"):
+    for var in ("FAKE_NVIDIA_SMI_MODE", "FAKE_NVIDIA_SMI_UTIL", "FAKE_NVIDIA_SMI_SLEEP", "FAKE_NVIDIA_SMI_PIDS", "FAKE_NVIDIA_SMI_LOG"):
         monkeypatch.delenv(var, raising=False)
 
     def mode(name: str, **extra: str) -> None:
@@ -189,9 +190,68 @@ def test_parse_gpus_refuses_other_shapes(text):
 
 
 def test_count_apps_ignores_the_no_process_message():
-    out = "GPU-aa, 10, 500\nGPU-aa, 11, 20\nGPU-bb, 12, 0\n"
+    out = "10, GPU-aa, 500\n11, GPU-aa, 20\n12, GPU-bb, 0\n"
     assert gx.count_apps(out) == {"aa": 2, "bb": 1}
     assert gx.count_apps("No running processes found\n") == {}
+
+
+# --- which Slurm job holds a GPU (pure) ---------------------------------------------------
+
+CGROUP_V1 = (  # proctrack/cgroup + task/cgroup, cgroup v1: every controller names the job
+    "12:pids:/slurm/uid_1000/job_4711/step_batch/task_0\n"
+    "11:memory:/slurm/uid_1000/job_4711/step_batch/task_0\n"
+    "4:cpuset:/slurm/uid_1000/job_4711/step_batch\n"
+    "1:name=systemd:/system.slice/slurmd.service\n"
+)
+CGROUP_V2 = "0::/system.slice/slurmstepd.scope/job_4712/step_0/user/task_0\n"
+NOT_SLURM = "0::/user.slice/user-1000.slice/session-3.scope\n0::/kubepods/job_77/pod\n"
+
+
+def test_job_from_cgroup_reads_slurm_paths_only():
+    assert gx.job_from_cgroup(CGROUP_V1) == "4711"
+    assert gx.job_from_cgroup(CGROUP_V2) == "4712"
+    assert gx.job_from_cgroup(NOT_SLURM) is None
+    assert gx.job_from_cgroup("") is None
+
+
+def test_job_from_environ():
+    env = b"PATH=/usr/bin\0SLURM_ARRAY_JOB_ID=40\0SLURM_JOB_ID=42\0SLURM_JOB_USER=alice\0"
+    assert gx.job_from_environ(env) == "42"
+    assert gx.job_from_environ(b"PATH=/usr/bin\0") is None
+    assert gx.job_from_environ(b"SLURM_JOB_ID=$(x)\0") is None  # never a label value that is not a job id
+
+
+def test_assign_holders_counts_processes_and_dedups_jobs():
+    gpus = gx.parse_gpus(REAL_ROWS)
+    apps = nvidia_smi.parse_apps(f"10, GPU-{UUID0}, 500\n11, GPU-{UUID0}, 20\n12, GPU-{UUID0}, 1\n13, GPU-unknown, 1\n")
+    holders = {10: gx.Holder("7", "alice"), 11: gx.Holder("7", "alice"), 12: gx.Holder("", "bob")}
+    gx.assign_holders(gpus, apps, lambda pid: holders[pid])
+    assert gpus[0].compute_apps == 3 and gpus[0].holders == [gx.Holder("7", "alice"), gx.Holder("", "bob")]
+    assert gpus[1].compute_apps == 0 and gpus[1].holders == []
+    fams = scrape_families(gx.Collection(True, gpus))
+    info = fams["nexa_gpu_job_info"]
+    assert [(lab["gpu"], lab["slurm_job_id"], lab["user"], v) for lab, v in info.samples] == [("0", "7", "alice", 1), ("0", "", "bob", 1)]
+    assert info.samples[0][0]["uuid"] == UUID0 and info.samples[0][0]["host"] == "gpu-node-1"
+
+
+def test_process_holder_reads_a_real_process(tmp_path):
+    """The environment fallback, on a real process; a pid that does not exist is unmapped."""
+    import pwd
+
+    child = subprocess.Popen(["sleep", "30"], env=dict(os.environ, SLURM_JOB_ID="4242"))
+    try:
+        assert gx.process_holder(child.pid) == gx.Holder("4242", pwd.getpwuid(os.getuid()).pw_name)
+        assert gx.process_holder(os.getpid()).slurm_job_id == os.environ.get("SLURM_JOB_ID", "")
+    finally:
+        child.kill()
+        child.wait()
+    assert gx.process_holder(child.pid) == gx.Holder("", "")
+    # a cgroup naming a Slurm job wins over the environment
+    fake = tmp_path / "proc" / "77"
+    fake.mkdir(parents=True)
+    (fake / "cgroup").write_text(CGROUP_V2)
+    (fake / "environ").write_bytes(b"SLURM_JOB_ID=1\0")
+    assert gx.process_holder(77, proc_root=str(tmp_path / "proc")).slurm_job_id == "4712"
 
 
 def test_label_values_are_escaped():
@@ -344,7 +404,7 @@ def test_http_server_serves_metrics(fake_smi):
 
 def test_http_server_survives_failing_and_hanging_nvidia_smi(fake_smi, tmp_path):
     port = free_port()
-    proc = start_exporter(port, {"FAKE_NVIDIA_SMI_MODE": "slow", "FAKE_NVIDIA_SMI_SLEEP": "30"}, "--timeout", "20")
+    proc = start_exporter(port, {"FAKE_NVIDIA_SMI_MODE": "slow", "FAKE_NVIDIA_SMI_SLEEP": "30"}, "--timeout", "20", "--cache-seconds", "0")
     try:
         # Prometheus's scrape timeout header caps the wait well below --timeout
         start = time.monotonic()
@@ -383,8 +443,8 @@ def test_cli_dry_run_prints_the_commands(nexa_cli):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "nvidia-smi --query-gpu=" + ",".join(gx.QUERY_GPU) + " --format=csv,noheader,nounits"
-    assert lines[1] == "nvidia-smi --query-compute-apps=gpu_uuid,pid,used_memory --format=csv,noheader,nounits"
-    assert lines[2] == "# would serve http://0.0.0.0:9999/metrics"
+    assert lines[1] == "nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory --format=csv,noheader,nounits"
+    assert lines[2] == "# would serve http://0.0.0.0:9999/metrics (8 handler threads)"
 
 
 @pytest.mark.parametrize(
@@ -401,3 +461,171 @@ def test_cli_bad_options(nexa_cli, args, message):
     assert done.returncode == 2
     assert done.stderr.startswith(message), done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- under load: bounded threads, whole-request deadline, shared collections ---------------
+
+
+def threads_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no Threads: line for {pid}")
+
+
+def nvidia_smi_calls(log: "os.PathLike[str]") -> Tuple[List[str], List[str]]:
+    """(--query-gpu calls, --query-compute-apps calls) the fake logged."""
+    lines = open(log).read().splitlines() if os.path.exists(log) else []
+    return [c for c in lines if c.startswith("--query-gpu=")], [c for c in lines if c.startswith("--query-compute-apps=")]
+
+
+def test_one_collection_runs_each_query_once(fake_smi, tmp_path, nexa_cli):
+    log = tmp_path / "calls.log"
+    done = nexa_cli("gpu-exporter", "--once", env={"PATH": os.environ["PATH"], "FAKE_NVIDIA_SMI_LOG": str(log)})
+    assert done.returncode == 0, done.stderr
+    gpu_calls, app_calls = nvidia_smi_calls(log)
+    assert gpu_calls == ["--query-gpu=" + ",".join(gx.QUERY_GPU) + " --format=csv,noheader,nounits"]  # every field in one run
+    assert app_calls == ["--query-compute-apps=pid,gpu_uuid,used_memory --format=csv,noheader,nounits"]
+    log.unlink()
+    done = nexa_cli("gpu-exporter", "--once", "--no-apps", env={"PATH": os.environ["PATH"], "FAKE_NVIDIA_SMI_LOG": str(log)})
+    assert done.returncode == 0 and [len(c) for c in nvidia_smi_calls(log)] == [1, 0]
+
+
+def test_concurrent_scrapes_share_collections_and_never_fail(fake_smi, tmp_path):
+    """10 clients scraping in a loop (the load that made 1 scrape in 8 fail): every answer is
+    a successful collection, and nvidia-smi runs at most once per cache interval."""
+    log = tmp_path / "calls.log"
+    port = free_port()
+    proc = start_exporter(port, {"FAKE_NVIDIA_SMI_LOG": str(log)}, "--cache-seconds", "1")
+    results: List[Tuple[int, float, float]] = []
+    errors: List[str] = []
+    seconds = 4.0
+    stop_at = time.monotonic() + seconds
+
+    def client() -> None:
+        while time.monotonic() < stop_at:
+            try:
+                status, _, body = get(f"http://127.0.0.1:{port}/metrics")
+                fams = parse(body)
+                results.append((status, fams["nvidia_smi_last_collect_success"].value(), fams["nvidia_smi_failed_scrapes_total"].value()))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(repr(exc))
+
+    try:
+        threads = [threading.Thread(target=client) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        stop(proc)
+    assert not errors, errors[:3]
+    assert len(results) >= 50, len(results)
+    assert set(results) == {(200, 1.0, 0.0)}
+    gpu_calls, app_calls = nvidia_smi_calls(log)
+    assert len(gpu_calls) == len(app_calls)  # each collection: one GPU query, one compute-apps query
+    assert 1 <= len(gpu_calls) <= seconds / 1 + 2, f"{len(gpu_calls)} collections for {len(results)} scrapes"
+
+
+def test_slow_connections_are_cut_at_the_request_deadline_with_bounded_threads(fake_smi):
+    """40 clients that send their request a byte at a time (each byte well within any per-read
+    timeout): the exporter never has more than its handler threads, cuts every one of them
+    once the whole-request deadline has passed, and then serves a scrape."""
+    import select
+
+    port = free_port()
+    workers, deadline = 3, 1.5
+    proc = start_exporter(port, {}, "--workers", str(workers), "--request-timeout", str(deadline))
+    socks: List[socket.socket] = []
+    try:
+        assert threads_of(proc.pid) <= workers + 1
+        start = time.monotonic()
+        for _ in range(40):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+            socks.append(sock)
+        closed_at: Dict[int, float] = {}
+        most = 0
+        while time.monotonic() - start < deadline + 5 and len(closed_at) < len(socks):
+            for i, sock in enumerate(socks):
+                if i in closed_at:
+                    continue
+                try:
+                    sock.send(b"X")
+                    if select.select([sock], [], [], 0)[0] and sock.recv(4096) == b"":
+                        closed_at[i] = time.monotonic() - start
+                except OSError:  # reset by the exporter
+                    closed_at[i] = time.monotonic() - start
+            most = max(most, threads_of(proc.pid))
+            time.sleep(0.2)
+        assert most <= workers + 1, f"{most} threads"
+        assert len(closed_at) == len(socks), f"{len(socks) - len(closed_at)} slow connections still open"
+        assert max(closed_at.values()) < deadline + 2.5, sorted(closed_at.values())[-3:]
+        assert any(t >= deadline - 0.3 for t in closed_at.values())  # the ones being served ran until their deadline
+        status, _, body = get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and parse(body)["nvidia_smi_last_collect_success"].value() == 1
+        assert proc.poll() is None
+    finally:
+        for sock in socks:
+            sock.close()
+        stop(proc)
+
+
+def test_listen_backlog_holds_many_waiting_connections():
+    """Connections the server has not accepted yet wait in the kernel's queue (128, not 5)."""
+    server = gx.make_server("127.0.0.1", 0, gx.Exporter("h"), workers=1)
+    socks = []
+    try:
+        port = server.server_address[1]
+        for _ in range(60):  # nothing accepts: each one waits in the listen backlog
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=0.5))
+    finally:
+        for sock in socks:
+            sock.close()
+        server.server_close()
+    assert len(socks) == 60
+
+
+# --- real Slurm tasks on the (stand-in) GPUs -------------------------------------------------
+
+
+@pytest.mark.slurm
+def test_exporter_names_the_slurm_jobs_of_real_array_tasks(slurm_cluster, fake_smi, tmp_path, nexa_cli):
+    """Two running array tasks each start a process; the stand-in nvidia-smi lists those pids
+    on GPUs 0 and 1; the exporter maps them to the tasks' real Slurm job ids."""
+    import pwd
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    script = (
+        f'sleep 300 & echo "$! $SLURM_JOB_ID" > {folder}/$SLURM_ARRAY_TASK_ID.tmp '
+        f"&& mv {folder}/$SLURM_ARRAY_TASK_ID.tmp {folder}/$SLURM_ARRAY_TASK_ID; wait"
+    )
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--array=0-1", "-t", "5", "-o", "/dev/null", "-J", "nexa-gpu-map", "--wrap", script],
+        capture_output=True,
+        text=True,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip().split(";")[0]
+    try:
+        deadline = time.monotonic() + 120
+        while not all((folder / str(i)).exists() for i in (0, 1)):
+            assert time.monotonic() < deadline, f"array {job} did not start: {slurm_cluster.active([job])}"
+            time.sleep(0.2)
+        reported = {i: (folder / str(i)).read_text().split() for i in (0, 1)}  # index -> [pid, SLURM_JOB_ID]
+        squeue = subprocess.run(["squeue", "-h", "-r", "-j", job, "-o", "%K %A"], capture_output=True, text=True).stdout
+        job_ids = dict(line.split() for line in squeue.splitlines())  # array index -> the task's own job id
+        pids = tmp_path / "pids"
+        pids.write_text("".join(f"{reported[i][0]} {i}\n" for i in (0, 1)))
+        done = nexa_cli("gpu-exporter", "--once", env={"PATH": os.environ["PATH"], "FAKE_NVIDIA_SMI_PIDS": str(pids)})
+        assert done.returncode == 0, done.stderr
+        fams = parse(done.stdout)
+        info = {lab["gpu"]: (lab["slurm_job_id"], lab["user"]) for lab, _ in fams["nexa_gpu_job_info"].samples}
+        user = pwd.getpwuid(os.stat(f"/proc/{reported[0][0]}").st_uid).pw_name
+        assert info == {"0": (job_ids["0"], user), "1": (job_ids["1"], user)}
+        assert [reported[i][1] for i in (0, 1)] == [job_ids["0"], job_ids["1"]]
+        assert [fams["nvidia_smi_compute_apps"].value(gpu=g) for g in "012"] == [1, 1, 0]
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)

@@ -23,9 +23,9 @@ OWN_PROCESSES = {
     "nexa_ops.sweep.local": "runs nexa's own worker for each local task",
     "nexa_ops.launcher.run": "runs the user's training command",
 }
-#: Still calling tools directly (promtool, nvidia-smi, git, pip, shiv): being moved behind
-#: tools/ wrappers in the monitoring and zipapp work; this set only shrinks.
-NOT_YET = {"nexa_ops.commands.monitor", "nexa_ops.monitor", "nexa_ops.gpu_exporter", "nexa_ops.pyz"}
+#: Still calling tools directly (git, pip, shiv): being moved behind tools/ wrappers in the
+#: zipapp work; this set only shrinks.
+NOT_YET = {"nexa_ops.pyz"}
 
 
 def module_name(path: Path) -> str:

@@ -7,6 +7,28 @@ from .common import PROJECT_HELP, echo, nexa_task, parse_float, parse_int
 RUNS_HELP = "Runs folder holding manifests/ (default: [cluster] runs_dir of nexa.toml)."
 
 
+def _idle_cost(project):
+    """The ``idle_usd`` of a finished run from its GPUs' utilisation in Prometheus, when
+    ``[monitor] prometheus_url`` says where that is; else None (no idle column)."""
+    from pathlib import Path
+
+    from ..config import load_config
+
+    cfg = load_config(project)
+    if not cfg.monitor.prometheus_url:
+        return None
+
+    def idle(doc):
+        from ..efficiency import idle_gpu
+
+        run_dir = doc.get("run_dir")
+        if not run_dir or not Path(run_dir).is_dir():
+            return None
+        return idle_gpu(run_dir, config=cfg).idle_usd
+
+    return idle
+
+
 def _runs_dir(project, runs_dir):
     from pathlib import Path
 
@@ -117,6 +139,7 @@ def report(
     folder = _runs_dir(project, runs_dir)
     rep = cost_report(
         folder,
+        idle=_idle_cost(project),
         campaign=campaign,
         since=since,
         until=until,

@@ -94,6 +94,7 @@ FIELDS = {
     "estimated_usd": _FIGURE,
     "actual_gpu_hours": _FIGURE,
     "actual_usd": _FIGURE,
+    "idle_usd": _FIGURE,
     "earlier_attempts_gpu_hours": _FIGURE,
     "job_ids": _LIST,
     "chunks": _LIST,

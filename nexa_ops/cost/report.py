@@ -13,15 +13,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, TextIO, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple, Union
 
 from tabulate import tabulate
 
 from ..errors import ConfigError, NexaError, Refused
 from ..fs import atomic_write_text
-from .book import PREFIX, TERMINAL, manifest_problem, manifests_dir, scan, warn
+from .book import PREFIX, TERMINAL, manifest_problem, manifests_dir, scan, update_manifest, warn
 from .reconcile import SlurmAnswers, reconcile_manifest
 
+#: A finished run's cost manifest -> the cost of its allocated-but-idle GPUs, or None.
+IdleCost = Callable[[Dict[str, Any]], Optional[float]]
 BY = {"campaign": "campaign", "user": "user", "gpu": "gpu_type", "run": "run_id"}
 FORMATS = ("table", "csv", "json", "markdown")
 
@@ -49,6 +51,8 @@ def parse_when(text: str, option: str, end: bool = False, now: Optional[float] =
 
 
 NUMBERS = ("estimated_gpu_hours", "estimated_usd", "actual_gpu_hours", "actual_usd")
+#: Right-aligned columns: counts, sums, and idle_usd (shown only where utilisation is known).
+FIGURES = ("runs", "tasks", "tasks_done", *NUMBERS, "idle_usd")
 
 
 @dataclass
@@ -64,7 +68,8 @@ class CostReport:
     def columns(self) -> List[str]:
         key = BY[self.by]
         extra = ["campaign", "user", "gpu_type", "status"] if self.by == "run" else []
-        return [key] + extra + ["runs", "tasks", "tasks_done", *NUMBERS]
+        idle = ["idle_usd"] if any(row.get("idle_usd") is not None for row in self.rows) else []
+        return [key] + extra + ["runs", "tasks", "tasks_done", *NUMBERS, *idle]
 
     def render(self, fmt: str = "table") -> str:
         if fmt == "json":
@@ -96,7 +101,7 @@ class CostReport:
             headers=heads,
             tablefmt="github" if fmt == "markdown" else "simple",
             disable_numparse=True,
-            colalign=["left"] * (len(cols) - 7) + ["right"] * 7,
+            colalign=[("right" if c in FIGURES else "left") for c in cols],
         )
         title = f"Cost by {self.by}" + "".join(f", {k} {v}" for k, v in self.filters.items() if v)
         if fmt == "markdown":
@@ -109,6 +114,7 @@ _HEADS = {
     "estimated_usd": "EST $",
     "actual_gpu_hours": "ACTUAL GPU-H",
     "actual_usd": "ACTUAL $",
+    "idle_usd": "IDLE $",
     "tasks_done": "DONE",
     "gpu_type": "GPU",
     "run_id": "RUN",
@@ -118,7 +124,7 @@ _HEADS = {
 def _cell(value: Any, col: str) -> str:
     if value is None:
         return "-"
-    if col in NUMBERS:  # cents and hundredths, but a small non-zero figure keeps 4 digits
+    if col in NUMBERS or col == "idle_usd":  # cents and hundredths, but a small non-zero figure keeps 4 digits
         return f"{value:.4f}" if 0 < abs(value) < 1 else f"{value:,.2f}"
     return str(value)
 
@@ -132,6 +138,7 @@ def _new_row() -> Dict[str, Any]:
         "estimated_usd": 0.0,
         "actual_gpu_hours": 0.0,
         "actual_usd": 0.0,
+        "idle_usd": None,  # None until a run's utilisation is known
     }
 
 
@@ -146,6 +153,7 @@ def cost_report(
     use_sacct: Optional[bool] = None,
     dry_run: bool = False,
     err: TextIO = sys.stderr,
+    idle: Optional[IdleCost] = None,
 ) -> CostReport:
     """Sum the cost manifests under ``runs_dir/manifests``.
 
@@ -166,6 +174,10 @@ def cost_report(
             ``sacct`` and falls back to the worker's records.
         dry_run: reconcile without writing the manifests back (default False).
         err: where warnings about skipped or unreconciled files go (default stderr).
+        idle: for each finished run without an ``idle_usd`` yet, a function giving the cost
+            of its idle GPUs, or None where utilisation is unknown (the CLI passes
+            ``efficiency.idle_gpu`` when ``[monitor] prometheus_url`` is set); the figure is
+            kept in the manifest. Default None: no idle column unless manifests have one.
 
     Returns:
         CostReport: ``by``, ``rows`` (one per group, sorted by key: ``runs``, ``tasks``, ``tasks_done``,
@@ -209,6 +221,8 @@ def cost_report(
                 doc = reconcile_manifest(Path(path), runs_dir, answers, dry_run=dry_run)[0]
             except (OSError, ValueError, NexaError) as exc:
                 warn(err, path, f"not reconciled: {exc}")
+        if idle is not None and doc.get("idle_usd") is None and doc.get("status") in TERMINAL:
+            doc = _with_idle(Path(path), doc, idle, dry_run, err)
         key = doc.get(key_name)
         key = "-" if key is None else str(key)
         row = groups.get(key)
@@ -222,16 +236,41 @@ def cost_report(
         row["tasks_done"] += (doc.get("tasks_ok") or 0) + (doc.get("tasks_failed") or 0)
         for k in NUMBERS:
             row[k] += doc.get(k) or 0.0
+        row["idle_usd"] = _plus(row["idle_usd"], doc.get("idle_usd"))
     rows = [groups[k] for k in sorted(groups)]
     totals = _new_row()
     for row in rows:
         for k in totals:
-            totals[k] += row[k]
+            totals[k] = _plus(totals[k], row[k]) if k == "idle_usd" else totals[k] + row[k]
     for row in rows + [totals]:
         for k in NUMBERS:
             row[k] = round(row[k], 6)
+        if row["idle_usd"] is not None:
+            row["idle_usd"] = round(row["idle_usd"], 6)
     filters = {"campaign": campaign, "since": since_key, "until": until_key}
     return CostReport(by, rows, totals, skipped, filters)
+
+
+def _plus(total: Optional[float], value: Any) -> Optional[float]:
+    """A sum of the figures that are known (None while none is)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return total
+    return (total or 0.0) + float(value)
+
+
+def _with_idle(path: Path, doc: Dict[str, Any], idle: IdleCost, dry_run: bool, err: TextIO) -> Dict[str, Any]:
+    """``doc`` with ``idle_usd`` from ``idle(doc)`` when it can be known; a finished run's
+    figure no longer changes, so it is kept in the manifest and asked for once."""
+    try:
+        value = idle(doc)
+    except (OSError, ValueError, NexaError) as exc:
+        warn(err, path, f"idle cost unknown: {exc}")
+        return doc
+    if value is None:
+        return doc
+    if not dry_run:
+        update_manifest(path, lambda current: dict(current, idle_usd=value))
+    return dict(doc, idle_usd=value)
 
 
 def check_budget(report: CostReport, budget: Optional[float]) -> None:

@@ -22,15 +22,14 @@ from ..config import NexaConfig, Resources, load_config
 from ..cost.book import manifest_document, write_cost_manifest
 from ..cost.estimate import check_max_cost, estimate_cost
 from ..cost.pricing import Estimate
-from ..errors import NexaError, ToolError, WaitTimeout
+from ..errors import ToolError, WaitTimeout
 from ..fs import atomic_write_text
 from ..resources import read_text
-from ..tools import slurm, torchrun
+from ..tools import nvidia_smi, slurm, torchrun
 from .spec import (
     LaunchFile,
     LaunchSpec,
     count_cuda_visible,
-    count_nvidia_smi,
     env_file,
     parse_launch_file,
     render_ddp_script,
@@ -213,11 +212,7 @@ def visible_gpus(environ: Optional[Mapping[str, str]] = None) -> int:
     counted = count_cuda_visible(environ.get("CUDA_VISIBLE_DEVICES"))
     if counted is not None:
         return counted
-    try:
-        output = proc.run(["nvidia-smi", "-L"], timeout=20).stdout or ""
-    except NexaError:
-        return 0
-    return count_nvidia_smi(output)
+    return nvidia_smi.count_gpus()
 
 
 def run_streamed(

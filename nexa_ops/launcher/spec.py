@@ -217,12 +217,6 @@ def count_cuda_visible(value: Optional[str]) -> Optional[int]:
     return count
 
 
-def count_nvidia_smi(output: str) -> int:
-    """GPUs in ``nvidia-smi -L`` output: one ``GPU i: name (UUID: ...)`` line each (MIG
-    devices are indented sub-lines and are not counted)."""
-    return sum(1 for line in output.splitlines() if re.match(r"^GPU \d+:", line))
-
-
 def ddp_args(nproc: int, port: Optional[int], join_timeout: Optional[int], max_restarts: int) -> List[str]:
     """Options for ``bin/launch_ddp.sh`` (what the generated script passes it)."""
     args = ["--nproc-per-node", str(nproc)]

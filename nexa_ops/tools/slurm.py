@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import proc
 from ..config import ClusterConfig, Resources, time_to_hours
-from ..errors import ToolError, ToolMissing
+from ..errors import NexaError, ToolError, ToolMissing
 
 HINT = "install the Slurm client or run with --local"
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
@@ -457,6 +457,24 @@ def show_job(job_id: str) -> List[Dict[str, str]]:
     return [parse_record(line) for line in (result.stdout or "").splitlines() if line.strip()]
 
 
+def own_job_ids(job_ids: Sequence[str]) -> Dict[str, str]:
+    """Array element (``57_3``) or plain job -> the job id it ran as (``58``, its
+    ``SLURM_JOB_ID``), for the jobs slurmctld still remembers; the others are left out."""
+    out: Dict[str, str] = {}
+    for job in job_ids:
+        try:
+            records = show_job(job)
+        except NexaError:
+            continue
+        for rec in records:
+            own, array, task = rec.get("JobId"), rec.get("ArrayJobId"), rec.get("ArrayTaskId")
+            if own and array and task and task.isdigit():
+                out[f"{array}_{task}"] = own
+            elif own and not array:
+                out[own] = own
+    return out
+
+
 def job_outcome(job_id: str) -> Tuple[Optional[str], Optional[int]]:
     """``(JobState, exit code)`` of a plain job from ``scontrol show job`` (kept MinJobAge
     seconds after the end); ``(None, None)`` once Slurm has forgotten it."""
@@ -475,3 +493,146 @@ def sacct(job_ids: Sequence[str], *, dry_run: bool = False) -> Optional[List[Sac
     except (ToolMissing, ToolError):
         return None
     return parse_sacct(result.stdout or "")
+
+
+# --- sacct usage figures, for `nexa efficiency`: parsing, then the call ------------------
+
+USAGE_FIELDS = "JobID,JobIDRaw,State,ElapsedRaw,TotalCPU,AllocCPUS,MaxRSS,ReqMem,TimelimitRaw,NNodes,AllocTRES,Start,End"
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([KMGTP]?)([nc]?)\Z")
+
+
+@dataclass
+class UsageRow:
+    """One line of ``sacct -n -P -o USAGE_FIELDS``: an array element or job (``57_3``), or one of
+    its steps (``57_3.batch``, ``57_3.0``). None where sacct printed nothing usable."""
+
+    job_id: str  # as sacct names it: 57_3, 57_3.batch, 58
+    job_id_raw: str  # the job's own id (SLURM_JOB_ID of an array task): 58, 58.batch
+    state: str
+    elapsed: Optional[int]  # seconds
+    total_cpu: Optional[float]  # seconds of CPU time (user + system)
+    alloc_cpus: Optional[int]
+    max_rss: Optional[int]  # bytes; steps only
+    req_mem: Optional[int]  # bytes requested by the whole job (per-node/per-CPU forms multiplied out)
+    timelimit: Optional[int]  # seconds; None for steps and UNLIMITED
+    nnodes: Optional[int]
+    gpus: Optional[int]  # gres/gpu in AllocTRES
+    start: Optional[str]  # sacct's local time, 2024-05-01T12:00:03
+    end: Optional[str]
+
+    @property
+    def is_step(self) -> bool:
+        return "." in self.job_id
+
+
+def parse_cpu_time(text: str) -> Optional[float]:
+    """sacct's TotalCPU: ``MM:SS.mmm``, ``HH:MM:SS``, ``D-HH:MM:SS`` -> seconds."""
+    text = text.strip()
+    if not text:
+        return None
+    days = 0
+    if "-" in text:
+        head, text = text.split("-", 1)
+        if not head.isdigit():
+            return None
+        days = int(head)
+    parts = text.split(":")
+    if not 2 <= len(parts) <= 3:
+        return None
+    try:
+        seconds = float(parts[-1])
+        numbers = [int(p) for p in parts[:-1]]
+    except ValueError:
+        return None
+    minutes = numbers[-1]
+    hours = numbers[0] if len(numbers) == 2 else 0
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+def parse_size(text: str) -> Optional[int]:
+    """sacct's MaxRSS (``1536K``, ``2.50M``, ``0``) -> bytes; None when empty."""
+    match = _SIZE_RE.match(text.strip())
+    if not match or match.group(3):
+        return None
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def parse_req_mem(text: str, cpus: Optional[int], nodes: Optional[int]) -> Optional[int]:
+    """sacct's ReqMem -> bytes for the whole job. Slurm >= 21.08 prints the job's total
+    (``4000M``); older ones a per-node (``4000Mn``) or per-CPU (``500Mc``) amount."""
+    match = _SIZE_RE.match(text.strip())
+    if not match:
+        return None
+    amount = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)] * (1 if match.group(2) else 1024**2))  # bare number: MiB
+    per = match.group(3)
+    if per == "n":
+        return amount * nodes if nodes else None
+    if per == "c":
+        return amount * cpus if cpus else None
+    return amount
+
+
+def _int(text: str) -> Optional[int]:
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+def _when(text: str) -> Optional[str]:
+    text = text.strip()
+    return text if text and text[0].isdigit() else None  # not Unknown / None
+
+
+def parse_sacct_usage(text: str) -> List[UsageRow]:
+    """Rows of ``sacct -n -P -o USAGE_FIELDS``; lines of another shape are skipped."""
+    rows = []
+    width = len(USAGE_FIELDS.split(","))
+    for line in text.splitlines():
+        cells = line.split("|")
+        if len(cells) != width or not cells[0]:
+            continue
+        job_id, raw, state, elapsed, cpu, cpus, rss, req_mem, limit, nodes, tres, start, end = cells
+        alloc_cpus, nnodes = _int(cpus), _int(nodes)
+        minutes = _int(limit)
+        gpus = re.search(r"(?:^|,)gres/gpu=(\d+)", tres)
+        rows.append(
+            UsageRow(
+                job_id=job_id,
+                job_id_raw=raw,
+                state=state.split()[0] if state.strip() else "",
+                elapsed=_int(elapsed),
+                total_cpu=parse_cpu_time(cpu),
+                alloc_cpus=alloc_cpus,
+                max_rss=parse_size(rss),
+                req_mem=parse_req_mem(req_mem, alloc_cpus, nnodes),
+                timelimit=minutes * 60 if minutes is not None else None,
+                nnodes=nnodes,
+                gpus=int(gpus.group(1)) if gpus else None,
+                start=_when(start),
+                end=_when(end),
+            )
+        )
+    return rows
+
+
+def sacct_usage_argv(job_ids: Sequence[str]) -> List[str]:
+    """Every element of the jobs and their steps (no -X); the last attempt of a requeued one."""
+    return ["sacct", "-n", "-P", "-o", USAGE_FIELDS, "-j", ",".join(job_ids)]
+
+
+def sacct_usage(job_ids: Sequence[str], *, timeout: float = 60) -> Tuple[Optional[List[UsageRow]], str]:
+    """``(rows, "")``, or ``(None, why)`` when the cluster cannot say: sacct missing, or "Slurm
+    accounting storage is disabled" (no slurmdbd), or another failure in sacct's own words."""
+    if not job_ids:
+        return [], ""
+    try:
+        result = proc.run(sacct_usage_argv(job_ids), hint=HINT, timeout=timeout, success_codes=range(0, 256))
+    except ToolError as exc:
+        return None, str(exc).splitlines()[0]
+    except NexaError as exc:  # sacct not on PATH
+        return None, str(exc)
+    if result.returncode != 0:
+        lines = (result.stderr or "").strip().splitlines()
+        why = _explain(result.returncode, result.stderr or "") or (lines[-1] if lines else "no output")
+        return None, f"sacct exited with {result.returncode}: {why}"
+    return parse_sacct_usage(result.stdout or ""), ""

@@ -99,9 +99,11 @@ start_munge() {
 
 storage() {  # the accounting lines of slurm.conf
   if [[ $accounting == 1 ]]; then
+    # jobacct_gather/linux: sacct then has each step's CPU time and peak RSS (nexa efficiency)
+    printf 'JobAcctGatherType=jobacct_gather/linux\nJobAcctGatherFrequency=task=1\n'
     printf 'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=127.0.0.1\nAccountingStoragePort=%s\nAccountingStorageTRES=gres/gpu\nMinJobAge=2\n' "$dbd_port"
   else
-    printf 'AccountingStorageType=accounting_storage/none\nMinJobAge=300\n'
+    printf 'JobAcctGatherType=jobacct_gather/none\nAccountingStorageType=accounting_storage/none\nMinJobAge=300\n'
   fi
 }
 
@@ -121,7 +123,6 @@ AuthType=auth/munge
 CommunicationParameters=NoInAddrAny
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
 $(storage)
 JobCompType=jobcomp/filetxt
 JobCompLoc=$dir/log/jobcomp.log
@@ -179,7 +180,7 @@ start() {
   install
   start_munge
   if alive "$dir/slurmctld.pid" && grep -qx "MaxArraySize=$max_array" "$conf" 2>/dev/null \
-    && [[ $(grep '^AccountingStorageType=\|^MinJobAge=' "$conf") == "$(storage | grep '^AccountingStorageType=\|^MinJobAge=')" ]] && ready; then
+    && [[ $(grep '^JobAcctGatherType=\|^AccountingStorageType=\|^MinJobAge=' "$conf") == "$(storage | grep '^JobAcctGatherType=\|^AccountingStorageType=\|^MinJobAge=')" ]] && ready; then
     return 0
   fi
   stop

@@ -67,6 +67,16 @@ class PrometheusServer:
         health = [(t["scrapeUrl"], t["health"], t.get("lastError")) for t in targets]
         raise AssertionError(f"{expr!r} gave {len(result)} series after {timeout} s; targets: {health}")
 
+    def forget(self, *instances: str, timeout: float = 15.0) -> None:
+        """After a test stopped its exporters: wait until Prometheus has failed to scrape each
+        ``host:port``, which marks that target's series stale. Otherwise the next test's
+        restart keeps them alive for the 5-minute lookback. Best effort: never raises."""
+        for instance in instances:
+            try:
+                self.wait_for(f'up{{instance="{instance}"}} == 0', timeout=timeout)
+            except (AssertionError, OSError, ValueError):
+                pass
+
     def log_tail(self, lines: int = 30) -> str:
         path = self.dir / "prometheus.log"
         return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else ""
