@@ -7,7 +7,7 @@ from typing import Any, Callable, List, Optional
 from invoke import task
 
 #: ``--project`` of every task: the project file.
-PROJECT_HELP = "Project file (default: ./nexa.toml or $NEXA_CONFIG)."
+PROJECT_HELP = "Project file (default: $NEXA_CONFIG, else the nearest nexa.toml from here upward)."
 
 
 def nexa_task(*args: Any, **kwargs: Any) -> Callable:

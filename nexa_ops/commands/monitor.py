@@ -17,7 +17,7 @@ from .common import echo, nexa_task
         "scrape_interval": "Prometheus scrape interval, e.g. 15s (default 15s).",
         "evaluation_interval": "Rule evaluation interval, e.g. 15s (default 15s).",
         "check": "Run `promtool check config` on the written files.",
-        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "project": "Project file (default: $NEXA_CONFIG, else the nearest nexa.toml from here upward).",
         "dry_run": "Print the config that would be written (Slurm is still queried, read-only); write nothing.",
     },
 )
@@ -81,7 +81,7 @@ def _port(value, flag):
         "host_label": "Value of the `host` label (default: this machine's short hostname).",
         "no_apps": "Skip the per-GPU compute process count (one nvidia-smi run per scrape instead of two).",
         "once": "Collect once, print the metrics to stdout and exit (e.g. for node-exporter's textfile collector).",
-        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "project": "Project file (default: $NEXA_CONFIG, else the nearest nexa.toml from here upward).",
         "dry_run": "Print the nvidia-smi commands each scrape runs and the address; serve nothing.",
     },
 )

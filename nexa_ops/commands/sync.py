@@ -18,7 +18,7 @@ SHOW_LINES = 40
         "no_delete": "Do not delete remote files, even when [sync] delete = true.",
         "force": "With --delete, accept a non-empty destination that has no .nexa-sync marker yet.",
         "dry_run": "Run rsync --dry-run: print what would be sent and deleted; change nothing.",
-        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG); its folder is what gets synced.",
+        "project": "Project file (default: $NEXA_CONFIG, else the nearest nexa.toml from here upward); its folder is what gets synced.",
     },
 )
 def sync(
