@@ -384,4 +384,55 @@ def resubmit(c, run=None, failed=False, local=False, wait=False, dry_run=False, 
         wait_and_report(run, cfg)
 
 
-TASKS = [status, wait, logs, cancel, resubmit]
+@nexa_task(
+    help={
+        "campaign": "Only runs of this campaign.",
+        "state": "Only runs in this state: planned, pending, running, done or failed.",
+        "limit": "At most this many runs, the newest (default: all).",
+        "json": "Print the runs as JSON (run_id, name, campaign, backend, state, buckets, actual_usd, age_seconds...).",
+        "project": PROJECT_HELP,
+    }
+)
+def runs(c, campaign=None, state=None, limit=None, json=False, project=None):
+    """The runs under the runs folder, newest first: state, tasks by state, cost so far, age."""
+    import json as _json
+    import time
+
+    from tabulate import tabulate
+
+    from ..run_list import format_age, list_runs
+
+    cfg = _config(project)
+    found = list_runs(cfg, campaign=campaign, state=state, limit=parse_int(limit, "--limit", minimum=1))
+    now = time.time()
+    if json:
+        echo(_json.dumps([r.to_json(now) for r in found.runs], indent=2))
+        return
+    if not found.runs:
+        echo(f"no runs in {cfg.runs_dir}" + (" matching the filters" if campaign or state else ""))
+        return
+    rows = [
+        [r.run_id, r.name, r.campaign or "", r.backend, r.state, _tasks_text(r), _cost_text(r), format_age(now - r.created)]
+        for r in found.runs
+    ]
+    echo(tabulate(rows, headers=["run", "name", "campaign", "backend", "state", "tasks", "cost", "age"], disable_numparse=True))
+
+
+def _tasks_text(r: Any) -> str:
+    b = r.buckets
+    parts = [f"{b['done']}/{r.tasks} done"]
+    shown = ("failed", "running") if r.state in ("pending", "planned") else ("failed", "running", "pending")
+    parts += [f"{b[k]} {k}" for k in shown if b[k]]
+    return ", ".join(parts)
+
+
+def _cost_text(r: Any) -> str:
+    """Actual spend so far as last reconciled; else the estimate, marked as one."""
+    if r.actual_usd is not None:
+        return f"${r.actual_usd:,.2f}"
+    if r.estimated_usd is not None:
+        return f"~${r.estimated_usd:,.2f} est."
+    return "-"
+
+
+TASKS = [status, wait, logs, cancel, resubmit, runs]
