@@ -76,9 +76,15 @@ def run_sweep_locally(
             artifacts.warnings.append(warning)
     manifest = _manifest(artifacts, defn, backend="local")
     manifest.update(max_parallel=defn.resources.max_parallel, gpus_per_task=defn.resources.gpus_per_node)
-    cost_manifest = _book(config, artifacts, defn, backend="local", status="running")
     outcome = run_tasks_here(
-        artifacts.run_dir, manifest, range(len(artifacts.tasks)), defn.resources.max_parallel, slots, config, cost_manifest, progress
+        artifacts.run_dir,
+        manifest,
+        range(len(artifacts.tasks)),
+        defn.resources.max_parallel,
+        slots,
+        config,
+        lambda: _book(config, artifacts, defn, backend="local", status="running"),
+        progress,
     )
     artifacts.local_results, artifacts.stopped_by = outcome.results, outcome.stopped_by
     return artifacts
@@ -91,20 +97,23 @@ def run_tasks_here(
     max_parallel: Optional[int],
     gpus: Optional[List[str]],
     config: NexaConfig,
-    cost_manifest: Optional[Path],
+    book: Callable[[], Optional[Path]],
     progress: Optional[Callable[[Progress], None]] = None,
 ) -> LocalOutcome:
     """Run a local run's tasks ``indices`` with this process as the runner: recorded in the
     manifest first (pid, host, start time), every task recorded as it ends, however the run
     ends (Ctrl-C, SIGTERM, ``nexa cancel``); then the exit codes go into the manifest and the
-    cost manifest is reconciled. The signal handlers cover all of it, so an interrupt cannot
-    cut the bookkeeping short."""
+    cost manifest (``book()`` writes or reopens it and returns its path, or None) is
+    reconciled. The signal handlers cover all of it, so an interrupt cannot cut the
+    bookkeeping short: a signal before the first task starts ends them all unstarted."""
     spec_path = Path(manifest.get("spec") or run_dir / runs.SPEC)
     with Signals() as signals:
         manifest["runner"] = runs.new_runner()
         runs.write_manifest(run_dir, manifest)
         outcome = LocalOutcome()
+        cost_manifest = None
         try:
+            cost_manifest = book()
             outcome = run_local(spec_path, run_dir, indices, max_parallel, gpus=gpus, progress=progress, signals=signals)
         finally:
             codes = manifest.setdefault("exit_codes", {})
