@@ -49,7 +49,7 @@ def run_word_given(argv: Sequence[str], name: str, args: Sequence[Argument]) -> 
     return False
 
 
-RUN_HELP = "Run folder or run id under the runs directory (default: the latest run). Also accepted positionally."
+RUN_HELP = "Run folder, run id under the runs directory, or a unique prefix of one (default: the latest run). Also accepted positionally."
 
 
 def _config(project: Optional[str]) -> Any:
