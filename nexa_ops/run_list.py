@@ -101,6 +101,26 @@ def task_buckets(run: runs.Run, records: Dict[int, Dict[str, Any]], queued: Opti
     return out
 
 
+def launch_buckets(manifest: Dict[str, Any], queued: Optional[Set[str]], cost_status: Optional[str]) -> Dict[str, int]:
+    """A ``nexa launch`` run is one task: its outcome from the manifest (the exit code, or the
+    Slurm state ``--wait`` recorded), else from the queue and the cost manifest (pure)."""
+    out = dict.fromkeys(BUCKETS, 0)
+    state, code = manifest.get("state"), manifest.get("exit_code")
+    jobs = [str(j) for j in manifest.get("job_ids") or []]
+    if isinstance(state, str) and state:
+        which = bucket(state)
+    elif type(code) is int:
+        which = "done" if code == 0 else "failed"
+    elif manifest.get("error"):
+        which = "failed"
+    elif manifest.get("backend") == "slurm" and jobs and queued is not None and not any(j in queued for j in jobs):
+        which = "done" if cost_status == "finished" else "failed"  # left the queue, outcome unrecorded: as status says
+    else:
+        which = "running"
+    out[which] = 1
+    return out
+
+
 def _created(run: runs.Run) -> float:
     text = run.manifest.get("submitted_at")
     if isinstance(text, str):
@@ -169,28 +189,30 @@ def list_runs(
     for created, run in loaded:
         if limit is not None and len(out) >= limit:
             break
-        records = runs.task_records(run.path)
-        if run.backend == "slurm" and not asked and any("end" not in records.get(i, {}) for i in range(run.count)):
-            asked = True  # some task may lack an end record: one squeue for the whole list
+        launch = run.manifest.get("kind") == "launch"
+        records = {} if launch else runs.task_records(run.path)
+        unended = launch and run.manifest.get("exit_code") is None or any("end" not in records.get(i, {}) for i in range(run.count))
+        if run.backend == "slurm" and not asked and unended:
+            asked = True  # a task may lack an end record: one squeue for the whole list
             try:
                 queued = slurm.queued_jobs()
             except NexaError:
                 queued = None
-        counts = task_buckets(run, records, queued)
+        cost = _cost(config.runs_dir, run.run_id)
+        counts = launch_buckets(run.manifest, queued, cost.get("status")) if launch else task_buckets(run, records, queued)
         summary = RunSummary(
             run_id=run.run_id,
             name=run.name,
             campaign=run.manifest.get("campaign") or run.spec.get("campaign"),
             backend=run.backend,
             state=run_state(run.backend, counts),
-            tasks=run.count,
+            tasks=sum(counts.values()),
             buckets=counts,
             created=created,
             run_dir=run.path,
         )
         if state is not None and summary.state != state:
             continue
-        cost = _cost(config.runs_dir, summary.run_id)
         summary.actual_usd, summary.estimated_usd = cost.get("actual_usd"), cost.get("estimated_usd")
         summary.cost_status = cost.get("status")
         out.append(summary)

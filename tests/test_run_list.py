@@ -8,7 +8,7 @@ from nexa_ops import runs
 from nexa_ops.config import load_config
 from nexa_ops.cost import book
 from nexa_ops.errors import ConfigError
-from nexa_ops.run_list import format_age, list_runs, run_state, task_buckets
+from nexa_ops.run_list import format_age, launch_buckets, list_runs, run_state, task_buckets
 
 NOW = 1_800_000_000.0
 
@@ -91,3 +91,16 @@ def test_cli_table_and_json(project, nexa_cli):
     assert out.returncode == 2 and "--limit: expected an integer >= 1" in out.stderr
     out = nexa_cli("runs", "--state", "done", "--campaign", "zzz", cwd=root)
     assert out.returncode == 0 and "no runs in" in out.stdout and "matching the filters" in out.stdout
+
+
+def test_a_launch_is_one_task():
+    def state(manifest, queued=None, cost=None):
+        return run_state(manifest.get("backend", "local"), launch_buckets(manifest, queued, cost))
+
+    assert state({"exit_code": 0}) == "done" and state({"exit_code": 2}) == "failed"
+    assert state({"backend": "slurm", "state": "TIMEOUT", "job_ids": ["5"]}) == "failed"
+    assert state({"backend": "slurm", "error": "sbatch exited with 1"}) == "failed"
+    assert state({"backend": "slurm", "job_ids": ["5"]}, {"5"}) == "running"
+    assert state({"backend": "slurm", "job_ids": ["5"]}, set(), "finished") == "done"
+    assert state({"backend": "slurm", "job_ids": ["5"]}, set()) == "failed"
+    assert state({"backend": "slurm", "job_ids": ["5"]}) == "running"  # Slurm could not be asked

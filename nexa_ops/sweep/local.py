@@ -286,7 +286,10 @@ def run_local(
     def report(last: Optional[TaskResult] = None) -> None:
         shown[0] = time.monotonic()
         if progress:
-            progress(Progress(run_dir.name, len(indices), len(pending), len(running), counts["done"], counts["failed"], last))
+            try:
+                progress(Progress(run_dir.name, len(indices), len(pending), len(running), counts["done"], counts["failed"], last))
+            except OSError:
+                pass  # the terminal closed or the pipe's reader left: the tasks and their records go on
 
     def record(index: int, code: Optional[int], task: Optional[_Running], state: Optional[str]) -> None:
         end: Dict[str, Any] = {"index": index, "exit_code": code, "end": time.time(), "job_id": "local"}
