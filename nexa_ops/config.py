@@ -155,24 +155,67 @@ class NexaConfig:
 
 
 def find_config(explicit: Optional[Union[str, Path]] = None, cwd: Optional[Path] = None) -> Optional[Path]:
-    """The project file to use: ``explicit``, else ``$NEXA_CONFIG``, else ``./nexa.toml``."""
+    """The project file to use: ``explicit``, else ``$NEXA_CONFIG``, else the nearest
+    ``nexa.toml`` from ``cwd`` upward (see ``discover``); None when there is none."""
     if explicit:
         return Path(explicit)
     env = os.environ.get(ENV_CONFIG)
     if env:
         return Path(env)
-    candidate = (cwd or Path.cwd()) / CONFIG_NAME
-    return candidate if candidate.is_file() else None
+    return discover(Path(cwd) if cwd is not None else Path.cwd())
+
+
+def discover(start: Path) -> Optional[Path]:
+    """The nearest ``nexa.toml`` in ``start`` or a folder above it, as git finds a repository,
+    so that a command run from ``src/`` uses the project's file and its ``runs/``.
+
+    The search stops at the filesystem root, at a mount boundary (a project does not span
+    filesystems; git stops there too), and after ``$HOME`` when ``start`` is inside it: the
+    folders above a home (``/home``, ``/``) are nobody's project. A file found in a folder
+    above ``start`` must belong to you (or root): it configures what your commands run, and
+    ``/tmp/nexa.toml`` could be anyone's.
+
+    Raises:
+        ConfigError: the nearest file above ``start`` belongs to another user.
+    """
+    folder = start.resolve()
+    try:
+        device = folder.stat().st_dev
+    except OSError:
+        return None
+    home = Path(os.path.expanduser("~")).resolve() if os.path.isabs(os.path.expanduser("~")) else None
+    while True:
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            if folder != start.resolve():
+                _check_owner(candidate)
+            return candidate
+        parent = folder.parent
+        if folder == home or parent == folder:
+            return None
+        try:
+            if parent.stat().st_dev != device:
+                return None
+        except OSError:
+            return None
+        folder = parent
+
+
+def _check_owner(path: Path) -> None:
+    owner = path.stat().st_uid
+    if owner not in (os.getuid(), 0):
+        message = f"found above the current folder but owned by uid {owner}, not by you: pass --project {path} to use it"
+        raise ConfigError(message, str(path))
 
 
 def load_config(explicit: Optional[Union[str, Path]] = None, cwd: Optional[Path] = None) -> NexaConfig:
     """Load ``nexa.toml`` (see ``find_config``); no file means all defaults.
 
     Args:
-        explicit: the config file to load (default None: ``$NEXA_CONFIG``, else ``nexa.toml`` in ``cwd``
-            when there is one).
-        cwd: the folder searched for ``nexa.toml``, and the project root when there is none
-            (default None: the current folder).
+        explicit: the config file to load (default None: ``$NEXA_CONFIG``, else the nearest ``nexa.toml``
+            in ``cwd`` or a folder above it, see ``discover``).
+        cwd: the folder the search for ``nexa.toml`` starts from, and the project root when none is
+            found (default None: the current folder).
 
     Returns:
         NexaConfig: the ``[cluster]``, ``[cost]``, ``[sync]``, ``[teardown]`` (``dirs`` and ``[teardown.*]``), ``[containers]``,

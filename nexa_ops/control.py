@@ -1,20 +1,30 @@
 """Act on a submitted run: cancel it, or submit its failed tasks again.
 
 Both start from ``track.status`` (what each task is now) and change the run only through
-Slurm and the run folder's one manifest writer, so ``status`` sees the result at once.
+Slurm and the run folder's one manifest writer, so ``status`` sees the result at once. A
+local run is acted on through its runner: ``cancel`` asks it to stop tasks (it records them),
+``resubmit --local`` runs the failed ones again here, this process being the new runner.
 """
 
+import os
+import shlex
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from . import runs, track
 from .config import NexaConfig, load_config
 from .cost.book import record_resubmission
 from .errors import ConfigError, Refused
 from .runs import RunRef
+from .sweep import local as local_runner
+from .sweep.submit import run_tasks_here
 from .tools import slurm
+
+#: How long ``cancel`` of a local run waits for the runner to record the cancelled tasks.
+CANCEL_WAIT = local_runner.GRACE + 5.0
 
 
 @dataclass
@@ -22,6 +32,9 @@ class CancelResult:
     run_id: str
     job_ids: List[str]  # what scancel was given
     finished: List[int] = field(default_factory=list)  # asked-for tasks that had already ended
+    tasks: List[int] = field(default_factory=list)  # a local run: the tasks its runner was asked to cancel
+    runner: Optional[int] = None  # a local run: the runner's pid that was signalled
+    unrecorded: List[int] = field(default_factory=list)  # ... and those not yet recorded when it stopped waiting
 
 
 def cancel(run: RunRef, task: Optional[int] = None, dry_run: bool = False, *, config: Optional[NexaConfig] = None) -> CancelResult:
@@ -36,11 +49,16 @@ def cancel(run: RunRef, task: Optional[int] = None, dry_run: bool = False, *, co
     Returns:
         ``CancelResult`` with the job ids (``123`` or ``123_4``) that were cancelled.
 
+    A local run's runner is asked instead (a request in the run folder and SIGUSR1): it stops
+    the tasks and records them CANCELLED; this waits up to ``CANCEL_WAIT`` seconds for that.
+
     Raises:
-        ConfigError: no such run or task. Refused: a local run (only Slurm runs can be
-        cancelled). ToolError: scancel failed.
+        ConfigError: no such run or task. Refused: a run that was never submitted, or a local
+        run whose runner is on another host or was never recorded. ToolError: scancel failed.
     """
     st = track.status(run, config=config)
+    if st.backend == "local":
+        return _cancel_local(st, task, dry_run)
     _need_slurm(st, "cancel")
     if task is None:
         ids = list(st.job_ids)
@@ -53,36 +71,96 @@ def cancel(run: RunRef, task: Optional[int] = None, dry_run: bool = False, *, co
     return CancelResult(st.run_id, [row.job_id])
 
 
+def _cancel_local(st: track.RunStatus, task: Optional[int], dry_run: bool) -> CancelResult:
+    manifest = runs.load_run(st.run_dir).manifest
+    if task is not None:
+        row = track.task_row(st, task)
+        if row.bucket in ("done", "failed"):
+            return CancelResult(st.run_id, [], [row.index])
+        targets = [row.index]
+    else:
+        targets = [t.index for t in st.tasks if t.bucket in ("pending", "running")]
+        if not targets:
+            return CancelResult(st.run_id, [])
+    state = runs.runner_state(manifest)
+    if state is None:
+        raise Refused(f"{st.run_id}: ran locally without a recorded runner (an older nexa): nothing to signal")
+    if state == runs.RUNNER_ELSEWHERE:
+        raise Refused(f"{st.run_id}: its {runs.runner_text(manifest)} is not this host: run nexa cancel there")
+    pid = int(manifest["runner"]["pid"])
+    if state == runs.RUNNER_GONE:  # pragma: no cover - status shows its tasks INTERRUPTED: no target left
+        return CancelResult(st.run_id, [])
+    if dry_run:
+        print(f"kill -{local_runner.CANCEL_SIGNAL} {pid}")
+        return CancelResult(st.run_id, [], tasks=targets, runner=pid)
+    request = local_runner.request_cancel(st.run_dir, task)
+    try:
+        os.kill(pid, getattr(signal, f"SIG{local_runner.CANCEL_SIGNAL}"))
+    except ProcessLookupError:
+        request.unlink()
+        return CancelResult(st.run_id, [])  # it ended meanwhile, recording its tasks
+    deadline = time.monotonic() + CANCEL_WAIT
+    left = list(targets)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = track.status(str(st.run_dir))
+        left = [i for i in left if now.tasks[i].bucket in ("pending", "running")]
+    return CancelResult(st.run_id, [], tasks=targets, runner=pid, unrecorded=left)
+
+
 @dataclass
 class ResubmitResult:
     run_id: str
     indices: List[int]
     chunks: List[Dict[str, Any]]
     job_ids: List[str]
+    local_results: List[Any] = field(default_factory=list)  # --local: how each task ended this time
+    stopped_by: Optional[str] = None  # --local: the signal that stopped the rerun (or "cancel")
+    warnings: List[str] = field(default_factory=list)
 
 
-def resubmit_failed(run: RunRef, dry_run: bool = False, *, config: Optional[NexaConfig] = None) -> ResubmitResult:
+def resubmit_failed(
+    run: RunRef,
+    dry_run: bool = False,
+    *,
+    config: Optional[NexaConfig] = None,
+    local: bool = False,
+    progress: Optional[Callable[[Any], None]] = None,
+) -> ResubmitResult:
     """Submit the failed, timed-out and cancelled tasks again as one array (``--array=3,7,9``).
 
     Indices above MaxArraySize go in further submissions with an offset (task = offset +
     array index), exactly like the first submission's chunks. Each accepted submission is
     added to the same manifest (``chunks``, ``job_ids``, ``resubmits``) at once.
 
+    With ``local``, a local run's failed, interrupted and cancelled tasks run again here
+    instead, in the foreground, with this process as the run's runner (see ``_rerun_here``).
+
     Args:
         run: a run folder, a run id under the runs directory, or None for the latest run.
-        dry_run: print the sbatch commands instead of submitting.
+        dry_run: print the sbatch commands (``local``: each task's command) instead.
         config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
+        local: rerun a local run's failed tasks on this machine.
+        progress: with ``local``, called with the runner's ``Progress`` after every change.
 
     Returns:
         ``ResubmitResult`` with the indices resubmitted and the new job ids (all empty when
-        no task failed).
+        no task failed); with ``local``, how each rerun task ended.
 
     Raises:
-        ConfigError: no such run, or its sbatch script is gone. Refused: a local run.
+        ConfigError: no such run, or its sbatch script is gone. Refused: a local run without
+        ``local`` (or a Slurm run with it); a local run whose runner still runs.
         ToolError: Slurm refused the submission.
     """
     cfg = config or load_config()
     st = track.status(run, config=cfg)
+    if local or st.backend == "local":
+        if st.backend != "local":
+            kind = "was submitted to Slurm" if st.backend == "slurm" else "was not submitted"
+            raise Refused(f"{st.run_id}: {kind}; --local reruns the tasks of a run that ran locally")
+        if not local:
+            raise Refused(f"{st.run_id}: ran locally; run its failed tasks again here with --local")
+        return _rerun_here(st, cfg, dry_run, progress)
     _need_slurm(st, "resubmit")
     indices = st.failed
     if not indices:
@@ -120,6 +198,59 @@ def resubmit_failed(run: RunRef, dry_run: bool = False, *, config: Optional[Nexa
             runs.add_submission(path, manifest, chunk, entry)
             _bill(cfg, path, st.run_id, chunk, {offset + e: replaced[offset + e] for e in elements})
     return ResubmitResult(st.run_id, indices, chunks, job_ids)
+
+
+def _rerun_here(st: track.RunStatus, cfg: NexaConfig, dry_run: bool, progress: Optional[Callable[[Any], None]]) -> ResubmitResult:
+    """``resubmit --failed --local``: the previous attempts' records move to
+    ``tasks/attempts/<i>.local.<n>.*`` (kept, and billed by reconcile like a requeued
+    attempt) and their logs to ``logs/local_<i>.attempt<n>.*``, the cost manifest is
+    reopened, and the tasks run here with this process as the runner, as ``sweep --local``
+    ran them (its ``max_parallel`` and GPUs per task)."""
+    path = st.run_dir
+    run_obj = runs.load_run(path)
+    manifest = run_obj.manifest
+    state = runs.runner_state(manifest)
+    if state == runs.RUNNER_ALIVE:
+        raise Refused(f"{st.run_id}: still running ({runs.runner_text(manifest)}): wait for it, or nexa cancel it first")
+    if state == runs.RUNNER_ELSEWHERE and any(t.bucket in ("pending", "running") for t in st.tasks):
+        raise Refused(f"{st.run_id}: its {runs.runner_text(manifest)} may still be running it: rerun it there")
+    indices = st.failed
+    if not indices:
+        return ResubmitResult(st.run_id, [], [], [])
+    max_parallel = manifest.get("max_parallel") if type(manifest.get("max_parallel")) is int else None
+    per_task = manifest.get("gpus_per_task") if type(manifest.get("gpus_per_task")) is int else 0
+    slots, warning = local_runner.gpu_slots(per_task)
+    result = ResubmitResult(st.run_id, indices, [], [], warnings=[warning] if warning else [])
+    if dry_run:
+        argv = {int(t["index"]): t.get("argv") or [] for t in run_obj.spec.get("tasks", []) if "index" in t}
+        for i in indices:
+            print(f"task {i}: {' '.join(shlex.quote(str(a)) for a in argv.get(i, []))}")
+        return result
+    serial = len(manifest.get("resubmits") or []) + 1
+    manifest.setdefault("resubmits", []).append({"at": runs.now_iso(), "indices": indices, "job_ids": [], "backend": "local"})
+
+    def book() -> Optional[Path]:
+        """Keep the attempts being replaced, reopen the cost manifest (under the runner's
+        signal handlers: a Ctrl-C here still ends with every task recorded)."""
+        tasks, logs = path / runs.TASKS, path / runs.LOGS
+        (tasks / runs.ATTEMPTS).mkdir(parents=True, exist_ok=True)
+        for i in indices:
+            moves = [(tasks / f"{i}.{kind}.json", tasks / runs.ATTEMPTS / f"{i}.local.{serial}.{kind}.json") for kind in ("start", "end")]
+            moves += [(logs / f"local_{i}.{ext}", logs / f"local_{i}.attempt{serial}.{ext}") for ext in ("out", "err")]
+            for old, new in moves:
+                try:
+                    os.replace(str(old), str(new))
+                except FileNotFoundError:
+                    pass
+        for runs_dir in dict.fromkeys([cfg.runs_dir, path.parent]):
+            found = record_resubmission(runs_dir, st.run_id, [], {})
+            if found is not None:
+                return found
+        return None
+
+    outcome = run_tasks_here(path, manifest, indices, max_parallel, slots or [], cfg, book, progress)
+    result.local_results, result.stopped_by = outcome.results, outcome.stopped_by
+    return result
 
 
 def _bill(cfg: NexaConfig, path: Path, run_id: str, chunk: Dict[str, Any], replaced: Dict[int, Dict[str, Any]]) -> None:

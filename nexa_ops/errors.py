@@ -4,15 +4,16 @@ Every failure a user can cause or meet is one of these; the program (``cli.main`
 them into a one-line message and the error's exit code, once; the Python API lets them
 propagate. One code per meaning:
 
-==== ===========================================================================
-1    a nexa error without a more precise code (and a failed run's summary)
-2    bad input: a file, key or option (``ConfigError``)
-3    a guard refused (``Refused``): cost cap, dangerous target, no confirmation
-124  a wait timed out (``WaitTimeout``), as timeout(1)
-125  Docker could not start a container (``ContainerError``), as ``docker run``
-127  a tool is missing (``ToolMissing``), as a shell
-N    a tool's or a launched program's own exit code (``ToolError``, ``LaunchFailed``)
-==== ===========================================================================
+===== ===========================================================================
+1     a nexa error without a more precise code (and a failed run's summary)
+2     bad input: a file, key or option (``ConfigError``)
+3     a guard refused (``Refused``): cost cap, dangerous target, no confirmation
+124   a wait timed out (``WaitTimeout``), as timeout(1)
+125   Docker could not start a container (``ContainerError``), as ``docker run``
+127   a tool is missing (``ToolMissing``), as a shell
+128+N a signal N stopped a local run (``Interrupted``): 130 for Ctrl-C, 143 for SIGTERM
+N     a tool's or a launched program's own exit code (``ToolError``, ``LaunchFailed``)
+===== ===========================================================================
 """
 
 from typing import Any, Optional, Sequence
@@ -99,6 +100,15 @@ class WaitTimeout(NexaError):
     timeout(1)."""
 
     exit_code = 124
+
+
+class Interrupted(NexaError):
+    """A signal stopped a local run (Ctrl-C, SIGTERM, SIGHUP); its tasks were recorded.
+    Exit code 128 + the signal's number, as a shell reports a program the signal killed."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
 
 
 class ContainerError(NexaError):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from . import pids
 from .config import NexaConfig, load_config
 from .errors import ConfigError
 from .fs import atomic_write_json
@@ -39,13 +40,17 @@ RunRef = Union[None, str, Path]
 # --- states --------------------------------------------------------------------------------
 #
 # One vocabulary for every run, Slurm's or local: Slurm's job state names, plus PLANNED (not
-# submitted) and UNKNOWN (no trace of the task). Each state falls in one bucket.
+# submitted), UNKNOWN (no trace of the task) and INTERRUPTED (a local task stopped by a signal
+# to its runner, Ctrl-C or SIGTERM, or whose runner is gone). Each state falls in one bucket.
 
 PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD", "PLANNED"})
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "STOPPED", "RESIZING"})
 DONE_STATES = frozenset({"COMPLETED"})
 FAILED_STATES = frozenset({"FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "UNKNOWN"})
 STATES = PENDING_STATES | RUNNING_STATES | DONE_STATES | FAILED_STATES  # what a task row may show
+#: End states a local runner writes into an end record itself (``"state"``): it knows why it
+#: stopped a task, which an exit code alone does not say. Both are in the failed bucket.
+RECORDED_STATES = frozenset({"INTERRUPTED", "CANCELLED"})
 BUCKETS = ("pending", "running", "done", "failed")
 
 
@@ -78,6 +83,8 @@ def record_state(end: Dict[str, Any], warn_signal: str = "USR1") -> str:
     """
     code = end.get("exit_code")
     signals = str(end.get("signals") or "").split()
+    if end.get("state") in RECORDED_STATES and code != 0:
+        return str(end["state"])
     if code == 0:
         return "COMPLETED"
     if "TERM" in signals:
@@ -124,14 +131,31 @@ def is_run_dir(path: Path) -> bool:
 
 def latest_run(runs_dir: Path) -> Optional[Path]:
     """The most recent run folder that has a manifest or a spec."""
-    if not runs_dir.is_dir():
-        return None
-    candidates: List[Path] = [p for p in runs_dir.iterdir() if is_run_dir(p)]
+    candidates = run_dirs(runs_dir)
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
 
 
+def run_dirs(runs_dir: Path) -> List[Path]:
+    """Every run folder directly under ``runs_dir`` (a manifest or a spec inside)."""
+    try:
+        entries = list(os.scandir(runs_dir))
+    except OSError:
+        return []
+    return [Path(e.path) for e in entries if not e.name.startswith(".") and is_run_dir(Path(e.path))]
+
+
+#: How many matches an ambiguous run prefix lists.
+SHOWN_MATCHES = 10
+
+
 def resolve_run(run: RunRef = None, config: Optional[NexaConfig] = None) -> Path:
-    """A run folder path, a run id under the runs directory, or (None) the latest run."""
+    """A run folder path, a run id under the runs directory, a unique prefix of one, or
+    (None) the latest run.
+
+    Raises:
+        ConfigError: no run at all, no such run, or a prefix that several run ids start with
+            (the message lists them).
+    """
     cfg = config or load_config()
     if run is None or str(run) == "":
         latest = latest_run(cfg.runs_dir)
@@ -141,6 +165,13 @@ def resolve_run(run: RunRef = None, config: Optional[NexaConfig] = None) -> Path
     for path in (Path(run).expanduser(), cfg.runs_dir / str(run)):
         if is_run_dir(path):
             return path.resolve()
+    text = str(run)
+    matches = sorted(p.name for p in run_dirs(cfg.runs_dir) if p.name.startswith(text)) if "/" not in text else []
+    if len(matches) == 1:
+        return (cfg.runs_dir / matches[0]).resolve()
+    if matches:
+        shown = ", ".join(matches[:SHOWN_MATCHES]) + (f" and {len(matches) - SHOWN_MATCHES} more" if len(matches) > SHOWN_MATCHES else "")
+        raise ConfigError(f"{run}: ambiguous run prefix, {len(matches)} runs in {cfg.runs_dir} start with it: {shown}")
     raise ConfigError(f"{run}: not a run folder or a run id in {cfg.runs_dir} (no manifest.json or spec.json)")
 
 
@@ -163,6 +194,7 @@ RUN_MANIFEST_FIELDS = {
     "job_ids": LIST,
     "chunks": LIST,
     "resubmits": LIST,
+    "runner": nullable(OBJECT),
 }
 SPEC_FIELDS = {"name": nullable(STRING), "count": nullable(INTEGER), "tasks": LIST}
 SPEC_TASK_FIELDS = {"index": INTEGER, "params": OBJECT}
@@ -174,6 +206,15 @@ RECORD_FIELDS = {
     "host": nullable(STRING),
     "node": nullable(STRING),
     "signals": nullable(STRING),
+    "state": nullable(STRING),
+}
+#: ``manifest.json``'s ``runner``: the process running a local run's tasks (see ``pids``).
+RUNNER_FIELDS = {
+    "pid": INTEGER,
+    "host": STRING,
+    "pid_start": nullable(INTEGER),
+    "boot_id": nullable(STRING),
+    "started_at": nullable(STRING),
 }
 
 
@@ -197,7 +238,10 @@ def run_manifest_problem(manifest: Any) -> Optional[str]:
     """What makes a run's ``manifest.json`` unusable by status/cancel/resubmit, or None."""
     if type(manifest) is not dict:
         return f"expected a JSON object, got {shown(manifest)}"
-    return field_problem(manifest, RUN_MANIFEST_FIELDS) or chunks_problem(manifest.get("chunks") or [])
+    problem = field_problem(manifest, RUN_MANIFEST_FIELDS) or chunks_problem(manifest.get("chunks") or [])
+    if problem is None and manifest.get("runner") is not None:
+        problem = field_problem(manifest["runner"], RUNNER_FIELDS, "runner.")
+    return problem
 
 
 def spec_problem(spec: Any) -> Optional[str]:
@@ -278,6 +322,40 @@ def add_submission(run_dir: Path, manifest: Dict[str, Any], chunk: Dict[str, Any
         if resubmit not in entries:
             entries.append(resubmit)
     write_manifest(run_dir, manifest)
+
+
+# --- a local run's runner -------------------------------------------------------------------
+#
+# A local run's tasks are children of one ``nexa`` process (``sweep --local``, ``resubmit
+# --failed --local``), which writes their end records. The manifest records it (``runner``),
+# so that a task left without an end record by a runner that died (SIGKILL, a closed laptop)
+# is shown INTERRUPTED instead of RUNNING for ever, and ``cancel`` knows whom to signal.
+
+RUNNER_ALIVE = "alive"
+RUNNER_GONE = "gone"
+RUNNER_ELSEWHERE = "elsewhere"  # on another host: this one cannot tell
+
+
+def new_runner() -> Dict[str, Any]:
+    """This process as a local run's ``runner``: pid, host, start time, boot id."""
+    return dict(pids.identity(), started_at=now_iso())
+
+
+def runner_state(manifest: Dict[str, Any]) -> Optional[str]:
+    """``alive``, ``gone`` or ``elsewhere`` for a local run's recorded runner; None when the
+    manifest records none (runs made before nexa recorded it: nothing can be told)."""
+    runner = manifest.get("runner")
+    if type(runner) is not dict or type(runner.get("pid")) is not int:
+        return None
+    if runner.get("host") != pids.hostname():
+        return RUNNER_ELSEWHERE
+    return RUNNER_ALIVE if pids.alive(runner["pid"], runner.get("pid_start"), runner.get("boot_id")) else RUNNER_GONE
+
+
+def runner_text(manifest: Dict[str, Any]) -> str:
+    """``runner pid 4242 on host gpu01`` (for messages)."""
+    runner = manifest.get("runner") or {}
+    return f"runner pid {runner.get('pid')} on host {runner.get('host')}"
 
 
 # --- where each task ran: chunks and slots -------------------------------------------------
@@ -372,7 +450,7 @@ def current_records(record: Dict[str, Any], slot: Optional[Slot]) -> Tuple[Dict[
     """Split a merged ``task_records`` entry into (start, end), dropping what an earlier
     submission wrote (a resubmitted task's old end record until its new attempt starts)."""
     start = {k: record[k] for k in ("start", "host", "restart_count") if k in record}
-    end = {k: record[k] for k in ("exit_code", "end", "node", "signals", "restart_count") if k in record}
+    end = {k: record[k] for k in ("exit_code", "end", "node", "signals", "restart_count", "state") if k in record}
     since = slot.submitted_at if slot else None
     if since is not None:
         if start.get("start", since) < since - 1:

@@ -111,8 +111,12 @@ def merge_task(
     backend: str = "slurm",
     warn_signal: str = "USR1",
     now: Optional[float] = None,
+    runner_gone: str = "",
 ) -> TaskRow:
-    """One task's row: live squeue state > scontrol > sacct > the run folder's records."""
+    """One task's row: live squeue state > scontrol > sacct > the run folder's records.
+
+    ``runner_gone`` (a local run whose runner process has ended, as a reason text): a task it
+    left without an end record will never get one, so it is INTERRUPTED, not RUNNING."""
     now = time.time() if now is None else now
     start, end = current_records(record, slot)
     info = live or known or accounted
@@ -129,8 +133,10 @@ def merge_task(
     elif end:
         row.state, row.source = record_state(end, warn_signal), "record"
         row.exit_code = end.get("exit_code")
-        signals = str(end.get("signals") or "")
-        row.reason = f"signals: {signals}" if signals else ""
+        row.reason = _record_reason(row.state, end, start)
+    elif backend == "local" and runner_gone:
+        row.state, row.source = "INTERRUPTED", "record"
+        row.reason = runner_gone + ("" if start else "; never started")
     elif start:
         # Started, never ended, and Slurm no longer knows it: killed hard (node lost, SIGKILL).
         row.state, row.source = ("RUNNING" if backend == "local" else "UNKNOWN"), "record"
@@ -154,6 +160,17 @@ def merge_task(
     if not row.node:
         row.node = end.get("node") or start.get("host") or None
     return row
+
+
+def _record_reason(state: str, end: Dict[str, Any], start: Dict[str, Any]) -> str:
+    signals = str(end.get("signals") or "")
+    if end.get("state") == state == "INTERRUPTED":
+        reason = f"interrupted by SIG{signals}" if signals else "interrupted"
+    elif end.get("state") == state == "CANCELLED":
+        reason = "cancelled by nexa cancel"
+    else:
+        return f"signals: {signals}" if signals else ""
+    return reason if start else reason + "; never started"
 
 
 def varying_keys(tasks: Sequence[Dict[str, Any]]) -> List[str]:
@@ -210,6 +227,9 @@ def _status(path: Path, sources: _Sources) -> RunStatus:
     pattern = run.directive("output")
     rows = []
     now = time.time()
+    runner_gone = ""
+    if run.backend == "local" and runs.runner_state(run.manifest) == runs.RUNNER_GONE:
+        runner_gone = f"its {runs.runner_text(run.manifest)} is gone"
     for index in range(run.count):
         slot = where.get(index)
         element = slot.element if slot else ""
@@ -223,6 +243,7 @@ def _status(path: Path, sources: _Sources) -> RunStatus:
             backend=run.backend,
             warn_signal=run.warn_signal,
             now=now,
+            runner_gone=runner_gone,
         )
         row.params = params.get(index, {})
         if run.backend == "local":

@@ -155,3 +155,48 @@ def test_a_zero_time_limit_gives_no_hours(tmp_path):
     """Slurm reads --time=0 as no limit: it cannot bound the cost estimate."""
     defn = load_sweep(write(tmp_path, 'name = "a"\ncommand = ["x"]\n[resources]\ntime = "0"\ngpus_per_node = 8\n'))
     assert defn.resources.time_hours() is None
+
+
+# --- the project root, found upward like git ------------------------------------------------
+
+
+def test_the_project_file_is_found_from_a_subfolder(tmp_path, monkeypatch):
+    write(tmp_path, '[cluster]\nruns_dir = "out"\n', "nexa.toml")
+    sub = tmp_path / "src" / "deep"
+    sub.mkdir(parents=True)
+    monkeypatch.delenv("NEXA_CONFIG", raising=False)
+    cfg = load_config(cwd=sub)
+    assert cfg.path == (tmp_path / "nexa.toml").resolve()
+    assert cfg.root == tmp_path.resolve() and cfg.runs_dir == (tmp_path / "out").resolve()
+    write(tmp_path / "src", '[cluster]\nruns_dir = "inner"\n', "nexa.toml")  # the nearest one wins
+    assert load_config(cwd=sub).runs_dir == (tmp_path / "src" / "inner").resolve()
+
+
+def test_the_search_stops_at_home(tmp_path, monkeypatch):
+    write(tmp_path, "", "nexa.toml")  # above the home: not looked at
+    home = tmp_path / "home"
+    (home / "proj").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("NEXA_CONFIG", raising=False)
+    cfg = load_config(cwd=home / "proj")
+    assert cfg.path is None and cfg.root == (home / "proj").resolve()
+    write(home, "", "nexa.toml")  # the home itself is still looked at
+    assert load_config(cwd=home / "proj").path == (home / "nexa.toml").resolve()
+
+
+def test_a_parent_project_file_of_another_user_is_refused(tmp_path, monkeypatch):
+    import os
+
+    from tests.conftest import require_root
+
+    require_root()
+    path = write(tmp_path, '[cluster]\npython = "/tmp/evil"\n', "nexa.toml")
+    os.chown(path, 4242, 4242)
+    sub = tmp_path / "src"
+    sub.mkdir()
+    monkeypatch.delenv("NEXA_CONFIG", raising=False)
+    monkeypatch.setattr(os, "getuid", lambda: 1000)  # as a user who is not root (the file is 4242's)
+    message = error_of(load_config, None, sub)
+    assert message.startswith(f"{path.resolve()}: found above the current folder but owned by uid 4242, not by you")
+    assert f"--project {path.resolve()}" in message
+    assert load_config(cwd=tmp_path).path == path.resolve()  # in the current folder it is your choice

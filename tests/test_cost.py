@@ -611,3 +611,28 @@ def test_report_idle_column_where_utilisation_is_known(books):
     asked.clear()
     report.cost_report(books, by="run", idle=idle)
     assert "a-1" not in asked and "a-2" not in asked  # kept: asked once
+
+
+def test_a_report_of_a_folder_without_manifests_fails_unless_allowed(tmp_path, nexa_cli):
+    out = nexa_cli("cost.report", "--runs-dir", str(tmp_path / "wrong"), "--output", "r.csv")
+    assert out.returncode == 2 and out.stdout == "" and not (tmp_path / "r.csv").exists()
+    assert out.stderr.startswith(f"nexa: error: no cost manifests under {tmp_path / 'wrong' / 'manifests'}") and out.stderr.count("\n") == 1
+    out = nexa_cli("cost.report", "--runs-dir", str(tmp_path / "wrong"), "--allow-empty")
+    assert out.returncode == 0 and "TOTAL" in out.stdout
+    (tmp_path / "wrong" / "manifests").mkdir(parents=True)
+    (tmp_path / "wrong" / "manifests" / "cost_x.json").write_text("{nope")  # only a damaged file: nothing to report either
+    out = nexa_cli("cost.report", "--runs-dir", str(tmp_path / "wrong"))
+    assert out.returncode == 2 and "skipped" in out.stderr and "no cost manifests under" in out.stderr
+
+
+def test_a_local_run_whose_runner_is_gone_is_incomplete(tmp_path):
+    from nexa_ops import runs
+
+    path = make_run(tmp_path, "s-1", tasks=2, records={0: {"start": 1.0, "end": 3601.0, "exit_code": 0}, 1: {"start": 1.0}})
+    manifest = {"run_id": "s-1", "backend": "local", "runner": runs.new_runner()}
+    (tmp_path / "s-1" / "manifest.json").write_text(json.dumps(manifest))
+    assert reconcile_mod.reconcile(tmp_path)[0].status == "running"  # its runner (this process) is alive
+    manifest["runner"]["pid_start"] = -1  # another process now: the runner is gone
+    (tmp_path / "s-1" / "manifest.json").write_text(json.dumps(manifest))
+    assert reconcile_mod.reconcile(tmp_path)[0].status == "incomplete"
+    assert json.loads(path.read_text())["status"] == "incomplete"

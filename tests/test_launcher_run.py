@@ -244,7 +244,7 @@ def test_env_selection_globs_and_quoting(tmp_path):
 
 def test_gpu_counting_from_cuda_visible_devices_and_nvidia_smi(tmp_path, monkeypatch):
     assert [launch_spec.count_cuda_visible(v) for v in (None, "", "0", "0,1,2", "GPU-4f4b,GPU-9a1e", "0,-1,2")] == [None, 0, 1, 3, 2, 1]
-    assert nvidia_smi.count_listed(NVIDIA_SMI_L) == 2
+    assert len(nvidia_smi.parse_list(NVIDIA_SMI_L)) == 2
     # No GPU here: a stand-in nvidia-smi replays the real tool's `-L` output.
     fake = tmp_path / "bin" / "nvidia-smi"
     fake.parent.mkdir()

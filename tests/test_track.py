@@ -186,6 +186,21 @@ def test_local_and_planned_runs():
     assert track.merge_task(0, None, None, None, None, {}, backend="planned").state == "PLANNED"
 
 
+def test_a_local_task_whose_runner_is_gone_is_interrupted():
+    gone = "its runner pid 7 on host h is gone"
+    row = track.merge_task(0, None, None, None, None, {"start": NOW - 5}, backend="local", now=NOW, runner_gone=gone)
+    assert (row.state, row.bucket, row.reason) == ("INTERRUPTED", "failed", gone)
+    row = track.merge_task(1, None, None, None, None, {}, backend="local", now=NOW, runner_gone=gone)
+    assert (row.state, row.reason) == ("INTERRUPTED", gone + "; never started")
+    ended = {"start": NOW - 5, "end": NOW, "exit_code": 0}
+    assert track.merge_task(2, None, None, None, None, ended, backend="local", runner_gone=gone).state == "COMPLETED"
+    stopped = {"start": NOW - 5, "end": NOW, "exit_code": 130, "signals": "INT", "state": "INTERRUPTED"}
+    row = track.merge_task(3, None, None, None, None, stopped, backend="local")
+    assert (row.state, row.exit_code, row.reason) == ("INTERRUPTED", 130, "interrupted by SIGINT")
+    row = track.merge_task(4, None, None, None, None, {"end": NOW, "exit_code": None, "state": "CANCELLED"}, backend="local")
+    assert (row.state, row.reason) == ("CANCELLED", "cancelled by nexa cancel; never started")
+
+
 def test_buckets_and_counts():
     rows = [
         track.TaskRow(i, s) for i, s in enumerate(["PENDING", "RUNNING", "COMPLETING", "COMPLETED", "TIMEOUT", "CANCELLED", "REQUEUED"])

@@ -8,7 +8,7 @@ from invoke import Task, task
 from invoke.parser import Argument
 
 #: ``--project`` of every task: the project file.
-PROJECT_HELP = "Project file (default: ./nexa.toml or $NEXA_CONFIG)."
+PROJECT_HELP = "Project file (default: $NEXA_CONFIG, else the nearest nexa.toml from here upward)."
 
 
 def nexa_task(*args: Any, **kwargs: Any) -> Callable:
@@ -135,7 +135,7 @@ def run_word_given(argv: Sequence[str], name: str, args: Sequence[Argument]) -> 
     return False
 
 
-RUN_HELP = "Run folder or run id under the runs directory (default: the latest run). Also accepted positionally."
+RUN_HELP = "Run folder, run id under the runs directory, or a unique prefix of one (default: the latest run). Also accepted positionally."
 
 
 def load_project(project: Optional[str]) -> Any:

@@ -1,6 +1,6 @@
 """``nexa run-container`` and ``nexa build-image``."""
 
-from .common import echo, nexa_task, remainder
+from .common import PROJECT_HELP, echo, nexa_task, remainder
 
 
 @nexa_task(
@@ -13,7 +13,7 @@ from .common import echo, nexa_task, remainder
         "pull": "missing (default), never (fail at once if the image is not here) or always.",
         "user": "UID:GID to run as (default: yours, with your groups).",
         "workspace": "Host folder mounted at /workspace (default: [containers] workspace, else the project root).",
-        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "project": PROJECT_HELP,
         "dry_run": "Print the full docker command and run nothing.",
     },
 )
@@ -56,7 +56,7 @@ def run_container(c, service, gpus=None, env=None, pull="missing", user=None, wo
         "push": "Push the tag after a successful build.",
         "no_cache": "Build without Docker's layer cache.",
         "build_arg": "Extra NAME=value build argument (repeatable), e.g. NEXA_UID=1001.",
-        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "project": PROJECT_HELP,
         "dry_run": "Print the docker build (and push) command and run nothing.",
     },
 )

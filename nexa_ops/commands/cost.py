@@ -112,6 +112,7 @@ def _money(value):
         "no_reconcile": "Sum the manifests as they are; do not reconcile unfinished runs first.",
         "no_sacct": "Reconcile from the worker's task records even when sacct works.",
         "dry_run": "Reconcile in memory only and print to stdout; write no manifest and no --output.",
+        "allow_empty": "Report an empty table (exit 0) when the folder holds no cost manifest; without it that is an error (exit 2).",
     },
 )
 def report(
@@ -128,9 +129,10 @@ def report(
     no_reconcile=False,
     no_sacct=False,
     dry_run=False,
+    allow_empty=False,
 ):
     """Estimated and actual cost by campaign, user, GPU or run; made for cron."""
-    from ..cost.report import FORMATS, check_budget, cost_report, write_report
+    from ..cost.report import FORMATS, check_budget, check_not_empty, cost_report, write_report
     from ..errors import ConfigError
 
     if format not in FORMATS:
@@ -148,6 +150,8 @@ def report(
         use_sacct=False if no_sacct else None,
         dry_run=dry_run,
     )
+    if not allow_empty:
+        check_not_empty(rep)
     if dry_run and output:
         echo(f"(dry run: would write {output})")
         output = None

@@ -1,7 +1,6 @@
 """``nexa monitor-config``, ``nexa gpu-exporter`` and ``nexa efficiency``."""
 
-from .common import echo, nexa_task
-from .track import PROJECT_HELP, RUN_HELP, OptionalRun
+from .common import PROJECT_HELP, RUN_HELP, OptionalRun, echo, nexa_task
 
 
 @nexa_task(
@@ -19,7 +18,7 @@ from .track import PROJECT_HELP, RUN_HELP, OptionalRun
         "evaluation_interval": "Rule evaluation interval, e.g. 15s (default 15s).",
         "prometheus_url": "Prometheus URL for Grafana's datasource (default: [monitor] prometheus_url, else http://localhost:9090).",
         "check": "Run `promtool check config` on the written files.",
-        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "project": PROJECT_HELP,
         "dry_run": "Print the config that would be written (Slurm is still queried, read-only); write nothing.",
     },
 )
@@ -96,7 +95,7 @@ LISTEN_HELP = (
         "host_label": "Value of the `host` label (default: this machine's short hostname).",
         "no_apps": "Skip the compute-apps query: no per-GPU process count and no Slurm job mapping (nexa_gpu_job_info).",
         "once": "Collect once, print the metrics to stdout and exit (e.g. for node-exporter's textfile collector).",
-        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG).",
+        "project": PROJECT_HELP,
         "dry_run": "Print the nvidia-smi commands each collection runs and the address; serve nothing.",
     },
 )

@@ -1,6 +1,6 @@
 """``nexa sweep`` and ``nexa worker``."""
 
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .common import PROJECT_HELP, echo, nexa_task, parse_float
 
@@ -13,18 +13,23 @@ SHOW_ROWS = 5
         "project": PROJECT_HELP,
         "out": "Run folder to write into (default: a new folder under the runs directory).",
         "submit": "Submit to Slurm as one job array (chunked above MaxArraySize).",
-        "local": "Run the tasks on this machine instead, max_parallel at a time.",
+        "local": "Run the tasks on this machine instead, max_parallel at a time (each with its own GPUs when gpus_per_node > 0), "
+        "with live progress; Ctrl-C stops and records them.",
         "max_cost": "Refuse to submit when the estimate is above this many USD (default: [cost] max_cost).",
-        "dry_run": "Plan and write the files, print the sbatch commands; submit nothing.",
+        "dry_run": "Plan and check, print the sbatch commands (--submit) or each task's command (--local); write and run nothing.",
         "wait": "With --submit: wait until every task has ended, with progress (as `nexa wait`); exit 1 if any failed.",
+        "json": "Print the plan or submission as one JSON document (run_id, run_dir, job_ids, tasks, estimate...); "
+        "all other output goes to stderr.",
     }
 )
-def sweep(c, config=None, project=None, out=None, submit=False, local=False, max_cost=None, dry_run=False, wait=False):
+def sweep(c, config=None, project=None, out=None, submit=False, local=False, max_cost=None, dry_run=False, wait=False, json=False):
     """Plan a sweep: write spec.json and the sbatch script; --submit or --local to run it."""
+    import contextlib
+    import json as _json
+    import sys
+
     from ..config import load_config, load_sweep
     from ..errors import ConfigError
-    from ..sweep.plan import plan_sweep
-    from ..sweep.submit import run_sweep_locally, submit_sweep
 
     if not config:
         raise ConfigError("--config FILE is required (the sweep file)")
@@ -35,31 +40,109 @@ def sweep(c, config=None, project=None, out=None, submit=False, local=False, max
     cfg = load_config(project)
     defn = load_sweep(config)
     max_cost = parse_float(max_cost, "--max-cost", minimum=0)
-    artifacts = plan_sweep(defn, cfg, out)
+    if not json:
+        _sweep(cfg, defn, out, submit, local, max_cost, dry_run, wait)
+        return
+    doc: Dict[str, Any] = {}
+    failure: Optional[BaseException] = None
+    with contextlib.redirect_stdout(sys.stderr):  # human text to stderr: stdout is the document
+        try:
+            _sweep(cfg, defn, out, submit, local, max_cost, dry_run, wait, doc)
+        except Exception as exc:  # noqa: BLE001 - a run that ended badly still has its document
+            if not doc:
+                raise
+            failure = exc
+    print(_json.dumps(doc, indent=2, ensure_ascii=False, default=str), flush=True)
+    if failure is not None:
+        raise failure
+
+
+def _sweep(
+    cfg: Any, defn: Any, out: Any, submit: bool, local: bool, max_cost: Optional[float], dry_run: bool, wait: bool, doc: Any = None
+) -> None:
+    """The command's work; ``doc`` (with --json) is filled in as soon as there is a plan, so
+    that a run that fails or is interrupted is still described on stdout."""
+    import sys
+
+    from ..sweep.local import gpu_slots
+    from ..sweep.plan import plan_sweep
+    from ..sweep.submit import run_sweep_locally, submit_sweep
+
+    slots, gpu_warning = gpu_slots(defn.resources.gpus_per_node) if local else (None, None)
+    artifacts = plan_sweep(defn, cfg, out, dry_run=dry_run)
+    if gpu_warning:
+        artifacts.warnings.append(gpu_warning)
+    for line in artifacts.warnings:
+        warn(line)
+    mode = "submit" if submit else "local" if local else "plan"
+    if doc is not None:
+        doc.update(_document(artifacts, mode, dry_run))
     _print_plan(artifacts, defn)
     if artifacts.cost is not None:
         echo(artifacts.cost.table())
     if submit:
         submit_sweep(artifacts, defn, cfg, dry_run=dry_run, max_cost=max_cost)
-        if not dry_run:
-            ids = ", ".join(artifacts.job_ids)
-            echo(f"Submitted job array {ids} ({artifacts.job_count} tasks); manifest: {artifacts.run_dir / 'manifest.json'}")
-            if wait:
-                from .track import wait_and_report
+        if doc is not None:
+            doc.update(_document(artifacts, mode, dry_run))
+        if dry_run:
+            echo("Dry run: nothing written, nothing submitted.")
+            return
+        ids = ", ".join(artifacts.job_ids)
+        echo(f"Submitted job array {ids} ({artifacts.job_count} tasks); manifest: {artifacts.run_dir / 'manifest.json'}")
+        if wait:
+            from .track import wait_and_report
 
-                wait_and_report(artifacts.run_dir, cfg)
+            wait_and_report(artifacts.run_dir, cfg)
     elif local:
-        run_sweep_locally(artifacts, defn, cfg)
-        failed = _print_local(artifacts)
-        from .results import print_top
+        if dry_run:
+            _print_local_plan(artifacts, defn, cfg, slots)
+            return
+        from .track import finish_local, local_progress
 
-        print_top(artifacts.run_dir, cfg)
-        if failed:
-            from invoke import Exit
-
-            raise Exit(f"nexa: {failed} of {artifacts.job_count} task(s) failed", code=1)
+        run_sweep_locally(artifacts, defn, cfg, gpus=slots or [], progress=local_progress(sys.stderr))
+        if doc is not None:
+            doc.update(_document(artifacts, mode, dry_run))
+        finish_local(artifacts.local_results, artifacts.stopped_by, artifacts.run_dir, cfg)
+    elif dry_run:
+        echo(f"Dry run: nothing written (a plan goes into {artifacts.run_dir}).")
     else:
         echo("Planned only: add --submit to send it to Slurm, or --local to run it here.")
+
+
+def warn(line: str) -> None:
+    import sys
+
+    print(f"nexa: warning: {line}", file=sys.stderr, flush=True)
+
+
+def _document(artifacts: Any, mode: str, dry_run: bool) -> Dict[str, Any]:
+    """``sweep --json``: what was planned, submitted or run."""
+    doc: Dict[str, Any] = {
+        "run_id": artifacts.run_id,
+        "run_dir": str(artifacts.run_dir),
+        "name": artifacts.name,
+        "mode": mode,
+        "dry_run": dry_run,
+        "written": artifacts.written,
+        "spec": str(artifacts.spec_path),
+        "script": str(artifacts.script_paths[0]),
+        "tasks": artifacts.job_count,
+        "job_ids": list(artifacts.job_ids),
+        "chunks": [{"offset": c.offset, "count": c.count, "job_id": c.job_id} for c in artifacts.chunks],
+        "estimate": artifacts.cost.as_json() if artifacts.cost is not None else None,
+        "warnings": list(artifacts.warnings),
+    }
+    if dry_run and mode == "submit":
+        doc["commands"] = [list(a) for a in artifacts.commands]
+    if dry_run and mode == "local":
+        doc["commands"] = [{"index": t.index, "argv": list(t.argv)} for t in artifacts.tasks]
+    if mode == "local" and not dry_run:
+        doc["stopped_by"] = artifacts.stopped_by
+        doc["results"] = [
+            {"index": r.index, "state": r.state, "exit_code": r.exit_code, "seconds": round(r.seconds, 3), "out": r.log, "err": r.err}
+            for r in artifacts.local_results
+        ]
+    return doc
 
 
 def _print_plan(artifacts: Any, defn: Any) -> None:
@@ -77,18 +160,25 @@ def _print_plan(artifacts: Any, defn: Any) -> None:
         for k in ("nodes", "gpus_per_node", "gpu_type", "cpus_per_task", "mem", "time", "partition", "account", "max_parallel")
     ]
     echo("Resources: " + ", ".join(f"{k}={v}" for k, v in items if v not in (None, 0)))
-    echo(f"Spec: {artifacts.spec_path}")
-    echo(f"Script: {artifacts.script_paths[0]}")
+    if artifacts.written:
+        echo(f"Spec: {artifacts.spec_path}")
+        echo(f"Script: {artifacts.script_paths[0]}")
 
 
-def _print_local(artifacts: Any) -> int:
-    from tabulate import tabulate
+def _print_local_plan(artifacts: Any, defn: Any, cfg: Any, slots: Optional[List[str]]) -> None:
+    """``--local --dry-run``: what each task would run, where, how many at a time."""
+    import os
+    import shlex
 
-    rows = [[r.index, "ok" if r.exit_code == 0 else "FAILED", r.exit_code, f"{r.seconds:.2f}", r.log] for r in artifacts.local_results]
-    echo(tabulate(rows, headers=["task", "status", "exit", "seconds", "log"]))
-    failed = sum(1 for r in artifacts.local_results if r.exit_code != 0)
-    echo(f"{len(rows) - failed} succeeded, {failed} failed")
-    return failed
+    parallel = max(1, defn.resources.max_parallel or os.cpu_count() or 1)
+    if slots:
+        parallel = min(parallel, len(slots))
+    echo(f"Would run {artifacts.job_count} task(s) here, {parallel} at a time, in {cfg.root}:")
+    if slots:
+        echo(f"each task with its own GPUs: CUDA_VISIBLE_DEVICES={' | '.join(slots)}")
+    for task in artifacts.tasks:
+        echo(f"  task {task.index}: {' '.join(shlex.quote(a) for a in task.argv)}")
+    echo("Dry run: nothing run, nothing written.")
 
 
 @nexa_task(

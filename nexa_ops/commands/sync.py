@@ -1,6 +1,6 @@
 """``nexa sync``: rsync the project to the cluster over ssh."""
 
-from .common import echo, nexa_task
+from .common import PROJECT_HELP, echo, nexa_task
 
 SHOW_LINES = 40
 
@@ -18,7 +18,7 @@ SHOW_LINES = 40
         "no_delete": "Do not delete remote files, even when [sync] delete = true.",
         "force": "With --delete, accept a non-empty folder without a .nexa-sync marker (never /, the remote home or above it).",
         "dry_run": "Run rsync --dry-run: print what would be sent and deleted; change nothing.",
-        "project": "Project file (default: ./nexa.toml or $NEXA_CONFIG); its folder is what gets synced.",
+        "project": PROJECT_HELP + " Its folder is what gets synced.",
     },
 )
 def sync(

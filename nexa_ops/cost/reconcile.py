@@ -111,6 +111,8 @@ def _reconciled(doc: Dict[str, Any], runs_dir: Path, answers: SlurmAnswers) -> D
         if actual is None or recorded.done > actual.done:
             actual = recorded  # slurmdbd records asynchronously: it can lag behind the run's own records
     gone = answers.gone(job_ids) if doc.get("backend") == "slurm" else None  # None: Slurm cannot say
+    if doc.get("backend") == "local" and _local_runner_gone(_run_dir(doc, runs_dir)):
+        gone = True  # its runner died without recording every task: nothing more will come
     if tasks and actual.done >= tasks and gone is not False:  # a queued job may still rerun a task
         status = "finished" if actual.failed == 0 else "failed"
     elif gone:
@@ -129,6 +131,15 @@ def _reconciled(doc: Dict[str, Any], runs_dir: Path, answers: SlurmAnswers) -> D
         reconciled_at=runs.now_iso(),
     )
     return doc
+
+
+def _local_runner_gone(run_dir: Path) -> bool:
+    """A local run whose recorded runner has ended (see ``runs.runner_state``)."""
+    try:
+        manifest = runs.read_manifest(run_dir)
+    except (OSError, ValueError):
+        return False
+    return type(manifest) is dict and runs.runner_state(manifest) == runs.RUNNER_GONE
 
 
 def _summary(doc: Dict[str, Any], path: Path) -> Reconciled:

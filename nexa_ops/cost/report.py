@@ -64,6 +64,8 @@ class CostReport:
     totals: Dict[str, Any]
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     filters: Dict[str, Optional[str]] = field(default_factory=dict)
+    manifests: int = 0  # cost manifests read from the folder, before the filters (0: nothing there)
+    folder: Optional[Path] = None  # the manifests folder read
 
     def columns(self) -> List[str]:
         key = BY[self.by]
@@ -182,7 +184,8 @@ def cost_report(
     Returns:
         CostReport: ``by``, ``rows`` (one per group, sorted by key: ``runs``, ``tasks``, ``tasks_done``,
         estimated and actual GPU-hours and USD), ``totals`` (the same sums over all rows),
-        ``skipped`` (``(path, reason)`` of files not read) and ``filters``; ``render(fmt)`` formats it.
+        ``skipped`` (``(path, reason)`` of files not read), ``filters`` and ``manifests`` (how many were
+        read, see ``check_not_empty``); ``render(fmt)`` formats it.
 
     Raises:
         ConfigError: a bad ``by``, ``since`` or ``until``.
@@ -197,6 +200,7 @@ def cost_report(
     skipped: List[Tuple[str, str]] = []
     answers = SlurmAnswers(use_sacct)
     folder = manifests_dir(runs_dir)
+    read = 0
     for path, name in scan(folder, err):
         try:
             with open(path, "rb") as fh:
@@ -211,6 +215,7 @@ def cost_report(
             skipped.append((path, problem))
             warn(err, path, f"skipped: {problem}")
             continue
+        read += 1
         if campaign is not None and doc.get("campaign") != campaign:
             continue
         when = doc.get("submitted_at") or ""
@@ -248,7 +253,18 @@ def cost_report(
         if row["idle_usd"] is not None:
             row["idle_usd"] = round(row["idle_usd"], 6)
     filters = {"campaign": campaign, "since": since_key, "until": until_key}
-    return CostReport(by, rows, totals, skipped, filters)
+    return CostReport(by, rows, totals, skipped, filters, manifests=read, folder=folder)
+
+
+def check_not_empty(report: CostReport) -> None:
+    """Refuse a report of a folder that holds no cost manifest at all: an all-zero table that
+    exits 0 is how a cron job pointed at the wrong folder goes unnoticed for months.
+
+    Raises:
+        ConfigError: no cost manifest was read (exit 2).
+    """
+    if report.manifests == 0:
+        raise ConfigError(f"no cost manifests under {report.folder} (is --runs-dir or the project right? --allow-empty reports nothing)")
 
 
 def _plus(total: Optional[float], value: Any) -> Optional[float]:

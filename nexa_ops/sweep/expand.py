@@ -68,10 +68,11 @@ def _same(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
-def iter_params(defn: SweepDefinition) -> Iterator[Dict[str, Any]]:
+def iter_params(defn: SweepDefinition, used: Optional[List[bool]] = None) -> Iterator[Dict[str, Any]]:
     """Every kept combination, in task order, as a parameter dict.
 
     Keys (and so argv items) come grid first, then fixed, then random, each in file order.
+    ``used`` (one False per ``exclude`` rule) is set True for each rule that matched.
     """
     grid_keys = list(defn.grid)
     product = itertools.product(*(defn.grid[k] for k in grid_keys))
@@ -89,6 +90,10 @@ def iter_params(defn: SweepDefinition) -> Iterator[Dict[str, Any]]:
                 for key, param in rand.params.items():
                     params[key] = _draw(rng, param)  # type: ignore[arg-type]
             if rules and any(all(_same(params.get(k), v) for k, v in rule) for rule in rules):
+                if used is not None:  # only for excluded combinations: the kept ones pay nothing
+                    for i, rule in enumerate(rules):
+                        if not used[i] and all(_same(params.get(k), v) for k, v in rule):
+                            used[i] = True
                 continue
             yield params
 
@@ -98,8 +103,9 @@ def iter_params(defn: SweepDefinition) -> Iterator[Dict[str, Any]]:
 MAX_TASKS = 5_000_000
 
 
-def expand(defn: SweepDefinition, prefix: Optional[Sequence[str]] = None) -> List[Task]:
-    """The sweep's tasks. ``prefix`` replaces the start of argv (e.g. a torchrun launcher)."""
+def expand(defn: SweepDefinition, prefix: Optional[Sequence[str]] = None, used: Optional[List[bool]] = None) -> List[Task]:
+    """The sweep's tasks. ``prefix`` replaces the start of argv (e.g. a torchrun launcher);
+    ``used`` as for ``iter_params`` (see ``plan_warnings``)."""
     upper = _upper_bound(defn)
     if upper > MAX_TASKS:
         message = f"{upper:,} combinations: more than {MAX_TASKS:,} tasks is not a sweep nexa plans"
@@ -110,7 +116,7 @@ def expand(defn: SweepDefinition, prefix: Optional[Sequence[str]] = None) -> Lis
     cache: Dict[Tuple[str, Any, type], List[str]] = {}
     tasks = []
     append = tasks.append
-    for index, params in enumerate(iter_params(defn)):
+    for index, params in enumerate(iter_params(defn, used)):
         argv = list(command)
         for key, value in params.items():
             ck = (key, value, type(value))
@@ -135,3 +141,15 @@ def count(defn: SweepDefinition) -> int:
     if defn.exclude:
         return sum(1 for _ in iter_params(defn))
     return _upper_bound(defn)
+
+
+def plan_warnings(defn: SweepDefinition, used: Sequence[bool]) -> List[str]:
+    """Mistakes that still make a valid sweep, one line each: an ``[[exclude]]`` rule that
+    matched no combination (a value of another type: ``"0.1"`` is not ``0.1``), and a sweep
+    without parameters that vary (one task)."""
+    where = str(defn.path or "sweep")
+    out = [f"{where}: exclude[{i}]: matches no combination, so it excludes nothing" for i, hit in enumerate(used) if not hit]
+    if not defn.grid and not (defn.random and defn.random.params):
+        what = "with no arguments" if not defn.fixed else "with the [fixed] values only"
+        out.append(f"{where}: grid: no [grid] (or [random]) values: the sweep is one task {what}")
+    return out

@@ -2,9 +2,11 @@
 
 Everything that can be checked is checked before the run folder exists (the cost settings
 included); should writing still fail, a run folder made here is removed again, so a failed
-plan leaves nothing behind.
+plan leaves nothing behind. A dry run plans in memory: the same checks, the run folder it
+would make, and nothing written at all (so it never becomes the latest run).
 """
 
+import errno
 import json
 import os
 import shutil
@@ -20,7 +22,7 @@ from ..errors import ConfigError
 from ..fs import atomic_write_bytes, atomic_write_text
 from ..resources import package_root
 from ..tools import torchrun
-from .expand import Task, expand
+from .expand import Task, expand, plan_warnings
 from .script import render_array_script
 
 
@@ -48,6 +50,10 @@ class SweepArtifacts:
     local_results: List[Any] = field(default_factory=list)
     cost: Optional[Estimate] = None
     submitted: bool = False
+    warnings: List[str] = field(default_factory=list)  # one line each, for stderr
+    written: bool = True  # False for a dry run: the paths are where the files would go
+    stopped_by: Optional[str] = None  # a local run stopped by a signal: its name (INT, TERM...)
+    commands: List[List[str]] = field(default_factory=list)  # a dry run's sbatch commands
 
     @property
     def job_count(self) -> int:
@@ -72,21 +78,98 @@ def worker_path(config: NexaConfig) -> str:
     return str(package_root())
 
 
-def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = None) -> SweepArtifacts:
-    """Expand the sweep and write ``spec.json`` and the sbatch script into the run folder."""
-    tasks = expand(defn, launcher_prefix(defn))
+def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = None, dry_run: bool = False) -> SweepArtifacts:
+    """Expand the sweep and write ``spec.json`` and the sbatch script into the run folder
+    (``dry_run``: check and plan the same, write nothing). ``warnings`` says what looks like
+    a mistake: an exclude rule that matches nothing, no parameters, a missing script."""
+    used = [False] * len(defn.exclude)
+    tasks = expand(defn, launcher_prefix(defn), used)
     if not tasks:
         raise ConfigError("every combination is excluded: nothing to run", str(defn.path or "sweep"), "exclude")
     cost = estimate(defn.resources, len(tasks), load_prices(config), config.cost, where=config.where)
     if out is not None and not str(out).strip():
         raise ConfigError("--out: expected a folder, got ''")
-    run_dir, made = _new_run_dir(config, defn.name, out)
-    try:
-        return _write_plan(defn, config, tasks, run_dir, cost)
-    except BaseException:
-        if made:
-            shutil.rmtree(made, ignore_errors=True)
-        raise
+    warnings = plan_warnings(defn, used)
+    missing = missing_script(defn.command, config.root)
+    if missing:
+        warnings.append(f"{defn.path or 'sweep'}: command: {missing}")
+    if dry_run:
+        artifacts = _plan_in_memory(defn, config, tasks, out, cost)
+    else:
+        run_dir, made = _new_run_dir(config, defn.name, out)
+        try:
+            artifacts = _write_plan(defn, config, tasks, run_dir, cost)
+        except BaseException:
+            if made:
+                shutil.rmtree(made, ignore_errors=True)
+            raise
+    artifacts.warnings = warnings
+    return artifacts
+
+
+#: What a task's script looks like in its command (``train.py`` in ``python train.py``).
+SCRIPT_SUFFIXES = (".py", ".sh", ".bash", ".jl", ".r", ".pl", ".rb", ".lua", ".js")
+
+
+def script_path(command: List[str]) -> Optional[str]:
+    """The file a command runs: its first word with a script suffix (``python -u train.py``,
+    ``torchrun --nproc_per_node 2 train.py``), else the program itself when it is a path
+    (``./run``); None for ``python -m module`` and ``-c`` code."""
+    for word in command:
+        if word in ("-m", "-c"):
+            return None
+        if not word.startswith("-") and word.lower().endswith(SCRIPT_SUFFIXES):
+            return word
+    return command[0] if command and "/" in command[0] else None
+
+
+def missing_script(command: List[str], workdir: Path) -> Optional[str]:
+    """A warning when the command's script is not there from the tasks' working directory
+    (from ``src/``, ``python train.py`` fails in every task), else None."""
+    word = script_path(command)
+    if word is None:
+        return None
+    path = Path(os.path.expanduser(word))
+    if (path if path.is_absolute() else workdir / path).exists():
+        return None
+    return f"{word} not found in {workdir} (the tasks' working directory, the project root): the tasks will fail to start"
+
+
+def _plan_in_memory(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], out: Optional[Path], cost: Estimate) -> SweepArtifacts:
+    """A dry run's plan: where the run folder would be, checked as a real plan would be
+    (the folders can be made), with nothing created."""
+    if out is None:
+        problem = cannot_make(config.runs_dir)
+        if problem:
+            raise ConfigError(f"cannot make a run folder in {config.runs_dir}: {problem}", config.where, "cluster.runs_dir")
+        run_dir = config.runs_dir / runs.new_run_id(defn.name)
+    else:
+        problem = cannot_make(Path(out))
+        if problem:
+            raise ConfigError(f"--out: cannot make the run folder {out}: {problem}")
+        run_dir = Path(out).resolve()
+    if config.cluster.log_dir:
+        log_dir = Path(config.cluster.log_dir).expanduser().resolve()
+        problem = cannot_make(log_dir)
+        if problem:
+            raise ConfigError(f"cannot make the log folder {log_dir}: {problem}", config.where, "cluster.log_dir")
+    script = run_dir / f"{defn.name}.sbatch"
+    return SweepArtifacts(defn.name, run_dir.name, run_dir, run_dir / runs.SPEC, [script], tasks, cost=cost, written=False)
+
+
+def cannot_make(path: Path) -> Optional[str]:
+    """Why ``mkdir -p path`` would fail (the system's words), or None; creates nothing."""
+    path = Path(path).absolute()
+    if path.exists():
+        return None if path.is_dir() else os.strerror(errno.EEXIST)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return os.strerror(errno.ENOTDIR)
+            if not os.access(str(parent), os.W_OK | os.X_OK):
+                return os.strerror(errno.EACCES)
+            return None
+    return None
 
 
 def _new_run_dir(config: NexaConfig, name: str, out: Optional[Path]) -> Tuple[Path, Optional[Path]]:

@@ -6,7 +6,7 @@ refusal half-way still leaves a true record of what was submitted.
 """
 
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from .. import runs
 from ..config import NexaConfig, SweepDefinition, load_config, load_sweep
@@ -15,7 +15,7 @@ from ..cost.estimate import check_max_cost
 from ..cost.reconcile import reconcile_manifest
 from ..errors import ConfigError
 from ..tools import slurm
-from .local import run_local
+from .local import LocalOutcome, Progress, Signals, gpu_slots, run_local
 from .plan import Chunk, SweepArtifacts, plan_sweep
 
 
@@ -34,6 +34,8 @@ def submit_sweep(
     submits nothing.
     """
     assert artifacts.cost is not None, "plan_sweep estimates every plan"
+    if not artifacts.written and not dry_run:
+        raise ConfigError(f"{artifacts.run_dir}: a dry run's plan was never written: plan it again without --dry-run")
     check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
     artifacts.chunks = chunk(len(artifacts.tasks), slurm.array_limit(config.cluster.max_array_size, dry_run))
     script = str(artifacts.script_paths[0])
@@ -42,27 +44,84 @@ def submit_sweep(
         options = []
         if len(artifacts.chunks) > 1:
             options.append(f"--array={slurm.array_spec(part.count, defn.resources.max_parallel)}")
-        part.job_id = slurm.sbatch(script, options=options, args=[str(part.offset)], dry_run=dry_run)
+        if dry_run:
+            artifacts.commands.append(slurm.sbatch_argv(script, options, [str(part.offset)]))
+            slurm.sbatch(script, options=options, args=[str(part.offset)], dry_run=True)  # prints it
+            continue
+        part.job_id = slurm.sbatch(script, options=options, args=[str(part.offset)])
         artifacts.job_ids.append(part.job_id)
-        if not dry_run:
-            manifest["chunks"] = [vars(c) for c in artifacts.chunks if c.job_id]
-            manifest["job_ids"] = list(artifacts.job_ids)
-            runs.write_manifest(artifacts.run_dir, manifest)
-            _book(config, artifacts, defn, backend="slurm")
+        manifest["chunks"] = [vars(c) for c in artifacts.chunks if c.job_id]
+        manifest["job_ids"] = list(artifacts.job_ids)
+        runs.write_manifest(artifacts.run_dir, manifest)
+        _book(config, artifacts, defn, backend="slurm")
     artifacts.submitted = not dry_run
     return artifacts
 
 
-def run_sweep_locally(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig) -> SweepArtifacts:
-    """Run every task here through the same worker, then reconcile the run's cost."""
+def run_sweep_locally(
+    artifacts: SweepArtifacts,
+    defn: SweepDefinition,
+    config: NexaConfig,
+    *,
+    gpus: Optional[List[str]] = None,
+    progress: Optional[Callable[[Progress], None]] = None,
+) -> SweepArtifacts:
+    """Run every task here through the same worker (see ``run_tasks_here``); a run stopped by
+    a signal sets ``artifacts.stopped_by``. ``gpus``: the ``CUDA_VISIBLE_DEVICES`` slices
+    (``[]``: none; default: ``gpu_slots`` for the sweep's ``gpus_per_node``)."""
+    slots = gpus
+    if slots is None:
+        slots, warning = gpu_slots(defn.resources.gpus_per_node)
+        if warning:
+            artifacts.warnings.append(warning)
     manifest = _manifest(artifacts, defn, backend="local")
-    runs.write_manifest(artifacts.run_dir, manifest)
-    cost_manifest = _book(config, artifacts, defn, backend="local", status="running")
-    artifacts.local_results = run_local(artifacts.spec_path, artifacts.run_dir, len(artifacts.tasks), defn.resources.max_parallel)
-    manifest["exit_codes"] = {str(r.index): r.exit_code for r in artifacts.local_results}
-    runs.write_manifest(artifacts.run_dir, manifest)
-    reconcile_manifest(cost_manifest, config.runs_dir)
+    manifest.update(max_parallel=defn.resources.max_parallel, gpus_per_task=defn.resources.gpus_per_node)
+    outcome = run_tasks_here(
+        artifacts.run_dir,
+        manifest,
+        range(len(artifacts.tasks)),
+        defn.resources.max_parallel,
+        slots,
+        config,
+        lambda: _book(config, artifacts, defn, backend="local", status="running"),
+        progress,
+    )
+    artifacts.local_results, artifacts.stopped_by = outcome.results, outcome.stopped_by
     return artifacts
+
+
+def run_tasks_here(
+    run_dir: Path,
+    manifest: Dict[str, Any],
+    indices: Sequence[int],
+    max_parallel: Optional[int],
+    gpus: Optional[List[str]],
+    config: NexaConfig,
+    book: Callable[[], Optional[Path]],
+    progress: Optional[Callable[[Progress], None]] = None,
+) -> LocalOutcome:
+    """Run a local run's tasks ``indices`` with this process as the runner: recorded in the
+    manifest first (pid, host, start time), every task recorded as it ends, however the run
+    ends (Ctrl-C, SIGTERM, ``nexa cancel``); then the exit codes go into the manifest and the
+    cost manifest (``book()`` writes or reopens it and returns its path, or None) is
+    reconciled. The signal handlers cover all of it, so an interrupt cannot cut the
+    bookkeeping short: a signal before the first task starts ends them all unstarted."""
+    spec_path = Path(manifest.get("spec") or run_dir / runs.SPEC)
+    with Signals() as signals:
+        manifest["runner"] = runs.new_runner()
+        runs.write_manifest(run_dir, manifest)
+        outcome = LocalOutcome()
+        cost_manifest = None
+        try:
+            cost_manifest = book()
+            outcome = run_local(spec_path, run_dir, indices, max_parallel, gpus=gpus, progress=progress, signals=signals)
+        finally:
+            codes = manifest.setdefault("exit_codes", {})
+            codes.update({str(r.index): r.exit_code for r in outcome.results})
+            runs.write_manifest(run_dir, manifest)
+            if cost_manifest is not None:
+                reconcile_manifest(cost_manifest, config.runs_dir)
+    return outcome
 
 
 def _manifest(artifacts: SweepArtifacts, defn: SweepDefinition, backend: str) -> dict:
@@ -116,7 +175,8 @@ def launch_slurm_sweep(
         out: the run folder (default: a new folder under the runs directory).
         max_cost: refuse to submit when the estimate exceeds this many USD.
         config: a ``NexaConfig`` or the path of ``nexa.toml`` (default: found as the CLI does).
-        dry_run: print the sbatch commands instead of running them.
+        dry_run: plan in memory (write nothing) and print the sbatch commands instead of running
+            them; with ``local``, run nothing.
 
     Returns:
         ``SweepArtifacts`` with the run folder, spec and script paths, job ids and results.
@@ -129,9 +189,9 @@ def launch_slurm_sweep(
     defn = path_or_definition if isinstance(path_or_definition, SweepDefinition) else load_sweep(path_or_definition)
     if submit and local:
         raise ConfigError("choose one of --submit and --local")
-    artifacts = plan_sweep(defn, cfg, Path(out) if out is not None else None)
+    artifacts = plan_sweep(defn, cfg, Path(out) if out is not None else None, dry_run=dry_run)
     if submit:
         submit_sweep(artifacts, defn, cfg, dry_run=dry_run, max_cost=max_cost)
-    elif local:
+    elif local and not dry_run:
         run_sweep_locally(artifacts, defn, cfg)
     return artifacts

@@ -85,19 +85,34 @@ def query(argv: Sequence[str], timeout: float) -> Answer:
     return Answer(0, result.stdout or "", "")
 
 
+NO_DEVICES = 6  # nvidia-smi's exit code for "No devices were found"
+
+
 def count_gpus(timeout: float = 20) -> int:
     """GPUs this machine has per ``nvidia-smi -L``; 0 when there is no driver or it fails."""
     answer = query(["nvidia-smi", "-L"], timeout)
-    return count_listed(answer.stdout) if answer.code == 0 else 0
+    return len(parse_list(answer.stdout)) if answer.code == 0 else 0
+
+
+def list_gpus() -> List[str]:
+    """This machine's GPU indices (``nvidia-smi -L``), for local runs' ``CUDA_VISIBLE_DEVICES``;
+    [] when it finds no devices.
+
+    Raises:
+        ToolMissing: no nvidia-smi on PATH. ToolError: it failed (no driver loaded...).
+    """
+    hint = "the NVIDIA driver's tool; without it, set CUDA_VISIBLE_DEVICES to the GPUs to use"
+    result = proc.run(["nvidia-smi", "-L"], hint=hint, success_codes=(0, NO_DEVICES), timeout=60)
+    return parse_list(result.stdout or "") if result.returncode == 0 else []
 
 
 # --- parsing (pure) ---------------------------------------------------------------------
 
 
-def count_listed(output: str) -> int:
-    """GPUs in ``nvidia-smi -L`` output: one ``GPU i: name (UUID: ...)`` line each (MIG
-    devices are indented sub-lines and are not counted)."""
-    return sum(1 for line in output.splitlines() if re.match(r"^GPU \d+:", line))
+def parse_list(text: str) -> List[str]:
+    """The GPU indices in ``nvidia-smi -L`` output: ``GPU 0: NVIDIA A100-SXM4-80GB (UUID: GPU-...)``
+    per GPU (MIG devices, indented below their GPU, are not GPUs of their own here)."""
+    return [m.group(1) for m in re.finditer(r"^GPU (\d+): ", text, re.MULTILINE)]
 
 
 
