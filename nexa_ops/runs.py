@@ -32,6 +32,9 @@ SPEC = "spec.json"
 TASKS = "tasks"
 ATTEMPTS = "attempts"
 LOGS = "logs"
+CODE = "code"  # the snapshot of the project the tasks run from (--snapshot)
+CODE_DIFF = "code.diff"  # the uncommitted changes at submission (git diff HEAD)
+OUT = "out"  # out/<i>: task i's own folder ($NEXA_TASK_DIR), made by the program if it wants one
 
 RunRef = Union[None, str, Path]
 
@@ -128,7 +131,8 @@ def latest_run(runs_dir: Path) -> Optional[Path]:
 
 
 def resolve_run(run: RunRef = None, config: Optional[NexaConfig] = None) -> Path:
-    """A run folder path, a run id under the runs directory, or (None) the latest run."""
+    """A run folder path, a run id under the runs directory, the unique run whose id starts
+    with ``run`` (``lr-grid-2026``), or (None) the latest run."""
     cfg = config or load_config()
     if run is None or str(run) == "":
         latest = latest_run(cfg.runs_dir)
@@ -138,7 +142,24 @@ def resolve_run(run: RunRef = None, config: Optional[NexaConfig] = None) -> Path
     for path in (Path(run).expanduser(), cfg.runs_dir / str(run)):
         if is_run_dir(path):
             return path.resolve()
-    raise ConfigError(f"{run}: not a run folder or a run id in {cfg.runs_dir} (no manifest.json or spec.json)")
+    matches = _prefixed(cfg.runs_dir, str(run))
+    if len(matches) == 1:
+        return matches[0].resolve()
+    if matches:
+        names = ", ".join(sorted(p.name for p in matches)[:5]) + (", ..." if len(matches) > 5 else "")
+        raise ConfigError(f"{run}: {len(matches)} runs in {cfg.runs_dir} start with it ({names}): give more of the run id")
+    raise ConfigError(f"{run}: not a run folder, a run id or the start of one in {cfg.runs_dir} (no manifest.json or spec.json)")
+
+
+def _prefixed(runs_dir: Path, prefix: str) -> List[Path]:
+    """Run folders under ``runs_dir`` whose name starts with ``prefix`` (a plain name only)."""
+    if not prefix or "/" in prefix or prefix in (".", ".."):
+        return []
+    try:
+        entries = list(os.scandir(runs_dir))
+    except OSError:
+        return []
+    return [Path(e.path) for e in entries if e.name.startswith(prefix) and is_run_dir(Path(e.path))]
 
 
 # --- schemas: what a reader may trust ------------------------------------------------------
