@@ -231,6 +231,7 @@ def main(argv=None):
     os.environ["NEXA_TASK_INDEX"] = str(index)
     if run_dir:
         os.environ["NEXA_RUN_DIR"] = run_dir
+        os.environ["NEXA_TASK_DIR"] = f"{run_dir}/out/{index}"  # runs.OUT: the task's own folder, made by the program
         try:
             record_start(run_dir, index)
         except OSError as exc:

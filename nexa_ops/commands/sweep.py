@@ -17,12 +17,20 @@ SHOW_ROWS = 5
         "max_cost": "Refuse to submit when the estimate is above this many USD (default: [cost] max_cost).",
         "dry_run": "Plan and write the files, print the sbatch commands; submit nothing.",
         "wait": "With --submit: wait until every task has ended, with progress (as `nexa wait`); exit 1 if any failed.",
-    }
+        "after": "With --submit: start only after run RUN[:ok|any|corr] (run id, folder or id prefix): ok = all its tasks "
+        "succeeded (default), any = all ended, corr = task i after its task i succeeded. Repeatable.",
+        "snapshot": "Run the tasks from a copy of the project taken now, in <run>/code (default: [project] snapshot).",
+    },
+    iterable=["after"],
 )
-def sweep(c, config=None, project=None, out=None, submit=False, local=False, max_cost=None, dry_run=False, wait=False):
+def sweep(
+    c, config=None, project=None, out=None, submit=False, local=False, max_cost=None, dry_run=False, wait=False, after=None, snapshot=False
+):
     """Plan a sweep: write spec.json and the sbatch script; --submit or --local to run it."""
+    from .. import pipeline
     from ..config import load_config, load_sweep
     from ..errors import ConfigError
+    from ..snapshot import enabled
     from ..sweep.plan import plan_sweep
     from ..sweep.submit import run_sweep_locally, submit_sweep
 
@@ -32,10 +40,14 @@ def sweep(c, config=None, project=None, out=None, submit=False, local=False, max
         raise ConfigError("choose one of --submit and --local")
     if wait and not submit:
         raise ConfigError("--wait goes with --submit (--local always waits)")
+    afters = pipeline.parse_afters(list(after or ()))
+    if afters and not submit:
+        raise ConfigError("--after goes with --submit: only Slurm can hold tasks until another run ends")
     cfg = load_config(project)
     defn = load_sweep(config)
     max_cost = parse_float(max_cost, "--max-cost", minimum=0)
-    artifacts = plan_sweep(defn, cfg, out)
+    upstreams = pipeline.gather(afters, cfg)
+    artifacts = plan_sweep(defn, cfg, out, upstreams=upstreams, snapshot=enabled(cfg, snapshot or None), dry_run=dry_run)
     _print_plan(artifacts, defn)
     if artifacts.cost is not None:
         echo(artifacts.cost.table())
@@ -76,6 +88,21 @@ def _print_plan(artifacts: Any, defn: Any) -> None:
     echo("Resources: " + ", ".join(f"{k}={v}" for k, v in items if v not in (None, 0)))
     echo(f"Spec: {artifacts.spec_path}")
     echo(f"Script: {artifacts.script_paths[0]}")
+    for up in artifacts.upstreams:
+        echo(f"After: {up.run_id} ({up.kind}), {_upstream_state(up)}")
+    if artifacts.snapshot is not None:
+        snap = artifacts.snapshot
+        linked = f", unchanged files linked from {snap.linked_from}" if snap.linked_from else ""
+        echo(f"Snapshot: {snap.path} ({snap.seconds:.2f} s{linked}); tasks run in {snap.workdir}")
+
+
+def _upstream_state(up: Any) -> str:
+    waiting = [t for t in up.tasks if t.bucket in ("pending", "running")]
+    if waiting:
+        return f"Slurm waits for its {len(waiting)} task(s) still pending or running"
+    failed = up.indices("failed")
+    tail = f" ({len(failed)} failed)" if failed else ""
+    return f"all {up.count} task(s) over{tail}: no dependency needed"
 
 
 def _print_local(artifacts: Any) -> int:
