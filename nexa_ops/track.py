@@ -279,7 +279,12 @@ def _status(path: Path, sources: _Sources, explain: bool = True) -> RunStatus:
                 cache.append(_upstream_failures(after, sources))
             return cache[0]
 
+        # held: the jobs submitted with a dependency; Slurm says Reason=None until its
+        # scheduler has looked at a new job
+        held = {str(c.get("job_id")) for c in run.manifest.get("chunks") or [] if isinstance(c, dict) and c.get("dependency")}
         for row in rows:
+            if row.state == "PENDING" and not row.reason and (row.job_id or "").partition("_")[0] in held:
+                row.reason = slurm.WAITING_REASON
             row.reason = dependency_reason(row, after, failures)
     git = (run.manifest.get("provenance") or {}).get("git") if isinstance(run.manifest.get("provenance"), dict) else None
     commit = git.get("commit") if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
