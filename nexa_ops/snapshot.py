@@ -82,8 +82,13 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def rsync_argv(source: Path, dest: Path, patterns: Sequence[str], link_dest: Optional[Path] = None) -> List[str]:
     """A local ``rsync -a`` of ``source`` into ``dest`` with sync's rules; ``--link-dest``
-    hard-links what is unchanged in ``link_dest`` (absolute, as rsync wants it)."""
-    argv = ["rsync", "-a", "--stats"]
+    hard-links what is unchanged in ``link_dest`` (absolute, as rsync wants it).
+
+    "Unchanged" is rsync's quick check: same size and modification time. By default rsync
+    compares whole seconds, so a file edited to the same size within the second of its last
+    change would be taken from the old snapshot; ``--modify-window=-1`` compares nanoseconds
+    (rsync >= 3.1.3, older than what ``nexa sync`` needs)."""
+    argv = ["rsync", "-a", "--modify-window=-1", "--stats"]
     argv += [f"--exclude={pattern}" for pattern in patterns]
     argv += [f"--filter=:- {name}" for name in IGNORE_FILES]
     if link_dest is not None:
