@@ -137,10 +137,15 @@ def take(config: NexaConfig, run_dir: Path, workdir: Path, *, dry_run: bool = Fa
     """Copy the project into ``<run_dir>/code`` (``dry_run``: print the rsync command only).
 
     Raises:
-        ConfigError: ``workdir`` is outside the project, or not in the copy (excluded).
+        ConfigError: no nexa.toml (the project is its folder: without one, the current folder
+            could be a home directory); ``workdir`` is outside the project or not in the copy.
         ToolMissing: no rsync. ToolError: rsync failed (an unreadable file, a full disk).
     """
     source = config.root
+    if config.path is None:  # the current folder, which may be a home directory
+        raise ConfigError(
+            "--snapshot: no nexa.toml here (nor --project or $NEXA_CONFIG): the folder of nexa.toml is the project that gets copied"
+        )
     if run_dir.resolve() == source.resolve():
         raise ConfigError(f"--snapshot: the run folder {run_dir} is the project folder itself: pick another --out")
     dest = run_dir / runs.CODE

@@ -166,6 +166,12 @@ def test_workdir_outside_the_project_or_excluded(tmp_path):
         snapshot.take(cfg, _run(project, "r2"), project / "wandb")
 
 
+def test_no_project_file_no_snapshot(tmp_path):
+    """Without nexa.toml the project would be the current folder, perhaps a home directory."""
+    with pytest.raises(ConfigError, match="^--snapshot: no nexa.toml here"):
+        snapshot.take(load_config(cwd=tmp_path), _run(tmp_path, "r1"), tmp_path)
+
+
 def test_dry_run_prints_the_copy_and_makes_none(tmp_path, capsys):
     require_tool("rsync")
     project = make_project(tmp_path)
