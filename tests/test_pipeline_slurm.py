@@ -13,6 +13,7 @@ import pytest
 
 from nexa_ops import launch_slurm_sweep, runs, track
 from nexa_ops.config import load_config
+from nexa_ops.errors import ConfigError
 from nexa_ops.launcher.run import launch
 from tests.test_launcher_run import torch_path  # noqa: F401 - fixture
 
@@ -182,6 +183,11 @@ def test_an_upstream_slurm_forgot_is_decided_from_its_records(slurm_cluster, pro
     assert (entry["kind"], entry["decided_by"], entry["failed"], entry["targets"]) == ("any", "records", [1], [])
     assert [t.state for t in wait_run(project / "e3", cfg).tasks] == ["COMPLETED"] * 3
     assert printed(project / "e3")[0]["env"]["NEXA_UPSTREAM_RUN_DIR"] == str(failed.resolve())
+    # the Python API: after= as a string or a list, only with submit
+    planned = launch_slurm_sweep(eval_file, submit=True, dry_run=True, after=["old-done:corr"], out=project / "e5", config=cfg)
+    assert [u.run_id for u in planned.upstreams] == ["old-done"] and [c.dependency for c in planned.chunks] == [None]
+    with pytest.raises(ConfigError, match="--after goes with --submit"):
+        launch_slurm_sweep(eval_file, after="old-done", config=cfg)
     # corr with another task count: exit 2 with both counts
     two = sweep_file(project, "two", {"i": [0, 1]})
     out = nexa_cli("sweep", "--config", str(two), "--submit", "--after", "old-done:corr", "--out", str(project / "e4"))
