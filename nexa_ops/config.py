@@ -129,6 +129,13 @@ class LaunchConfig:
 
 
 @dataclass(frozen=True)
+class ProjectConfig:
+    """``[project]``: how runs treat the project's code (see docs/pipelines.md)."""
+
+    snapshot: bool = False  # run every task from a copy of the code taken at submission
+
+
+@dataclass(frozen=True)
 class NexaConfig:
     """The whole of ``nexa.toml``. ``path`` is None when defaults are used."""
 
@@ -141,6 +148,7 @@ class NexaConfig:
     containers: ContainersConfig = field(default_factory=ContainersConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    project: ProjectConfig = field(default_factory=ProjectConfig)
     path: Optional[Path] = field(default=None, metadata={"internal": True})
     root: Path = field(default_factory=Path.cwd, metadata={"internal": True})
 
@@ -219,7 +227,7 @@ def load_config(explicit: Optional[Union[str, Path]] = None, cwd: Optional[Path]
 
     Returns:
         NexaConfig: the ``[cluster]``, ``[cost]``, ``[sync]``, ``[teardown]`` (``dirs`` and ``[teardown.*]``), ``[containers]``,
-        ``[monitor]`` and ``[launch]`` sections (defaults for what is absent), ``path`` (the file,
+        ``[monitor]``, ``[launch]`` and ``[project]`` sections (defaults for what is absent), ``path`` (the file,
         None when defaults are used), ``root`` (its folder) and ``runs_dir``.
 
     Raises:

@@ -34,6 +34,9 @@ TASKS = "tasks"
 ATTEMPTS = "attempts"
 LOGS = "logs"
 METRICS = "metrics"  # <index>.jsonl: what each task reported ($NEXA_METRICS_FILE)
+CODE = "code"  # the snapshot of the project the tasks run from (--snapshot)
+CODE_DIFF = "code.diff"  # the uncommitted changes at submission (git diff HEAD)
+OUT = "out"  # out/<i>: task i's own folder ($NEXA_TASK_DIR), made by the program if it wants one
 
 RunRef = Union[None, str, Path]
 
@@ -166,7 +169,8 @@ def resolve_run(run: RunRef = None, config: Optional[NexaConfig] = None) -> Path
         if is_run_dir(path):
             return path.resolve()
     text = str(run)
-    matches = sorted(p.name for p in run_dirs(cfg.runs_dir) if p.name.startswith(text)) if "/" not in text else []
+    plain = "/" not in text and text not in (".", "..")  # a plain name, not a path
+    matches = sorted(p.name for p in run_dirs(cfg.runs_dir) if p.name.startswith(text)) if plain else []
     if len(matches) == 1:
         return (cfg.runs_dir / matches[0]).resolve()
     if matches:

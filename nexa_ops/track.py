@@ -54,6 +54,9 @@ class RunStatus:
     job_ids: List[str]
     keys: List[str]  # the parameters that vary between tasks
     tasks: List[TaskRow]
+    after: List[Dict[str, Any]] = field(default_factory=list)  # the runs it waits on (--after), from the manifest
+    commit: Optional[str] = None  # the git commit it was submitted from
+    dirty: bool = False  # ... with uncommitted changes (code.diff)
 
     @property
     def counts(self) -> Dict[str, int]:
@@ -93,6 +96,9 @@ class RunStatus:
             "counts": self.counts,
             "buckets": self.buckets,
             "finished": self.finished,
+            "after": self.after,
+            "commit": self.commit,
+            "dirty": self.dirty,
             "tasks": [asdict(t) for t in self.tasks],
         }
 
@@ -184,6 +190,40 @@ def varying_keys(tasks: Sequence[Dict[str, Any]]) -> List[str]:
     return varying or keys
 
 
+def dependency_reason(row: TaskRow, after: Sequence[Dict[str, Any]], failures: Callable[[], Dict[str, List[int]]]) -> str:
+    """A downstream task's reason in words: which upstream run it waits on, or why Slurm
+    cancelled it (``failures()``: each upstream run id -> its failed task indices, asked
+    only when needed)."""
+    if row.reason == slurm.WAITING_REASON:
+        names = [_upstream_name(e, row.index) for e in after]
+        return "waiting for " + ", ".join(names)
+    never = row.reason == slurm.NEVER_SATISFIED_REASON
+    vanished = row.state == "UNKNOWN" and row.source == "none" and row.job_id is not None
+    if not (never or vanished):
+        return row.reason
+    found = failures()
+    why = []
+    for entry in after:
+        failed = found.get(str(entry.get("run_id")), [])
+        if entry.get("kind") == "corr" and row.index in failed:
+            why.append(f"{entry.get('run_id')} task {row.index} failed")
+        elif entry.get("kind") == "ok" and failed:
+            shown = ", ".join(str(i) for i in failed[:10]) + (", ..." if len(failed) > 10 else "")
+            why.append(f"{entry.get('run_id')} task(s) {shown} failed")
+    if never:
+        return "cancelled by Slurm: dependency never satisfied" + (f" ({'; '.join(why)})" if why else "")
+    if why:
+        return f"never started: Slurm cancelled it as {'; '.join(why)} (dependency never satisfied)"
+    return row.reason
+
+
+def _upstream_name(entry: Dict[str, Any], index: int) -> str:
+    """``train-... (ok)``, or for ``corr`` the one task waited on: ``train-... task 3``."""
+    if entry.get("kind") == "corr":
+        return f"{entry.get('run_id')} task {index}"
+    return f"{entry.get('run_id')} ({entry.get('kind')})"
+
+
 class _Sources:
     """Slurm queries for one run; remembers across polls whether accounting exists."""
 
@@ -207,7 +247,7 @@ class _Sources:
         return slurm.from_sacct(rows or [])
 
 
-def _status(path: Path, sources: _Sources) -> RunStatus:
+def _status(path: Path, sources: _Sources, explain: bool = True) -> RunStatus:
     run = load_run(path)
     spec_tasks = run.spec.get("tasks", [])
     params = run.params()
@@ -251,6 +291,24 @@ def _status(path: Path, sources: _Sources) -> RunStatus:
         elif slot is not None:
             row.log = slurm.log_path(pattern, slot.job_id, slot.array_task_id, run.name)
         rows.append(row)
+    after = [e for e in run.manifest.get("after") or [] if isinstance(e, dict)]
+    if after and explain:
+        cache: List[Dict[str, List[int]]] = []
+
+        def failures() -> Dict[str, List[int]]:  # the upstream runs are read once, if ever
+            if not cache:
+                cache.append(_upstream_failures(after, sources))
+            return cache[0]
+
+        # held: the jobs submitted with a dependency; Slurm says Reason=None until its
+        # scheduler has looked at a new job
+        held = {str(c.get("job_id")) for c in run.manifest.get("chunks") or [] if isinstance(c, dict) and c.get("dependency")}
+        for row in rows:
+            if row.state == "PENDING" and not row.reason and (row.job_id or "").partition("_")[0] in held:
+                row.reason = slurm.WAITING_REASON
+            row.reason = dependency_reason(row, after, failures)
+    git = (run.manifest.get("provenance") or {}).get("git") if isinstance(run.manifest.get("provenance"), dict) else None
+    commit = git.get("commit") if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
     return RunStatus(
         run_id=run.run_id,
         run_dir=path,
@@ -259,7 +317,24 @@ def _status(path: Path, sources: _Sources) -> RunStatus:
         job_ids=[str(j) for j in run.manifest.get("job_ids", [])],
         keys=varying_keys(spec_tasks),
         tasks=rows,
+        after=after,
+        commit=commit,
+        dirty=bool(commit and git.get("dirty")),  # type: ignore[union-attr]
     )
+
+
+def _upstream_failures(after: Sequence[Dict[str, Any]], sources: _Sources) -> Dict[str, List[int]]:
+    """Each ``ok``/``corr`` upstream run id -> its failed tasks now (a run folder that is
+    gone or damaged tells nothing)."""
+    out: Dict[str, List[int]] = {}
+    for entry in after:
+        if entry.get("kind") == "any" or not isinstance(entry.get("run_dir"), str):
+            continue
+        try:
+            out[str(entry.get("run_id"))] = _status(Path(entry["run_dir"]), sources, explain=False).failed
+        except ConfigError:
+            continue
+    return out
 
 
 def status(run: RunRef = None, *, config: Optional[NexaConfig] = None) -> RunStatus:

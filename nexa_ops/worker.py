@@ -237,6 +237,7 @@ def main(argv=None):
         os.environ["NEXA_RUN_DIR"] = run_dir
         # The program appends its metrics here (nexa results); the folder was made with the run.
         os.environ["NEXA_METRICS_FILE"] = f"{run_dir}/metrics/{index}.jsonl"
+        os.environ["NEXA_TASK_DIR"] = f"{run_dir}/out/{index}"  # runs.OUT: the task's own folder, made by the program
         try:
             record_start(run_dir, index)
         except OSError as exc:

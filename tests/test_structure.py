@@ -2,7 +2,8 @@
 docs/run-folder.md and the module docstrings):
 
 - no import cycle between nexa_ops modules, counting imports inside functions too;
-- only ``tools/slurm.py`` names a Slurm program; only ``tools/`` runs external tools;
+- only ``tools/slurm.py`` names a Slurm program, only ``tools/git.py`` git; only ``tools/``
+  runs external tools;
 - only ``runs.py`` writes a run's ``manifest.json``;
 - the compute-node worker imports nothing but the standard library.
 """
@@ -151,6 +152,14 @@ def test_only_the_slurm_module_names_slurm_programs():
             continue
         named = [(line, word) for line, word in string_argv_heads(tree) if word in SLURM_PROGRAMS]
         assert not named, f"{name} runs Slurm's {named}: only nexa_ops/tools/slurm.py may"
+
+
+def test_only_the_git_module_names_git():
+    for name, (_path, tree) in MODULES.items():
+        if name == "nexa_ops.tools.git" or name in NOT_YET:
+            continue
+        named = [line for line, word in string_argv_heads(tree) if word == "git"]
+        assert not named, f"{name} runs git at lines {named}: only nexa_ops/tools/git.py may"
 
 
 def proc_calls(tree: ast.Module) -> Iterator[int]:

@@ -495,3 +495,17 @@ def test_cli_run_word_is_optional(tmp_path, nexa_cli):
     ]
     out = nexa_cli("resubmit", "demo-1", "--failed")
     assert out.returncode == 3 and "ran locally" in out.stderr
+
+
+def test_a_job_slurm_gave_up_before_it_started_has_no_exit_code_or_run_time():
+    """Cancelled for a dependency that can never be met: scontrol still prints ExitCode=0:0,
+    and StartTime is Unknown or the moment it gave up; no node ever held it."""
+    for start in ("Unknown", "2026-12-01T01:10:12"):
+        line = (
+            "JobId=1706 ArrayJobId=1706 ArrayTaskId=0-2 JobState=CANCELLED Reason=DependencyNeverSatisfied "
+            f"ExitCode=0:0 RunTime=00:00:00 StartTime={start} NodeList="
+        )
+        info = slurm.from_scontrol([parse_record(line)])
+        assert {(i.state, i.exit_code, i.elapsed) for i in info.values()} == {("CANCELLED", None, None)}
+    ran = "JobId=9 ArrayJobId=9 ArrayTaskId=0 JobState=FAILED ExitCode=3:0 RunTime=00:00:05 StartTime=2026-12-01T01:10:12 NodeList=n1"
+    assert slurm.from_scontrol([parse_record(ran)])["9_0"].exit_code == 3

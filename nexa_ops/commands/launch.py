@@ -20,8 +20,11 @@ from .common import PROJECT_HELP, echo, nexa_task, parse_float, parse_int, remai
         "wait": "slurm: follow the job until it ends; exit with its exit code, naming a failed rank.",
         "max_cost": "slurm: refuse to submit when the estimate is above this many USD (default: [cost] max_cost).",
         "dry_run": "Print the command, the torchrun command or the sbatch script; run, submit and write nothing.",
+        "after": "slurm: start only after run RUN[:ok|any|corr] (run id, folder or id prefix): ok = all its tasks "
+        "succeeded (default), any = all ended, corr = its one task succeeded. Repeatable.",
+        "snapshot": "Run from a copy of the project taken now, in <run>/code (default: [project] snapshot).",
     },
-    iterable=["env"],
+    iterable=["env", "after"],
 )
 def launch(
     c,
@@ -37,6 +40,8 @@ def launch(
     wait=False,
     max_cost=None,
     dry_run=False,
+    after=None,
+    snapshot=False,
 ):
     """Run a training command: nexa launch [--mode local|ddp|slurm] [options] -- COMMAND..."""
     from ..errors import LaunchFailed
@@ -56,6 +61,8 @@ def launch(
         wait=wait,
         max_cost=parse_float(max_cost, "--max-cost"),
         dry_run=dry_run,
+        after=list(after or ()),
+        snapshot=snapshot or None,
     )
     if dry_run:
         return
@@ -64,6 +71,11 @@ def launch(
             f"Submitted job {result.job_id}: {result.nodes} node(s) x {result.nproc_per_node} process(es)"
             f"; log: {result.log_path}; script: {result.script_path}"
         )
+        held = f": Slurm holds the job ({result.dependency})" if result.dependency else ": nothing left to wait for"
+        for up in result.upstreams:
+            echo(f"After: {up.run_id} ({up.kind}){held}")
+    if result.snapshot is not None:
+        echo(f"Snapshot: {result.snapshot.path}; running in {result.snapshot.workdir}")
     if not result.ok:
         raise LaunchFailed(result.failure_message(), result.exit_code, result)
     if result.exit_code is not None:

@@ -1,6 +1,6 @@
 """``nexa sweep`` and ``nexa worker``."""
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from .common import PROJECT_HELP, echo, nexa_task, parse_float
 
@@ -20,14 +20,32 @@ SHOW_ROWS = 5
         "wait": "With --submit: wait until every task has ended, with progress (as `nexa wait`); exit 1 if any failed.",
         "json": "Print the plan or submission as one JSON document (run_id, run_dir, job_ids, tasks, estimate...); "
         "all other output goes to stderr.",
-    }
+        "after": "With --submit: start only after run RUN[:ok|any|corr] (run id, folder or id prefix): ok = all its tasks "
+        "succeeded (default), any = all ended, corr = task i after its task i succeeded. Repeatable.",
+        "snapshot": "Run the tasks from a copy of the project taken now, in <run>/code (default: [project] snapshot).",
+    },
+    iterable=["after"],
 )
-def sweep(c, config=None, project=None, out=None, submit=False, local=False, max_cost=None, dry_run=False, wait=False, json=False):
+def sweep(
+    c,
+    config=None,
+    project=None,
+    out=None,
+    submit=False,
+    local=False,
+    max_cost=None,
+    dry_run=False,
+    wait=False,
+    json=False,
+    after=None,
+    snapshot=False,
+):
     """Plan a sweep: write spec.json and the sbatch script; --submit or --local to run it."""
     import contextlib
     import json as _json
     import sys
 
+    from .. import pipeline
     from ..config import load_config, load_sweep
     from ..errors import ConfigError
 
@@ -37,17 +55,21 @@ def sweep(c, config=None, project=None, out=None, submit=False, local=False, max
         raise ConfigError("choose one of --submit and --local")
     if wait and not submit:
         raise ConfigError("--wait goes with --submit (--local always waits)")
+    afters = pipeline.parse_afters(list(after or ()))
+    if afters and not submit:
+        raise ConfigError("--after goes with --submit: only Slurm can hold tasks until another run ends")
     cfg = load_config(project)
     defn = load_sweep(config)
     max_cost = parse_float(max_cost, "--max-cost", minimum=0)
+    frozen = Frozen(pipeline.gather(afters, cfg), snapshot)
     if not json:
-        _sweep(cfg, defn, out, submit, local, max_cost, dry_run, wait)
+        _sweep(cfg, defn, out, submit, local, max_cost, dry_run, wait, frozen)
         return
     doc: Dict[str, Any] = {}
     failure: Optional[BaseException] = None
     with contextlib.redirect_stdout(sys.stderr):  # human text to stderr: stdout is the document
         try:
-            _sweep(cfg, defn, out, submit, local, max_cost, dry_run, wait, doc)
+            _sweep(cfg, defn, out, submit, local, max_cost, dry_run, wait, frozen, doc)
         except Exception as exc:  # noqa: BLE001 - a run that ended badly still has its document
             if not doc:
                 raise
@@ -57,19 +79,37 @@ def sweep(c, config=None, project=None, out=None, submit=False, local=False, max
         raise failure
 
 
+class Frozen(NamedTuple):
+    """What the run depends on: its upstream runs (--after) and whether to snapshot the code."""
+
+    upstreams: List[Any]
+    snapshot: bool
+
+
 def _sweep(
-    cfg: Any, defn: Any, out: Any, submit: bool, local: bool, max_cost: Optional[float], dry_run: bool, wait: bool, doc: Any = None
+    cfg: Any,
+    defn: Any,
+    out: Any,
+    submit: bool,
+    local: bool,
+    max_cost: Optional[float],
+    dry_run: bool,
+    wait: bool,
+    frozen: Frozen,
+    doc: Any = None,
 ) -> None:
     """The command's work; ``doc`` (with --json) is filled in as soon as there is a plan, so
     that a run that fails or is interrupted is still described on stdout."""
     import sys
 
+    from ..snapshot import enabled
     from ..sweep.local import gpu_slots
     from ..sweep.plan import plan_sweep
     from ..sweep.submit import run_sweep_locally, submit_sweep
 
     slots, gpu_warning = gpu_slots(defn.resources.gpus_per_node) if local else (None, None)
-    artifacts = plan_sweep(defn, cfg, out, dry_run=dry_run)
+    snapshot = enabled(cfg, frozen.snapshot or None)
+    artifacts = plan_sweep(defn, cfg, out, upstreams=frozen.upstreams, snapshot=snapshot, dry_run=dry_run)
     if gpu_warning:
         artifacts.warnings.append(gpu_warning)
     for line in artifacts.warnings:
@@ -163,6 +203,21 @@ def _print_plan(artifacts: Any, defn: Any) -> None:
     if artifacts.written:
         echo(f"Spec: {artifacts.spec_path}")
         echo(f"Script: {artifacts.script_paths[0]}")
+    for up in artifacts.upstreams:
+        echo(f"After: {up.run_id} ({up.kind}), {_upstream_state(up)}")
+    if artifacts.snapshot is not None:
+        snap = artifacts.snapshot
+        linked = f", unchanged files linked from {snap.linked_from}" if snap.linked_from else ""
+        echo(f"Snapshot: {snap.path} ({snap.seconds:.2f} s{linked}); tasks run in {snap.workdir}")
+
+
+def _upstream_state(up: Any) -> str:
+    waiting = [t for t in up.tasks if t.bucket in ("pending", "running")]
+    if waiting:
+        return f"Slurm waits for its {len(waiting)} task(s) still pending or running"
+    failed = up.indices("failed")
+    tail = f" ({len(failed)} failed)" if failed else ""
+    return f"all {up.count} task(s) over{tail}: no dependency needed"
 
 
 def _print_local_plan(artifacts: Any, defn: Any, cfg: Any, slots: Optional[List[str]]) -> None:

@@ -31,7 +31,11 @@ def render_status(st: Any) -> str:
     from ..track import format_seconds
 
     head = f"Run {st.run_id} ({st.backend}"
-    head += f", jobs {', '.join(st.job_ids)})" if st.job_ids else ")"
+    head += f", jobs {', '.join(st.job_ids)}" if st.job_ids else ""
+    head += f", commit {st.commit[:10]}{' (dirty)' if st.dirty else ''})" if st.commit else ")"
+    for entry in st.after:
+        how = "waited on by Slurm" if entry.get("decided_by") == "slurm" else "already over at submission"
+        head += f"\nAfter {entry.get('run_id')} ({entry.get('kind')}): {how}"
     rows = []
     for t in st.tasks:
         rows.append(

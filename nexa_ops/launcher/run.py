@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from .. import proc, runs, toml
+from .. import pipeline, proc, provenance, runs, toml
 from ..config import NexaConfig, Resources, load_config
 from ..cost.book import manifest_document, write_cost_manifest
 from ..cost.estimate import check_max_cost, estimate_cost
 from ..cost.pricing import Estimate
-from ..errors import ToolError, WaitTimeout
+from ..errors import ConfigError, ToolError, WaitTimeout
 from ..fs import atomic_write_text
 from ..resources import read_text
+from ..snapshot import Snapshot, enabled, take
 from ..tools import nvidia_smi, slurm, torchrun
 from .spec import (
     LaunchFile,
@@ -67,6 +68,9 @@ class LaunchResult:
     failures: List[torchrun.RankFailure] = field(default_factory=list)
     dry_run: bool = False
     cost: Optional[Estimate] = None  # for Slurm launches
+    upstreams: List[pipeline.Upstream] = field(default_factory=list)  # --after (slurm)
+    snapshot: Optional[Snapshot] = None
+    dependency: Optional[str] = None  # Slurm's --dependency, when it waits
 
     @property
     def ok(self) -> bool:
@@ -110,6 +114,8 @@ def launch(
     max_cost: Optional[float] = None,
     dry_run: bool = False,
     out: IO[str] = sys.stdout,
+    after: Union[None, str, Sequence[Any]] = None,
+    snapshot: Optional[bool] = None,
 ) -> LaunchResult:
     """Run ``command`` locally, under torchrun here, or as one multi-node Slurm job.
 
@@ -137,6 +143,10 @@ def launch(
             (default: ``[cost] max_cost`` of nexa.toml).
         dry_run: print the command (local), the torchrun command (ddp) or the sbatch script
             and submit command (slurm) to ``out``; run, submit and write nothing.
+        after: slurm: runs to wait for, ``"RUN[:ok|any|corr]"`` each (a string or a list;
+            RUN is a run id, a run folder or the start of one). See docs/pipelines.md.
+        snapshot: run from a copy of the project made now, ``<run>/code`` (default:
+            ``[project] snapshot`` of nexa.toml).
 
     Returns:
         ``LaunchResult``; a non-zero ``exit_code`` is not raised (see ``check``).
@@ -145,7 +155,8 @@ def launch(
         ConfigError: bad options (named by their flag, e.g. ``--rdzv-port``), launch file or
             ``[launch]`` of nexa.toml (named by file and key). ToolMissing: torchrun/sbatch not on PATH.
         ToolError: Slurm refused the job (its message included).
-        Refused: the cost estimate is above ``max_cost``.
+        Refused: the cost estimate is above ``max_cost``; an ``ok``/``corr`` upstream run has
+            failed tasks.
     """
     cfg = project if isinstance(project, NexaConfig) else load_config(project)
     file = load_launch_file(config) if config else None
@@ -167,8 +178,25 @@ def launch(
         max_restarts=max_restarts,
     )
     cwd = Path(workdir).resolve() if workdir else Path.cwd()
+    afters = pipeline.parse_afters(after)
+    if afters and spec.mode != "slurm":
+        raise ConfigError("--after goes with --mode slurm: only Slurm can hold a job until another run ends")
+    frozen = enabled(cfg, snapshot)
     if spec.mode == "slurm":
-        return _launch_slurm(spec, cfg, cwd, wait=wait, wait_timeout=wait_timeout, max_cost=max_cost, dry_run=dry_run, out=out)
+        upstreams = pipeline.gather(afters, cfg)
+        pipeline.check(upstreams, 1, "this launch")
+        return _launch_slurm(
+            spec,
+            cfg,
+            cwd,
+            wait=wait,
+            wait_timeout=wait_timeout,
+            max_cost=max_cost,
+            dry_run=dry_run,
+            out=out,
+            upstreams=upstreams,
+            frozen=frozen,
+        )
     if spec.mode == "ddp":
         nproc = spec.nproc_per_node or visible_gpus() or 1
         argv = torchrun.argv(
@@ -179,18 +207,25 @@ def launch(
         argv = list(spec.command)
     result = LaunchResult(spec.mode, spec.name, argv, nproc_per_node=nproc, dry_run=dry_run)
     if dry_run:
+        if frozen:
+            take(cfg, cfg.runs_dir / runs.new_run_id(spec.name), cwd, dry_run=True)
         print(proc.quote(argv), file=out, flush=True)
         return result
     program = torchrun.which() if spec.mode == "ddp" else proc.which(argv[0], "the command to launch")
     result.run_dir = runs.create_run_dir(cfg.runs_dir, spec.name)
     result.log_path = result.run_dir / LOG
-    manifest = _manifest(result, spec, cwd)
+    if frozen:
+        result.snapshot = _snapshot(cfg, result.run_dir, cwd)
+        cwd = result.snapshot.workdir
+    manifest = _manifest(result, spec, cwd, cfg)
     runs.write_manifest(result.run_dir, manifest)
     started = time.monotonic()
     (result.run_dir / runs.METRICS).mkdir()
     extra = {
         "NEXA_RUN_DIR": str(result.run_dir),
         "NEXA_METRICS_FILE": str(result.run_dir / runs.METRICS / "0.jsonl"),  # a launch is task 0 of its run
+        "NEXA_TASK_INDEX": "0",
+        "NEXA_TASK_DIR": str(result.run_dir / runs.OUT / "0"),
         "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1"),
     }
     result.exit_code = run_streamed([program] + argv[1:], result.log_path, env=extra, cwd=str(cwd))
@@ -355,7 +390,21 @@ def _tail(path: Optional[Path]) -> str:
         return fh.read().decode("utf-8", "replace")
 
 
-def _manifest(result: LaunchResult, spec: LaunchSpec, cwd: Path) -> Dict[str, Any]:
+def _snapshot(cfg: NexaConfig, run_dir: Path, cwd: Path) -> Snapshot:
+    """The snapshot, or nothing left behind: a failed copy removes the new run folder."""
+    try:
+        return take(cfg, run_dir, cwd)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _manifest(result: LaunchResult, spec: LaunchSpec, cwd: Path, cfg: NexaConfig) -> Dict[str, Any]:
+    """The launch's manifest, with its upstream runs, snapshot and provenance (``code.diff``
+    is written beside it when the tree has uncommitted changes)."""
+    info = provenance.record(result.run_dir, cfg.root) if result.run_dir else None
     return runs.new_manifest(
         result.run_dir.name if result.run_dir else "",
         spec.name,
@@ -369,6 +418,10 @@ def _manifest(result: LaunchResult, spec: LaunchSpec, cwd: Path) -> Dict[str, An
         log=str(result.log_path) if result.log_path else None,
         env=list(result.env_names),
         job_ids=[result.job_id] if result.job_id else [],
+        after=pipeline.record(result.upstreams),
+        dependency=result.dependency,
+        snapshot=result.snapshot.to_json() if result.snapshot else None,
+        provenance=info,
     )
 
 
@@ -385,6 +438,8 @@ def _launch_slurm(
     max_cost: Optional[float],
     dry_run: bool,
     out: IO[str],
+    upstreams: Sequence[pipeline.Upstream] = (),
+    frozen: bool = False,
 ) -> LaunchResult:
     estimate = None
     if not dry_run:  # a dry run prints exactly the script and the command, nothing else
@@ -394,11 +449,22 @@ def _launch_slurm(
     values = select_env(spec.env, os.environ)
     run_dir = cfg.runs_dir / runs.new_run_id(spec.name) if dry_run else runs.create_run_dir(cfg.runs_dir, spec.name)
     log_path = run_dir / "launch-%j.log"
+    snap = None
+    if frozen:
+        snap = take(cfg, run_dir, cwd, dry_run=True) if dry_run else _snapshot(cfg, run_dir, cwd)
+        cwd = snap.workdir
     script = render_ddp_script(
-        spec, cluster=cfg.cluster, run_dir=str(run_dir), log_path=str(log_path), workdir=str(cwd), env_names=list(values)
+        spec,
+        cluster=cfg.cluster,
+        run_dir=str(run_dir),
+        log_path=str(log_path),
+        workdir=str(cwd),
+        env_names=list(values),
+        upstream=pipeline.env_lines(upstreams, "0"),
     )
     script_path = run_dir / f"{spec.name}.sbatch"
-    options = ["--export=NONE"]
+    (submission,) = pipeline.plan(1, upstreams, 1, array=False)
+    options = ["--export=NONE"] + slurm.dependency_options(submission.parts)
     result = LaunchResult(
         "slurm",
         spec.name,
@@ -412,6 +478,9 @@ def _launch_slurm(
         env_names=list(values),
         dry_run=dry_run,
         cost=estimate,
+        upstreams=list(upstreams),
+        snapshot=snap,
+        dependency=submission.dependency,
     )
     if dry_run:
         out.write(script)
@@ -422,7 +491,7 @@ def _launch_slurm(
     atomic_write_text(run_dir / "launch.env", env_file(values), mode=0o600)
     atomic_write_text(run_dir / "launch_ddp.sh", read_text("bin/launch_ddp.sh"), mode=0o755)
     atomic_write_text(script_path, script, mode=0o755)
-    manifest = _manifest(result, spec, cwd)
+    manifest = _manifest(result, spec, cwd, cfg)
     manifest["script"] = str(script_path)
     try:
         result.job_id = slurm.sbatch(str(script_path), options=options)

@@ -236,10 +236,11 @@ def render_ddp_script(
     log_path: str,
     workdir: str,
     env_names: Sequence[str],
+    upstream: str = "# no upstream run (--after)",
 ) -> str:
     """The sbatch script of a multi-node DDP job: ONE job of N nodes, one srun step that
     runs ``launch_ddp.sh`` (copied into the run folder) once per node. Every value that
-    reaches the shell is ``shlex.quote``d."""
+    reaches the shell is ``shlex.quote``d (``upstream``: lines from ``pipeline.env_lines``)."""
     res = replace(spec.resources, ntasks_per_node=1)
     lines = directives(res, job_name=spec.name, cluster=cluster, output=log_path, chdir=workdir)
     lines.append("#SBATCH --export=NONE")
@@ -255,4 +256,5 @@ def render_ddp_script(
         run_dir=shlex.quote(run_dir),
         ddp_args=" ".join(shlex.quote(a) for a in args),
         command=" ".join(shlex.quote(a) for a in spec.command),
+        upstream=upstream,
     )

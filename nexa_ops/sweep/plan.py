@@ -12,15 +12,16 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
-from .. import runs, worker
+from .. import pipeline, runs, worker
 from ..config import NexaConfig, SweepDefinition
 from ..cost.estimate import load_prices
 from ..cost.pricing import Estimate, estimate
 from ..errors import ConfigError
 from ..fs import atomic_write_bytes, atomic_write_text
 from ..resources import package_root
+from ..snapshot import Snapshot, take
 from ..tools import torchrun
 from .expand import Task, expand, plan_warnings
 from .script import render_array_script
@@ -28,11 +29,18 @@ from .script import render_array_script
 
 @dataclass
 class Chunk:
-    """One array submission: tasks ``offset .. offset+count-1`` as indices ``0..count-1``."""
+    """One array submission: tasks ``offset .. offset+count-1`` as indices ``0..count-1``,
+    or ``offset + i`` for each index ``i`` in ``array`` (cut to an upstream run's chunks)."""
 
     offset: int
     count: int
     job_id: Optional[str] = None
+    array: Optional[str] = None  # the indices, when not 0..count-1
+    dependency: Optional[str] = None  # Slurm's --dependency, when it waits (--after)
+
+    def manifest(self) -> dict:
+        """The manifest's chunk: no null fields."""
+        return {k: v for k, v in vars(self).items() if v is not None}
 
 
 @dataclass
@@ -54,6 +62,8 @@ class SweepArtifacts:
     written: bool = True  # False for a dry run: the paths are where the files would go
     stopped_by: Optional[str] = None  # a local run stopped by a signal: its name (INT, TERM...)
     commands: List[List[str]] = field(default_factory=list)  # a dry run's sbatch commands
+    upstreams: List[pipeline.Upstream] = field(default_factory=list)  # --after, as read when planned
+    snapshot: Optional[Snapshot] = None
 
     @property
     def job_count(self) -> int:
@@ -78,14 +88,28 @@ def worker_path(config: NexaConfig) -> str:
     return str(package_root())
 
 
-def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = None, dry_run: bool = False) -> SweepArtifacts:
+def plan_sweep(
+    defn: SweepDefinition,
+    config: NexaConfig,
+    out: Optional[Path] = None,
+    *,
+    upstreams: Sequence[pipeline.Upstream] = (),
+    snapshot: bool = False,
+    dry_run: bool = False,
+) -> SweepArtifacts:
     """Expand the sweep and write ``spec.json`` and the sbatch script into the run folder
     (``dry_run``: check and plan the same, write nothing). ``warnings`` says what looks like
-    a mistake: an exclude rule that matches nothing, no parameters, a missing script."""
+    a mistake: an exclude rule that matches nothing, no parameters, a missing script.
+
+    ``upstreams`` (``--after``, read by ``pipeline.gather``) are checked against the task
+    count first and give the script its ``$NEXA_UPSTREAM_*`` variables; ``snapshot`` copies
+    the project into ``<run>/code`` (a dry run prints the copy command) and the tasks run
+    there."""
     used = [False] * len(defn.exclude)
     tasks = expand(defn, launcher_prefix(defn), used)
     if not tasks:
         raise ConfigError("every combination is excluded: nothing to run", str(defn.path or "sweep"), "exclude")
+    pipeline.check(upstreams, len(tasks), "this sweep")
     cost = estimate(defn.resources, len(tasks), load_prices(config), config.cost, where=config.where)
     if out is not None and not str(out).strip():
         raise ConfigError("--out: expected a folder, got ''")
@@ -95,14 +119,19 @@ def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = 
         warnings.append(f"{defn.path or 'sweep'}: command: {missing}")
     if dry_run:
         artifacts = _plan_in_memory(defn, config, tasks, out, cost)
+        if snapshot:
+            artifacts.snapshot = take(config, artifacts.run_dir, config.root, dry_run=True)
     else:
         run_dir, made = _new_run_dir(config, defn.name, out)
         try:
-            artifacts = _write_plan(defn, config, tasks, run_dir, cost)
+            snap = take(config, run_dir, config.root) if snapshot else None
+            artifacts = _write_plan(defn, config, tasks, run_dir, cost, snap.workdir if snap else config.root, upstreams)
+            artifacts.snapshot = snap
         except BaseException:
             if made:
                 shutil.rmtree(made, ignore_errors=True)
             raise
+    artifacts.upstreams = list(upstreams)
     artifacts.warnings = warnings
     return artifacts
 
@@ -197,7 +226,15 @@ def _first_missing(path: Path) -> Optional[Path]:
     return next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
 
 
-def _write_plan(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], run_dir: Path, cost: Estimate) -> SweepArtifacts:
+def _write_plan(
+    defn: SweepDefinition,
+    config: NexaConfig,
+    tasks: List[Task],
+    run_dir: Path,
+    cost: Estimate,
+    workdir: Path,
+    upstreams: Sequence[pipeline.Upstream],
+) -> SweepArtifacts:
     log_dir = Path(config.cluster.log_dir).expanduser().resolve() if config.cluster.log_dir else run_dir / runs.LOGS
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -205,7 +242,6 @@ def _write_plan(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], ru
         raise ConfigError(f"cannot make the log folder {log_dir}: {exc.strerror}", config.where, "cluster.log_dir") from None
     (run_dir / runs.TASKS).mkdir(exist_ok=True)
     (run_dir / runs.METRICS).mkdir(exist_ok=True)  # $NEXA_METRICS_FILE of every task: made once, here
-    workdir = config.root
     spec_path = run_dir / runs.SPEC
     text = json.dumps(runs.spec_document(defn.name, defn.campaign, defn.command, workdir, run_dir, tasks), ensure_ascii=False)
     atomic_write_text(spec_path, text + "\n")
@@ -223,6 +259,7 @@ def _write_plan(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], ru
         workdir=str(workdir),
         worker_path=worker_path(config),
         python=config.cluster.python,
+        upstream=pipeline.env_lines(upstreams, '"$index"'),
     )
     script_path = atomic_write_text(run_dir / f"{defn.name}.sbatch", script, mode=0o755)
     return SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, [script_path], tasks, cost=cost)

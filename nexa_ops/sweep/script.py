@@ -48,8 +48,10 @@ def render_array_script(
     workdir: str,
     worker_path: str,
     python: str = "python3",
+    upstream: str = "# no upstream run (--after)",
 ) -> str:
-    """The whole array script. Every value that reaches the shell is ``shlex.quote``d."""
+    """The whole array script. Every value that reaches the shell is ``shlex.quote``d
+    (``upstream``: the ``--after`` variables' lines, quoted by ``pipeline.env_lines``)."""
     lines = directives(
         res,
         job_name=name,
@@ -73,4 +75,5 @@ def render_array_script(
         worker_path=shlex.quote(worker_path),
         warn_signal=shlex.quote(res.signal),
         max_requeues=shlex.quote(str(res.max_requeues if res.requeue else 0)),
+        upstream=upstream,
     )

@@ -8,21 +8,16 @@ refusal half-way still leaves a true record of what was submitted.
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from .. import runs
+from .. import pipeline, provenance, runs
 from ..config import NexaConfig, SweepDefinition, load_config, load_sweep
 from ..cost.book import manifest_document, write_cost_manifest
 from ..cost.estimate import check_max_cost
 from ..cost.reconcile import reconcile_manifest
 from ..errors import ConfigError
+from ..snapshot import enabled as snapshot_enabled
 from ..tools import slurm
 from .local import LocalOutcome, Progress, Signals, gpu_slots, run_local
 from .plan import Chunk, SweepArtifacts, plan_sweep
-
-
-def chunk(count: int, max_array_size: int) -> List[Chunk]:
-    """Split ``count`` tasks so every array index stays below ``max_array_size``."""
-    size = max(1, max_array_size)
-    return [Chunk(offset, min(size, count - offset)) for offset in range(0, count, size)]
 
 
 def submit_sweep(
@@ -30,27 +25,36 @@ def submit_sweep(
 ) -> SweepArtifacts:
     """Submit as one array, or as offset chunks when larger than the cluster's MaxArraySize.
 
-    ``max_cost`` (default ``[cost] max_cost``) is checked before any Slurm call: ``Refused``
-    submits nothing.
+    With ``--after`` runs (``artifacts.upstreams``) each submission waits on them through a
+    Slurm dependency (``pipeline.plan``: for ``corr`` the chunks are cut where the upstream's
+    are). ``max_cost`` (default ``[cost] max_cost``) is checked before any Slurm call:
+    ``Refused`` submits nothing.
     """
     assert artifacts.cost is not None, "plan_sweep estimates every plan"
     if not artifacts.written and not dry_run:
         raise ConfigError(f"{artifacts.run_dir}: a dry run's plan was never written: plan it again without --dry-run")
     check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
-    artifacts.chunks = chunk(len(artifacts.tasks), slurm.array_limit(config.cluster.max_array_size, dry_run))
+    limit = slurm.array_limit(config.cluster.max_array_size, dry_run)
+    submissions = pipeline.plan(len(artifacts.tasks), artifacts.upstreams, limit)
+    throttle = defn.resources.max_parallel
+    artifacts.chunks = []
     script = str(artifacts.script_paths[0])
-    manifest = _manifest(artifacts, defn, backend="slurm")
-    for part in artifacts.chunks:
+    manifest = _manifest(artifacts, defn, config, backend="slurm", dry_run=dry_run)
+    for sub in submissions:
+        part = Chunk(sub.offset, len(sub.indices), array=None if sub.regular else slurm.list_spec(sub.indices), dependency=sub.dependency)
+        artifacts.chunks.append(part)
         options = []
-        if len(artifacts.chunks) > 1:
-            options.append(f"--array={slurm.array_spec(part.count, defn.resources.max_parallel)}")
+        if len(submissions) > 1 or not sub.regular:
+            spec = slurm.array_spec(part.count, throttle) if sub.regular else slurm.list_spec(sub.indices, throttle)
+            options.append(f"--array={spec}")
+        options += slurm.dependency_options(sub.parts)
         if dry_run:
             artifacts.commands.append(slurm.sbatch_argv(script, options, [str(part.offset)]))
             slurm.sbatch(script, options=options, args=[str(part.offset)], dry_run=True)  # prints it
             continue
         part.job_id = slurm.sbatch(script, options=options, args=[str(part.offset)])
         artifacts.job_ids.append(part.job_id)
-        manifest["chunks"] = [vars(c) for c in artifacts.chunks if c.job_id]
+        manifest["chunks"] = [c.manifest() for c in artifacts.chunks if c.job_id]
         manifest["job_ids"] = list(artifacts.job_ids)
         runs.write_manifest(artifacts.run_dir, manifest)
         _book(config, artifacts, defn, backend="slurm")
@@ -74,7 +78,7 @@ def run_sweep_locally(
         slots, warning = gpu_slots(defn.resources.gpus_per_node)
         if warning:
             artifacts.warnings.append(warning)
-    manifest = _manifest(artifacts, defn, backend="local")
+    manifest = _manifest(artifacts, defn, config, backend="local")
     manifest.update(max_parallel=defn.resources.max_parallel, gpus_per_task=defn.resources.gpus_per_node)
     outcome = run_tasks_here(
         artifacts.run_dir,
@@ -124,7 +128,12 @@ def run_tasks_here(
     return outcome
 
 
-def _manifest(artifacts: SweepArtifacts, defn: SweepDefinition, backend: str) -> dict:
+def _manifest(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig, backend: str, dry_run: bool = False) -> dict:
+    """The run's manifest: the submission, its upstream runs, its snapshot and provenance
+    (whose ``code.diff`` is written now, unless this is a dry run)."""
+    info, diff = provenance.collect(config.root)
+    if not dry_run:
+        provenance.save(artifacts.run_dir, info, diff)
     return runs.new_manifest(
         artifacts.run_id,
         defn.name,
@@ -135,6 +144,9 @@ def _manifest(artifacts: SweepArtifacts, defn: SweepDefinition, backend: str) ->
         tasks=len(artifacts.tasks),
         job_ids=[],
         chunks=[],
+        after=pipeline.record(artifacts.upstreams),
+        snapshot=artifacts.snapshot.to_json() if artifacts.snapshot else None,
+        provenance=info,
     )
 
 
@@ -149,7 +161,7 @@ def _book(config: NexaConfig, artifacts: SweepArtifacts, defn: SweepDefinition, 
         campaign=defn.campaign,
         run_dir=artifacts.run_dir,
         job_ids=artifacts.job_ids,
-        chunks=[{"offset": c.offset, "count": c.count, "job_id": c.job_id} for c in artifacts.chunks if c.job_id],
+        chunks=[{k: v for k, v in c.manifest().items() if k != "dependency"} for c in artifacts.chunks if c.job_id],
         backend=backend,
         status=status,
     )
@@ -165,6 +177,8 @@ def launch_slurm_sweep(
     max_cost: Optional[float] = None,
     config: Optional[Union[NexaConfig, str, Path]] = None,
     dry_run: bool = False,
+    after: Union[None, str, Sequence[Any]] = None,
+    snapshot: Optional[bool] = None,
 ) -> SweepArtifacts:
     """Plan a sweep and, with ``submit``, send it to Slurm as one job array.
 
@@ -177,19 +191,30 @@ def launch_slurm_sweep(
         config: a ``NexaConfig`` or the path of ``nexa.toml`` (default: found as the CLI does).
         dry_run: plan in memory (write nothing) and print the sbatch commands instead of running
             them; with ``local``, run nothing.
+        after: runs to wait for, ``"RUN[:ok|any|corr]"`` each (a string or a list; RUN is a
+            run id, a run folder or the start of a run id); needs ``submit``. See docs/pipelines.md.
+        snapshot: run the tasks from a copy of the project made now (default: ``[project]
+            snapshot`` of nexa.toml).
 
     Returns:
         ``SweepArtifacts`` with the run folder, spec and script paths, job ids and results.
 
     Raises:
-        ConfigError: the sweep or config is invalid. ToolError: Slurm refused the job.
-        Refused: the estimate is above ``max_cost``.
+        ConfigError: the sweep or config is invalid; an ``after`` run that does not exist, or
+        a ``corr`` one with another task count. ToolError: Slurm refused the job.
+        Refused: the estimate is above ``max_cost``; an ``ok``/``corr`` upstream has failed tasks.
     """
     cfg = config if isinstance(config, NexaConfig) else load_config(config)
     defn = path_or_definition if isinstance(path_or_definition, SweepDefinition) else load_sweep(path_or_definition)
     if submit and local:
         raise ConfigError("choose one of --submit and --local")
-    artifacts = plan_sweep(defn, cfg, Path(out) if out is not None else None, dry_run=dry_run)
+    afters = pipeline.parse_afters(after)
+    if afters and not submit:
+        raise ConfigError("--after goes with --submit: only Slurm can hold tasks until another run ends")
+    upstreams = pipeline.gather(afters, cfg)
+    artifacts = plan_sweep(
+        defn, cfg, Path(out) if out is not None else None, upstreams=upstreams, snapshot=snapshot_enabled(cfg, snapshot), dry_run=dry_run
+    )
     if submit:
         submit_sweep(artifacts, defn, cfg, dry_run=dry_run, max_cost=max_cost)
     elif local and not dry_run:

@@ -154,14 +154,17 @@ def ssh_failed(stderr: str) -> bool:
     return any(line.startswith("ssh: ") for line in stderr.splitlines()) or bool(_ssh_detail(stderr))
 
 
-def run_rsync(argv: Sequence[str], *, timeout: Optional[float] = None) -> proc.Result:
-    """Run an rsync argv built by ``nexa_ops.sync.rsync_argv``; failures carry a cause.
+def run_rsync(
+    argv: Sequence[str], *, timeout: Optional[float] = None, success_codes: Sequence[int] = (0,), dry_run: bool = False
+) -> proc.Result:
+    """Run an rsync argv built by ``nexa_ops.sync.rsync_argv`` (or ``snapshot.rsync_argv``,
+    a local copy); failures carry a cause. ``dry_run`` prints the command instead.
 
     rsync reports a failed ssh connection as 255 or, when it sees the closed pipe before
     ssh's exit status (a race, about one run in three here), as 12. The latter is turned
     back into 255, so the exit code means the same thing every time."""
     try:
-        return proc.run(argv, hint=RSYNC_HINT, explain=explain_rsync, timeout=timeout)
+        return proc.run(argv, hint=RSYNC_HINT, explain=explain_rsync, timeout=timeout, success_codes=success_codes, dry_run=dry_run)
     except ToolError as exc:
         if exc.returncode == 12 and ssh_failed(exc.stderr):
             raise ToolError(exc.tool, exc.argv, 255, exc.stderr, explain_rsync(255, exc.stderr)) from None

@@ -77,6 +77,31 @@ def group_below_limit(indices: Sequence[int], limit: int) -> List[Tuple[int, Lis
     return groups
 
 
+# --- dependencies --------------------------------------------------------------------------
+
+#: ``--after RUN:KIND`` -> Slurm's dependency type. ok: every job ended COMPLETED; any: every
+#: job ended, whatever its state; corr: array task i once task i of the other array succeeded.
+DEPENDENCY_TYPES = {"ok": "afterok", "any": "afterany", "corr": "aftercorr"}
+#: Without it, a dependency that can never be satisfied leaves the job pending for ever
+#: (Reason=DependencyNeverSatisfied); with it, Slurm cancels the job with that reason.
+KILL_ON_INVALID_DEP = "--kill-on-invalid-dep=yes"
+#: squeue/scontrol reasons of a job held by its dependency, and of one Slurm gave up on.
+WAITING_REASON = "Dependency"
+NEVER_SATISFIED_REASON = "DependencyNeverSatisfied"
+
+
+def dependency_part(kind: str, targets: Sequence[str]) -> str:
+    """``afterok:12:13_4``: one dependency on jobs (``12``) or array elements (``13_4``)."""
+    return ":".join([DEPENDENCY_TYPES[kind], *targets])
+
+
+def dependency_options(parts: Sequence[str]) -> List[str]:
+    """The sbatch options for ``parts`` (all must hold: joined with ``,``); none without parts."""
+    if not parts:
+        return []
+    return [f"--dependency={','.join(parts)}", KILL_ON_INVALID_DEP]
+
+
 # --- #SBATCH directives -------------------------------------------------------------------
 
 
@@ -224,6 +249,9 @@ class SlurmInfo:
 
 
 SQUEUE_FORMAT = "%F|%K|%T|%r|%N|%M"
+#: ``SlurmInfo.source`` values that mean slurmctld still knows the job (a dependency on it
+#: means something; on a job it has forgotten, Slurm takes a dependency as satisfied).
+LIVE_SOURCES = frozenset({"squeue", "scontrol"})
 
 
 def from_squeue(rows: Sequence[Sequence[str]]) -> Dict[str, SlurmInfo]:
@@ -271,14 +299,19 @@ def from_scontrol(records: Sequence[Dict[str, str]]) -> Dict[str, SlurmInfo]:
             restarts = 0
         node = rec.get("NodeList")
         reason = rec.get("Reason") or ""
+        # Never started (say, cancelled while pending, or for a dependency that can never be
+        # met): Slurm reports ExitCode=0:0, and a StartTime that is Unknown or the moment it
+        # gave up, with a RunTime from the epoch or 0; no node ever held it. None of it means
+        # anything.
+        started = rec.get("StartTime") not in ("Unknown", "None") and (node or "(null)") != "(null)"
         for index in indices:
             out[f"{job}_{index}"] = SlurmInfo(
                 state,
                 "scontrol",
-                exit_code=parse_exit(rec.get("ExitCode")),
+                exit_code=parse_exit(rec.get("ExitCode")) if started else None,
                 restarts=restarts,
                 node=node if node and node != "(null)" else None,
-                elapsed=parse_duration(rec.get("RunTime")),
+                elapsed=parse_duration(rec.get("RunTime")) if started else None,
                 reason="" if reason in ("None", "(null)") else reason,
             )
     return out
