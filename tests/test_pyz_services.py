@@ -79,7 +79,7 @@ def test_sync_teardown_and_monitor_config_on_36(oldest, sshd, tmp_path):
 
     res = oldest("monitor-config", "--target", "gpu01", "--out", "prom", "--check")
     assert res.returncode == 0 and "promtool check config: OK" in res.stdout, res.stderr
-    assert sorted(p.name for p in (project / "prom").iterdir()) == ["gpu_rules.yml", "prometheus.yml"]
+    assert sorted(p.name for p in (project / "prom").iterdir()) == ["gpu_rules.yml", "grafana", "prometheus.yml"]
 
 
 def test_gpu_exporter_and_local_launch_on_36(oldest):
