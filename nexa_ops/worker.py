@@ -125,25 +125,35 @@ def load_indexed(spec_path, index):
 
 
 def load_task(spec_path, index):
-    """``(workdir, run_dir, argv)`` from spec.json (the slow, always-correct path)."""
+    """``(workdir, run_dir, argv)`` from spec.json, every field it uses checked."""
     import json
 
     try:
-        with open(spec_path, encoding="utf-8") as fh:
-            spec = json.load(fh)
+        with open(spec_path, "rb") as fh:
+            spec = json.loads(fh.read().decode("utf-8"))
     except FileNotFoundError:
         raise WorkerError(f"{spec_path}: spec file not found") from None
-    except (OSError, ValueError) as exc:
-        raise WorkerError(f"{spec_path}: cannot read spec: {exc}") from None
-    tasks = spec.get("tasks") if isinstance(spec, dict) else None
-    if not isinstance(tasks, list):
+    except OSError as exc:
+        raise WorkerError(f"{spec_path}: cannot read spec: {exc.strerror}") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, absurdly nested
+        raise WorkerError(f"{spec_path}: not valid JSON: {str(exc).splitlines()[0][:120]}") from None
+    tasks = spec.get("tasks") if type(spec) is dict else None
+    if type(tasks) is not list:
         raise WorkerError(f"{spec_path}: not a nexa spec (no 'tasks' list)")
     if not 0 <= index < len(tasks):
         raise WorkerError(f"{spec_path}: task index {index} out of range (0..{len(tasks) - 1})")
     task = tasks[index]
-    if task.get("index") != index or not task.get("argv"):
-        raise WorkerError(f"{spec_path}: task {index} is malformed")
-    return spec.get("workdir") or "", spec.get("run_dir") or "", task["argv"]
+    if type(task) is not dict or type(task.get("index")) is not int or task["index"] != index:
+        raise WorkerError(f'{spec_path}: tasks[{index}] must be an object with "index": {index}')
+    argv = task.get("argv")
+    if type(argv) is not list or not argv or not all(type(a) is str and "\0" not in a for a in argv) or not argv[0]:
+        shown = json.dumps(argv, ensure_ascii=False)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise WorkerError(f"{spec_path}: tasks[{index}].argv must be a non-empty list of strings, got {shown}")
+    for key in ("workdir", "run_dir"):
+        if spec.get(key) is not None and type(spec[key]) is not str:
+            raise WorkerError(f"{spec_path}: {key} must be a string")
+    return spec.get("workdir") or "", spec.get("run_dir") or "", argv
 
 
 def _json_str(value):

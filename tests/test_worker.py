@@ -177,6 +177,39 @@ def test_stale_index_falls_back_to_the_spec(spec, tmp_path):
     assert json.loads(out.stdout) == ["echo", "new"]
 
 
+def one_line_refusal(out, *words):
+    assert out.returncode == 2, out
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    for word in words:
+        assert word in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ("[1, 2]", "not a nexa spec (no 'tasks' list)"),
+        ('{"tasks": 5}', "not a nexa spec (no 'tasks' list)"),
+        ('{"tasks": ["x"]}', 'tasks[0] must be an object with "index": 0'),
+        ('{"tasks": [{"index": true, "argv": ["a"]}], "x": 0}', 'tasks[0] must be an object with "index": 0'),
+        ('{"tasks": [{"index": 0, "argv": "python3 x.py"}]}', 'tasks[0].argv must be a non-empty list of strings, got "python3 x.py"'),
+        ('{"tasks": [{"index": 0, "argv": []}]}', "tasks[0].argv must be a non-empty list of strings, got []"),
+        ('{"tasks": [{"index": 0, "argv": ["a", 3]}]}', "tasks[0].argv must be a non-empty list of strings"),
+        ('{"tasks": [{"index": 0, "argv": ["a\\u0000b"]}]}', "tasks[0].argv must be a non-empty list of strings"),
+        ('{"tasks": [{"index": 0}]}', "tasks[0].argv must be a non-empty list of strings, got null"),
+        ('{"workdir": 3, "tasks": [{"index": 0, "argv": ["a"]}]}', "workdir must be a string"),
+        ('{"tasks": [', "not valid JSON"),
+        ("[" * 100000, "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_malformed_spec_is_one_line_exit_2(tmp_path, doc, message):
+    """Never a traceback, never an argv split into characters."""
+    path = tmp_path / "spec.json"
+    path.write_bytes(doc if isinstance(doc, bytes) else doc.encode())
+    out = run_worker("--spec", str(path), "--task-id", "0")
+    one_line_refusal(out, f"{path}: {message}")
+
+
 def test_index_out_of_range_is_the_same_error(spec, tmp_path):
     from nexa_ops.worker import index_bytes
 
