@@ -80,13 +80,40 @@ def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = 
     cost = estimate(defn.resources, len(tasks), load_prices(config), config.cost, where=config.where)
     if out is not None and not str(out).strip():
         raise ConfigError("--out: expected a folder, got ''")
+    reuse = out is not None and _holds_this_plan(Path(out).resolve(), _spec_text(defn, config, tasks, Path(out).resolve()))
     run_dir, made = _new_run_dir(config, defn.name, out)
     try:
-        return _write_plan(defn, config, tasks, run_dir, cost)
+        return _write_plan(defn, config, tasks, run_dir, cost, reuse)
     except BaseException:
         if made:
             shutil.rmtree(made, ignore_errors=True)
         raise
+
+
+def _spec_text(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], run_dir: Path) -> str:
+    """``spec.json``'s exact content for this plan in ``run_dir``."""
+    doc = runs.spec_document(defn.name, defn.campaign, defn.command, config.root, run_dir, tasks)
+    return json.dumps(doc, ensure_ascii=False) + "\n"
+
+
+def _holds_this_plan(run_dir: Path, text: str) -> bool:
+    """Whether ``--out`` already holds this very plan (``spec.json`` the same byte for byte):
+    then it is reused as it is. A folder holding another spec, or a manifest without this
+    spec, is refused: rewriting its spec would make the pending tasks of a queued array run
+    the new commands."""
+    spec, manifest = run_dir / runs.SPEC, run_dir / runs.MANIFEST
+    if not (os.path.lexists(str(spec)) or os.path.lexists(str(manifest))):
+        return False
+    try:
+        old: Optional[bytes] = spec.read_bytes()
+    except FileNotFoundError:
+        old = None
+    except OSError as exc:
+        raise ConfigError(f"--out {run_dir}: cannot read its spec.json: {exc.strerror}") from None
+    if old == text.encode("utf-8"):
+        return True
+    what = "the spec of another plan (spec.json differs)" if old is not None else "a run (manifest.json)"
+    raise ConfigError(f"--out {run_dir}: already holds {what}; its queued tasks would run the new commands: choose a new folder")
 
 
 def _new_run_dir(config: NexaConfig, name: str, out: Optional[Path]) -> Tuple[Path, Optional[Path]]:
@@ -114,7 +141,11 @@ def _first_missing(path: Path) -> Optional[Path]:
     return next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
 
 
-def _write_plan(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], run_dir: Path, cost: Estimate) -> SweepArtifacts:
+def _write_plan(
+    defn: SweepDefinition, config: NexaConfig, tasks: List[Task], run_dir: Path, cost: Estimate, reuse: bool = False
+) -> SweepArtifacts:
+    """Write the plan into ``run_dir``; with ``reuse`` (the folder holds this very spec) the
+    spec is kept as it is and the index rewritten only when it does not match it."""
     log_dir = Path(config.cluster.log_dir).expanduser().resolve() if config.cluster.log_dir else run_dir / runs.LOGS
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -123,11 +154,12 @@ def _write_plan(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], ru
     (run_dir / runs.TASKS).mkdir(exist_ok=True)
     workdir = config.root
     spec_path = run_dir / runs.SPEC
-    text = json.dumps(runs.spec_document(defn.name, defn.campaign, defn.command, workdir, run_dir, tasks), ensure_ascii=False)
-    atomic_write_text(spec_path, text + "\n")
-    # The worker's fast path: one task's argv in a few reads, no json import on the node.
-    index = worker.index_bytes(str(spec_path), str(workdir), str(run_dir), [t.argv for t in tasks])
-    atomic_write_bytes(run_dir / worker.INDEX_NAME, index)
+    if not reuse:
+        atomic_write_text(spec_path, _spec_text(defn, config, tasks, run_dir))
+    if not reuse or worker.verify_index(str(spec_path)) is not None:
+        # The worker's fast path: one task's argv in a few reads, no json import on the node.
+        index = worker.index_bytes(str(spec_path), str(workdir), str(run_dir), [t.argv for t in tasks])
+        atomic_write_bytes(run_dir / worker.INDEX_NAME, index)
     script = render_array_script(
         name=defn.name,
         res=defn.resources,
@@ -140,7 +172,16 @@ def _write_plan(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], ru
         worker_path=worker_path(config),
         python=config.cluster.python,
     )
-    script_path = atomic_write_text(run_dir / f"{defn.name}.sbatch", script, mode=0o755)
+    script_path = run_dir / f"{defn.name}.sbatch"
+    if reuse and (run_dir / runs.MANIFEST).exists():  # submitted: its script is what ran
+        try:
+            same = script_path.read_text(encoding="utf-8") == script
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            raise ConfigError(f"--out {run_dir}: already submitted with another sbatch script ({script_path.name}): choose a new folder")
+    else:
+        atomic_write_text(script_path, script, mode=0o755)
     return SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, [script_path], tasks, cost=cost)
 
 

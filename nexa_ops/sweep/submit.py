@@ -34,6 +34,8 @@ def submit_sweep(
     submits nothing.
     """
     assert artifacts.cost is not None, "plan_sweep estimates every plan"
+    if not dry_run:
+        _not_submitted(artifacts)
     check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
     artifacts.chunks = chunk(len(artifacts.tasks), slurm.array_limit(config.cluster.max_array_size, dry_run))
     script = str(artifacts.script_paths[0])
@@ -55,6 +57,7 @@ def submit_sweep(
 
 def run_sweep_locally(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig) -> SweepArtifacts:
     """Run every task here through the same worker, then reconcile the run's cost."""
+    _not_submitted(artifacts)
     manifest = _manifest(artifacts, defn, backend="local")
     runs.write_manifest(artifacts.run_dir, manifest)
     cost_manifest = _book(config, artifacts, defn, backend="local", status="running")
@@ -63,6 +66,16 @@ def run_sweep_locally(artifacts: SweepArtifacts, defn: SweepDefinition, config: 
     runs.write_manifest(artifacts.run_dir, manifest)
     reconcile_manifest(cost_manifest, config.runs_dir)
     return artifacts
+
+
+def _not_submitted(artifacts: SweepArtifacts) -> None:
+    """A reused run folder (``--out`` holding this very plan) that was already submitted or
+    run is not started again: its manifest would lose the first jobs."""
+    if (artifacts.run_dir / runs.MANIFEST).exists():
+        raise ConfigError(
+            f"--out {artifacts.run_dir}: already submitted or run (manifest.json); see `nexa status` and `nexa resubmit`, "
+            "or plan into a new folder"
+        )
 
 
 def _manifest(artifacts: SweepArtifacts, defn: SweepDefinition, backend: str) -> dict:
