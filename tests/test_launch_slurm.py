@@ -174,3 +174,32 @@ def test_launch_cost_manifest_gets_actual_hours(slurm_cluster, tmp_path, torch_p
     assert report.returncode == 0, report.stderr
     reconciled = json.loads(cost_path.read_text())
     assert reconciled["actual_usd"] is not None and reconciled["actual_usd"] > 0
+
+
+def test_the_real_sbatch_reads_launch_script_values_whole(slurm_cluster, tmp_path):
+    """The multi-node script's #SBATCH lines are quoted the same way: a hostile partition
+    stays one (unknown) partition; a working folder with #, quotes and % is the job's WorkDir."""
+    from nexa_ops.config import ClusterConfig, Resources
+    from nexa_ops.launcher import spec as plan
+    from nexa_ops.tools import slurm
+
+    def script(partition, workdir):
+        spec = plan.resolve(None, "launch.toml", command=["python", "t.py"], mode="slurm", resources=Resources(partition=partition))
+        run_dir = str(tmp_path / "run #1 100%")
+        text = plan.render_ddp_script(
+            spec, cluster=ClusterConfig(), run_dir=run_dir, log_path=slurm.filename_pattern(run_dir, "launch-%j.log", "run"),
+            workdir=workdir, env_names=[],
+        )
+        path = tmp_path / "launch.sbatch"
+        path.write_text(text)
+        return str(path)
+
+    out = subprocess.run(["sbatch", "--test-only", script('debug" --uid=0 "--export=ALL', str(tmp_path))], capture_output=True, text=True)
+    assert out.returncode == 1 and 'invalid partition specified: debug" --uid=0 "--export=ALL\n' in out.stderr
+    workdir = tmp_path / "w #1 \"q\" 'q' 50%x"
+    workdir.mkdir()
+    held = slurm.sbatch(script("debug", str(workdir)), options=["--hold"])
+    try:
+        assert slurm.show_job(held)[0]["WorkDir"] == str(workdir)
+    finally:
+        slurm.scancel([held])

@@ -384,8 +384,9 @@ def _launch_slurm(
     values = plan.select_env(spec.env, os.environ)
     run_dir = cfg.runs_dir / runs.new_run_id(spec.name) if dry_run else runs.create_run_dir(cfg.runs_dir, spec.name)
     log_path = run_dir / "launch-%j.log"
+    pattern = slurm.filename_pattern(str(run_dir), log_path.name, "run folder")  # a % of the folder as %%
     script = plan.render_ddp_script(
-        spec, cluster=cfg.cluster, run_dir=str(run_dir), log_path=str(log_path), workdir=str(cwd), env_names=list(values)
+        spec, cluster=cfg.cluster, run_dir=str(run_dir), log_path=pattern, workdir=str(cwd), env_names=list(values)
     )
     script_path = run_dir / f"{spec.name}.sbatch"
     options = ["--export=NONE"]

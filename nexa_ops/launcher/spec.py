@@ -13,7 +13,7 @@ from ..config import ENV_NAME_RE, NAME_RE, ClusterConfig, Resources
 from ..errors import ConfigError
 from ..resources import read_text
 from ..schema import from_table
-from ..tools.slurm import directives
+from ..tools.slurm import check_line, directives
 
 MODES = ("local", "ddp", "slurm")
 
@@ -245,7 +245,9 @@ def render_ddp_script(
 ) -> str:
     """The sbatch script of a multi-node DDP job: ONE job of N nodes, one srun step that
     runs ``launch_ddp.sh`` (copied into the run folder) once per node. Every value that
-    reaches the shell is ``shlex.quote``d."""
+    reaches the shell is ``shlex.quote``d, every ``#SBATCH`` value quoted as Slurm reads it;
+    ``log_path`` is a Slurm filename pattern (see ``tools.slurm.filename_pattern``)."""
+    check_line(run_dir, "run folder")
     res = replace(spec.resources, ntasks_per_node=1)
     lines = directives(res, job_name=spec.name, cluster=cluster, output=log_path, chdir=workdir)
     lines.append("#SBATCH --export=NONE")

@@ -6,7 +6,7 @@ from string import Template
 from .. import __version__
 from ..config import ClusterConfig, Resources
 from ..resources import read_text
-from ..tools.slurm import array_spec, directives, signal_directives
+from ..tools.slurm import array_spec, check_line, directives, filename_pattern, signal_directives
 
 # The worker runs with the standard library only (-S): one tiny import, no invoke, no
 # extraction of the zipapp. sys.argv[1] is the folder holding nexa_ops (a checkout or
@@ -49,14 +49,19 @@ def render_array_script(
     worker_path: str,
     python: str = "python3",
 ) -> str:
-    """The whole array script. Every value that reaches the shell is ``shlex.quote``d."""
+    """The whole array script. Every value that reaches the shell is ``shlex.quote``d, every
+    ``#SBATCH`` value quoted as Slurm reads it (``tools.slurm.directive_value``), a ``%`` in
+    the log folder written ``%%``; a path with a control character is refused (a line break
+    would end a comment or directive line and start a command)."""
+    for what, value in (("run folder", run_dir), ("spec", spec_path), ("[cluster] pyz_path", worker_path), ("[cluster] python", python)):
+        check_line(value, what)
     lines = directives(
         res,
         job_name=name,
         cluster=cluster,
         array=array_spec(count, res.max_parallel),
-        output=f"{log_dir}/%A_%a.out",
-        error=f"{log_dir}/%A_%a.err",
+        output=filename_pattern(log_dir, "%A_%a.out", "log folder"),
+        error=filename_pattern(log_dir, "%A_%a.err", "log folder"),
         chdir=workdir,
     )
     at = len(lines) - len(res.extra)  # the user's own extra directives stay last and win
