@@ -203,3 +203,20 @@ def test_the_real_sbatch_reads_launch_script_values_whole(slurm_cluster, tmp_pat
         assert slurm.show_job(held)[0]["WorkDir"] == str(workdir)
     finally:
         slurm.scancel([held])
+
+
+def test_hostile_variable_names_never_reach_launch_env_or_the_script(slurm_cluster, tmp_path, torch_path, train, monkeypatch):  # noqa: F811
+    """The report: a name matched by a glob (`WANDB_*`) with a line break added #SBATCH lines,
+    `WANDB_$(touch x)` ran a command when launch.env was sourced. Such names are not written."""
+    monkeypatch.setenv("WANDB_$(touch pwned)", "1")
+    monkeypatch.setenv("WANDB_A\n#SBATCH --uid 0\nWANDB_B", "2")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    result = launch(config=launch_file(tmp_path, train), project=None, workdir=tmp_path, wait=True, wait_timeout=120)
+    assert result.exit_code == 0 and result.job_state == "COMPLETED", result.log_path.read_text()[-2000:]
+    assert [n for n in result.env_names if n.startswith("WANDB_")] == ["WANDB_MODE"]
+    env_text = (result.run_dir / "launch.env").read_text()
+    script = result.script_path.read_text()
+    for text in (env_text, script):
+        assert "pwned" not in text and "--uid" not in text and "WANDB_B" not in text
+    assert "export WANDB_MODE=offline" in env_text
+    assert not list(tmp_path.rglob("pwned")) and not (result.run_dir / "pwned").exists()

@@ -9,7 +9,7 @@ from string import Template
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .. import __version__
-from ..config import ENV_NAME_RE, NAME_RE, ClusterConfig, Resources
+from ..config import NAME_RE, ClusterConfig, Resources, is_env_name
 from ..errors import ConfigError
 from ..resources import read_text
 from ..schema import from_table
@@ -186,7 +186,7 @@ def select_env(patterns: Sequence[str], environ: Mapping[str, str]) -> Dict[str,
     variable unset, exactly as in the submitting shell.
     """
     chosen: Dict[str, str] = {}
-    names = sorted(name for name in environ if ENV_NAME_RE.match(name))  # only names a script can hold
+    names = sorted(name for name in environ if is_env_name(name))  # only names a script can hold
     for pattern in list(ALWAYS_ENV) + list(patterns):
         for name in names:
             if fnmatch.fnmatchcase(name, pattern):
@@ -194,10 +194,20 @@ def select_env(patterns: Sequence[str], environ: Mapping[str, str]) -> Dict[str,
     return dict(sorted(chosen.items()))
 
 
+def script_env_names(names: Sequence[str]) -> List[str]:
+    """``names``, each checked to be a variable name (``config.is_env_name``) before it is
+    written into ``launch.env`` or a script: a name with a line break would add lines to the
+    script, ``WANDB_$(touch x)`` would run a command when sourced."""
+    for name in names:
+        if not is_env_name(name):
+            raise ConfigError(f"environment variable name {name!r}: expected letters, digits and '_', not starting with a digit")
+    return list(names)
+
+
 def env_file(values: Mapping[str, str]) -> str:
-    """``launch.env``: ``export NAME=value`` lines, every value shell-quoted."""
+    """``launch.env``: ``export NAME=value`` lines, every name checked, every value shell-quoted."""
     lines = ["# Variables carried from the submitting shell by nexa launch (sourced by the job)."]
-    lines += [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
+    lines += [f"export {name}={shlex.quote(values[name])}" for name in script_env_names(list(values))]
     return "\n".join(lines) + "\n"
 
 
@@ -258,7 +268,7 @@ def render_ddp_script(
         nodes=res.nodes,
         nproc=nproc,
         version=__version__,
-        env_names=" ".join(env_names) or "(none)",
+        env_names=" ".join(script_env_names(env_names)) or "(none)",
         directives="\n".join(lines),
         run_dir=shlex.quote(run_dir),
         ddp_args=" ".join(shlex.quote(a) for a in args),
