@@ -11,9 +11,10 @@ manifest, the state vocabulary every reader shares (status, wait, cost, results)
 mapping of task indices to the array elements that ran them (``slots``).
 """
 
-import getpass
 import json
+import math
 import os
+import pwd
 import secrets
 import signal as _signal
 import time
@@ -104,9 +105,11 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
 
 
 def user() -> str:
+    """The real user's name, from the uid (never from ``$LOGNAME``/``$USER``, which anyone can
+    set: ``LOGNAME=alice`` must not bill alice); the uid itself without a passwd entry."""
     try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # no passwd entry in some containers
         return str(os.getuid())
 
 
@@ -214,7 +217,11 @@ def spec_problem(spec: Any) -> Optional[str]:
 
 
 def _is_record(data: Dict[str, Any]) -> bool:
-    return field_problem(data, RECORD_FIELDS) is None
+    """Right types, and times that are finite numbers (JSON as Python reads it allows NaN
+    and Infinity, which would make every cost figure computed from them useless)."""
+    if field_problem(data, RECORD_FIELDS) is not None:
+        return False
+    return all(math.isfinite(data[k]) for k in ("start", "end") if data.get(k) is not None)
 
 
 # --- the spec: what each task runs ----------------------------------------------------------

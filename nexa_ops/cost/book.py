@@ -19,7 +19,7 @@ from .. import runs
 from ..errors import ConfigError, NexaError
 from ..fs import atomic_write_json
 from ..runs import chunks_problem
-from ..schema import INTEGER, LIST, NUMBER, STRING, field_problem, nullable
+from ..schema import INTEGER, LIST, NUMBER, STRING, field_problem, nullable, shown
 from .actual import actual_from_records
 from .pricing import Estimate
 
@@ -99,12 +99,26 @@ FIELDS = {
     "chunks": _LIST,
 }
 _FAST = tuple((key, types) for key, (types, _) in FIELDS.items())
+#: Figures and counts: a cost, an hour or a task count is a finite number >= 0. JSON as
+#: Python reads it allows NaN and Infinity, and a NaN total passes every budget comparison.
+AMOUNTS = tuple(key for key, kind in FIELDS.items() if kind in (_FIGURE, _COUNT))
+_INF = float("inf")
+
+
+def _amount_problem(doc: Dict[str, Any]) -> Optional[str]:
+    for key in AMOUNTS:
+        value = doc.get(key)
+        if value is not None and not 0 <= value < _INF:  # False for NaN too
+            return f"{key} must be a finite number >= 0, got {shown(value)}"
+    return None
 
 
 def manifest_problem(doc: Any) -> Optional[str]:
     """Why ``doc`` is not a usable nexa cost manifest (``"not a nexa cost manifest[: <field>
-    must be ...]"``), or None. Wrong-typed fields the report or reconcile read count as not
-    ours: a hand-edited or foreign file is skipped rather than crashing a cron report."""
+    must be ...]"``), or None. Wrong-typed fields the report or reconcile read, and figures
+    that are not finite numbers >= 0, count as not ours: a hand-edited, damaged or foreign
+    file is skipped (and fails a ``--budget`` check) rather than summed or crashing a cron
+    report."""
     if type(doc) is not dict or doc.get("schema") != SCHEMA:
         return "not a nexa cost manifest"
     get = doc.get
@@ -112,10 +126,14 @@ def manifest_problem(doc: Any) -> Optional[str]:
         if type(get(key)) not in types:
             break
     else:
-        chunks = get("chunks")
-        if not chunks:
-            return None
-    problem = field_problem(doc, FIELDS) or chunks_problem(doc.get("chunks") or [])
+        for key in AMOUNTS:
+            value = get(key)
+            if value is not None and not 0 <= value < _INF:
+                break
+        else:
+            if not get("chunks"):
+                return None
+    problem = field_problem(doc, FIELDS) or _amount_problem(doc) or chunks_problem(doc.get("chunks") or [])
     return f"not a nexa cost manifest: {problem}" if problem else None
 
 
