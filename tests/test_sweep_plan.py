@@ -98,3 +98,33 @@ def test_a_run_already_run_is_not_started_again(nexa_cli, tmp_path):
     assert nexa_cli("sweep", "--config", str(path), "--out", str(run)).returncode == 0  # planning alone: fine
     changed = sweep_file(tmp_path, resources='time = "00:10:00"', name="changed.toml")
     refused(nexa_cli("sweep", "--config", str(changed), "--out", str(run)), "already submitted with another sbatch script")
+
+
+def test_the_sweep_env_key_writes_a_private_env_file(tmp_path, monkeypatch):
+    """`env = [...]`: the listed names and NAME_* prefixes, with their values now, in
+    sweep.env (mode 0600); names a script cannot hold are never written."""
+    import os
+    import subprocess
+
+    from nexa_ops.config import NexaConfig, parse_sweep
+    from nexa_ops.sweep.plan import plan_sweep
+
+    monkeypatch.setenv("WANDB_PROJECT", "it's $(touch pwned)")
+    monkeypatch.setenv("WANDB_$(touch pwned)", "x")
+    monkeypatch.setenv("WANDB_A\n#SBATCH --uid 0\nB", "y")
+    monkeypatch.setenv("HF_HOME", "/h f")
+    monkeypatch.setenv("HF_HOMEX", "not listed")
+    monkeypatch.delenv("UNSET_ONE", raising=False)
+    defn = parse_sweep({"name": "e", "command": ["true"], "env": ["WANDB_*", "HF_HOME", "UNSET_ONE"], "grid": {"x": [1]}}, "s.toml")
+    art = plan_sweep(defn, NexaConfig(root=tmp_path), tmp_path / "run")
+    assert art.env_names == ["HF_HOME", "WANDB_PROJECT"]
+    env = tmp_path / "run" / "sweep.env"
+    assert env.stat().st_mode & 0o777 == 0o600
+    text = env.read_text()
+    assert "pwned)=" not in text and "--uid" not in text and "HF_HOMEX" not in text
+    shown = subprocess.run(
+        ["bash", "-c", '. "$1" && printf "%s\\n" "$WANDB_PROJECT" "$HF_HOME"', "_", str(env)], capture_output=True, text=True,
+        cwd=tmp_path, env={"PATH": os.environ["PATH"]},
+    )
+    assert shown.stdout.splitlines() == ["it's $(touch pwned)", "/h f"] and not list(tmp_path.rglob("pwned"))
+    assert "sweep.env" in art.script_paths[0].read_text()

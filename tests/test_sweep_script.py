@@ -161,3 +161,15 @@ def test_a_line_break_in_any_path_is_refused(tmp_path, key):
     """A newline in a comment line (``# ... spec: <path>``) would start a command."""
     with pytest.raises(ConfigError, match="control character"):
         render(tmp_path, **{key: str(tmp_path / "x\ntouch pwned")})
+
+
+def test_script_with_the_sweep_env_is_valid_and_shellcheck_clean(tmp_path):
+    require_tool("bash", "shellcheck")
+    text = render(tmp_path, env_file=str(tmp_path / "my run" / "sweep.env"))
+    assert f"env_file={shlex.quote(str(tmp_path / 'my run' / 'sweep.env'))}" in text
+    path = tmp_path / "s.sbatch"
+    path.write_text(text)
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    check = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    assert "sweep.env" not in render(tmp_path)  # no `env` key: nothing sourced

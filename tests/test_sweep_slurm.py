@@ -216,3 +216,27 @@ def test_a_project_path_with_hash_spaces_quotes_and_percent(slurm_cluster, tmp_p
         assert os.path.isfile(row.log) and os.path.isfile(row.log[: -len(".out")] + ".err")
     assert [p["cwd"] for p in read_probes(probe_dir).values()] == [str(root)] * 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["probe", root.name])  # no stray log folders
+
+
+def test_sweep_env_reaches_every_task_even_with_export_none(slurm_cluster, tmp_path, probe_dir, monkeypatch):
+    """The sweep file's `env`: the listed variables (names, NAME_* prefixes) with their values
+    at planning reach every task through sweep.env, also when the site submits with
+    --export=NONE; nothing else does, and hostile names or values never run anything."""
+    monkeypatch.setenv("SBATCH_EXPORT", "NONE")
+    monkeypatch.setenv("PROBE_ENV", "WANDB_PROJECT,WANDB_MODE,HF_HOME,NEXA_LEAK")
+    monkeypatch.setenv("WANDB_PROJECT", "it's $(touch pwned) `touch pwned` \"q\"")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("HF_HOME", "/h f")
+    monkeypatch.setenv("NEXA_LEAK", "must not arrive")
+    monkeypatch.setenv("WANDB_$(touch pwned)", "x")
+    path = write_sweep(tmp_path, {"i": [0, 1]}, extra='env = ["PROBE_*", "WANDB_*", "HF_HOME"]')
+    artifacts = launch_slurm_sweep(path, submit=True, out=tmp_path / "run")
+    slurm_cluster.wait(artifacts.job_ids)
+    assert artifacts.env_names == ["HF_HOME", "PROBE_DIR", "PROBE_ENV", "WANDB_MODE", "WANDB_PROJECT"]
+    assert (artifacts.run_dir / "sweep.env").stat().st_mode & 0o777 == 0o600
+    probes = read_probes(probe_dir)
+    assert sorted(probes) == [0, 1]
+    for probe in probes.values():
+        assert probe["env"]["WANDB_PROJECT"] == "it's $(touch pwned) `touch pwned` \"q\""
+        assert (probe["env"]["WANDB_MODE"], probe["env"]["HF_HOME"], probe["env"]["NEXA_LEAK"]) == ("offline", "/h f", None)
+    assert not list(tmp_path.rglob("pwned"))

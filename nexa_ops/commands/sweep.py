@@ -76,6 +76,9 @@ def _print_plan(artifacts: Any, defn: Any) -> None:
     echo("Resources: " + ", ".join(f"{k}={v}" for k, v in items if v not in (None, 0)))
     echo(f"Spec: {artifacts.spec_path}")
     echo(f"Script: {artifacts.script_paths[0]}")
+    if defn.env:
+        carried = " ".join(artifacts.env_names) or f"(none of {', '.join(defn.env)} is set)"
+        echo(f"Env (sweep.env, sourced by every task): {carried}")
 
 
 def _print_local(artifacts: Any) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from string import Template
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from .. import __version__
+from .. import __version__, envfile
 from ..config import NAME_RE, ClusterConfig, Resources, is_env_name
 from ..errors import ConfigError
 from ..resources import read_text
@@ -194,21 +194,9 @@ def select_env(patterns: Sequence[str], environ: Mapping[str, str]) -> Dict[str,
     return dict(sorted(chosen.items()))
 
 
-def script_env_names(names: Sequence[str]) -> List[str]:
-    """``names``, each checked to be a variable name (``config.is_env_name``) before it is
-    written into ``launch.env`` or a script: a name with a line break would add lines to the
-    script, ``WANDB_$(touch x)`` would run a command when sourced."""
-    for name in names:
-        if not is_env_name(name):
-            raise ConfigError(f"environment variable name {name!r}: expected letters, digits and '_', not starting with a digit")
-    return list(names)
-
-
 def env_file(values: Mapping[str, str]) -> str:
     """``launch.env``: ``export NAME=value`` lines, every name checked, every value shell-quoted."""
-    lines = ["# Variables carried from the submitting shell by nexa launch (sourced by the job)."]
-    lines += [f"export {name}={shlex.quote(values[name])}" for name in script_env_names(list(values))]
-    return "\n".join(lines) + "\n"
+    return envfile.env_file(values, "Variables carried from the submitting shell by nexa launch (sourced by the job).")
 
 
 def count_cuda_visible(value: Optional[str]) -> Optional[int]:
@@ -268,7 +256,7 @@ def render_ddp_script(
         nodes=res.nodes,
         nproc=nproc,
         version=__version__,
-        env_names=" ".join(script_env_names(env_names)) or "(none)",
+        env_names=" ".join(envfile.script_env_names(env_names)) or "(none)",
         directives="\n".join(lines),
         run_dir=shlex.quote(run_dir),
         ddp_args=" ".join(shlex.quote(a) for a in args),

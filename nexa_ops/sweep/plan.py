@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from .. import runs, worker
+from .. import envfile, runs, worker
 from ..config import NexaConfig, SweepDefinition
 from ..cost.estimate import load_prices
 from ..cost.pricing import Estimate, estimate
@@ -22,6 +22,9 @@ from ..resources import package_root
 from ..tools import torchrun
 from .expand import Task, expand
 from .script import render_array_script
+
+#: The sweep's ``env`` variables and their values at planning, sourced by every task.
+ENV_FILE = "sweep.env"
 
 
 @dataclass
@@ -48,6 +51,7 @@ class SweepArtifacts:
     local_results: List[Any] = field(default_factory=list)
     cost: Optional[Estimate] = None
     submitted: bool = False
+    env_names: List[str] = field(default_factory=list)  # the sweep's `env` variables carried to every task
 
     @property
     def job_count(self) -> int:
@@ -171,8 +175,10 @@ def _write_plan(
         workdir=str(workdir),
         worker_path=worker_path(config),
         python=config.cluster.python,
+        env_file=str(run_dir / ENV_FILE) if defn.env else "",
     )
     script_path = run_dir / f"{defn.name}.sbatch"
+    env_values = envfile.select_prefixed(defn.env, os.environ)
     if reuse and (run_dir / runs.MANIFEST).exists():  # submitted: its script is what ran
         try:
             same = script_path.read_text(encoding="utf-8") == script
@@ -181,8 +187,13 @@ def _write_plan(
         if not same:
             raise ConfigError(f"--out {run_dir}: already submitted with another sbatch script ({script_path.name}): choose a new folder")
     else:
+        if defn.env:  # before the script that sources it
+            header = "The sweep's `env` variables, with their values when it was planned (sourced by every task)."
+            atomic_write_text(run_dir / ENV_FILE, envfile.env_file(env_values, header), mode=envfile.MODE)
         atomic_write_text(script_path, script, mode=0o755)
-    return SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, [script_path], tasks, cost=cost)
+    artifacts = SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, [script_path], tasks, cost=cost)
+    artifacts.env_names = list(env_values)
+    return artifacts
 
 
 def launcher_prefix(defn: SweepDefinition) -> List[str]:

@@ -36,6 +36,22 @@ sys.exit(main())
 """
 
 
+# The sweep file's `env`: its variables, with their values when the sweep was planned, are
+# in sweep.env (mode 0600) and every task sources it, also where the site submits with
+# --export=NONE or `nexa resubmit` runs from another shell.
+SWEEP_ENV = """\
+# The sweep's `env` variables (sweep.env: their values at planning, readable by you alone).
+env_file={env}
+if [ -f "$env_file" ] && [ ! -L "$env_file" ] && [ -O "$env_file" ]; then
+  # shellcheck source=/dev/null
+  . "$env_file"
+else
+  echo "nexa: $env_file: missing, or not a plain file of yours: not sourced, task $index not run" >&2
+  exit 2
+fi
+"""
+
+
 def render_array_script(
     *,
     name: str,
@@ -48,6 +64,7 @@ def render_array_script(
     workdir: str,
     worker_path: str,
     python: str = "python3",
+    env_file: str = "",
 ) -> str:
     """The whole array script. Every value that reaches the shell is ``shlex.quote``d, every
     ``#SBATCH`` value quoted as Slurm reads it (``tools.slurm.directive_value``), a ``%`` in
@@ -66,6 +83,11 @@ def render_array_script(
     )
     at = len(lines) - len(res.extra)  # the user's own extra directives stay last and win
     lines[at:at] = signal_directives(res)
+    sweep_env = ""
+    if env_file:  # the sweep's `env` variables: sourced only when it is this user's own plain file
+        check_line(env_file, "env file")
+        quoted = shlex.quote(env_file)
+        sweep_env = SWEEP_ENV.format(env=quoted)
     return Template(read_text("sbatch/array.sbatch")).substitute(
         name=name,
         count=count,
@@ -78,4 +100,5 @@ def render_array_script(
         worker_path=shlex.quote(worker_path),
         warn_signal=shlex.quote(res.signal),
         max_requeues=shlex.quote(str(res.max_requeues if res.requeue else 0)),
+        sweep_env=sweep_env,
     )
