@@ -133,6 +133,11 @@ class Damaged(Exception):
         self.digest = digest
 
 
+def _mine(st):
+    """Owned by this user and writable by no one else: safe to act on."""
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
 def _record(fh, data_start, number, size, crc32):
     """Record ``number``'s items (bytes), checked against its CRC-32 in the table."""
     fh.seek(HEADER + ENTRY * number)
@@ -167,6 +172,8 @@ def load_indexed(spec_path, index):
         raise Damaged(f"cannot read it: {exc.strerror}") from None
     with fh:
         st = os.fstat(fh.fileno())
+        if not _mine(st):
+            raise WorkerError(f"{path}: not owned by you, or writable by others: refusing to run what it says")
         head = fh.read(HEADER)
         if head.startswith(LEGACY_MAGIC):
             return None
@@ -191,6 +198,8 @@ def load_indexed(spec_path, index):
             raise WorkerError(f"{spec_path}: spec file not found") from None
         except OSError as exc:
             raise WorkerError(f"{spec_path}: cannot read spec: {exc.strerror}") from None
+        if not _mine(spec_st):
+            raise WorkerError(f"{spec_path}: not owned by you, or writable by others: refusing to run what it says")
         if (spec_st.st_size, spec_st.st_mtime_ns) != (spec_size, spec_mtime) and _spec_digest(spec_path) != digest:
             raise WorkerError(f"{spec_path}: changed after planning (it no longer matches {INDEX_NAME}): plan the sweep again")
         if not 0 <= index < count:
@@ -239,6 +248,8 @@ def load_task(spec_path, index):
 
     try:
         with open(spec_path, "rb") as fh:
+            if not _mine(os.fstat(fh.fileno())):
+                raise WorkerError(f"{spec_path}: not owned by you, or writable by others: refusing to run what it says")
             spec = json.loads(fh.read().decode("utf-8"))
     except FileNotFoundError:
         raise WorkerError(f"{spec_path}: spec file not found") from None
@@ -273,10 +284,39 @@ def _json_str(value):
     return '"' + "".join(c if c >= " " else f"\\u{ord(c):04x}" for c in text) + '"'
 
 
+def _create(folder, prefix, mode=0o644):
+    """A new file in ``folder`` that nobody else prepared: a name no one can guess, created
+    with O_EXCL|O_NOFOLLOW (a file or symbolic link planted there is never opened). Returns
+    ``(fd, path)``."""
+    while True:
+        tmp = os.path.join(folder, f"{prefix}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+        os.fchmod(fd, mode)  # not the umask's choice: never writable by the group or others
+        return fd, tmp
+
+
+def _write_replace(folder, prefix, data, path, mode=0o644):
+    """Write ``data`` to a fresh temp file (see ``_create``) and rename it onto ``path``."""
+    fd, tmp = _create(folder, prefix, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def record_start(run_dir, index):
     """``tasks/<index>.start.json`` in the run folder: start time, host, Slurm ids."""
     folder = os.path.join(run_dir, "tasks")
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(folder, mode=0o755, exist_ok=True)
     env = os.environ
     restarts = env.get("SLURM_RESTART_COUNT", "0")
     host, job = _json_str(os.uname().nodename), _json_str(env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID"))
@@ -284,30 +324,22 @@ def record_start(run_dir, index):
         f'{{"index": {index}, "start": {time.time()!r}, "host": {host}, "job_id": {job}, '
         f'"array_task_id": {_json_str(env.get("SLURM_ARRAY_TASK_ID"))}, "restart_count": {int(restarts) if restarts.isdigit() else 0}}}\n'
     )
-    path = os.path.join(folder, f"{index}.start.json")
-    tmp = os.path.join(folder, f".{index}.start.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(record)
-    os.replace(tmp, path)
+    _write_replace(folder, f".{index}.start", record.encode("utf-8"), os.path.join(folder, f"{index}.start.json"))
 
 
 def save_code(path):
-    """Write this module's code object to ``path`` (atomically) for the stub to load.
+    """Write this module's code object to ``path`` (atomically, mode 0644) for the stub to load.
 
     Only a cache: any failure (a read-only run folder, a loader without ``get_code``) leaves
-    the next task to import and compile as this one did.
+    the next task to import and compile as this one did. The stub loads only a cache that
+    this user owns and no one else may write.
     """
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
         code = __loader__.get_code(__name__)
-        with open(tmp, "wb") as fh:
-            fh.write(marshal.dumps(code))
-        os.replace(tmp, path)
+        folder, name = os.path.split(path)
+        _write_replace(folder or ".", f".{name}", marshal.dumps(code), path)
     except (OSError, ImportError, AttributeError, TypeError):
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 def exec_program(args):

@@ -289,3 +289,41 @@ def test_index_out_of_range_is_the_same_error(spec, tmp_path):
     (tmp_path / "spec.argv").write_bytes(index_bytes(str(spec), "/", "/", [["a"]] * 3))
     out = run_worker("--spec", str(spec), "--task-id", "5")
     assert out.returncode == 2 and "task index 5 out of range (0..2)" in out.stderr
+
+
+def test_batch_stub_ignores_a_cache_others_may_write(spec, tmp_path):
+    """Only a plain file that this user owns and no one else may write is loaded."""
+    import os
+
+    first = run_batch_stub(tmp_path / ".nexa-worker", "--spec", str(spec), "--task-id", "0")
+    assert first.returncode == 0
+    (saved,) = tmp_path.glob(".nexa-worker.*.pyc")
+    assert saved.stat().st_mode & 0o777 == 0o644
+    saved.chmod(0o664)
+    out = run_batch_stub(tmp_path / ".nexa-worker", "--spec", str(spec), "--task-id", "0")
+    assert out.returncode == 0 and "import 'nexa_ops" in out.stderr  # not loaded: imported, and saved afresh
+    assert saved.stat().st_mode & 0o777 == 0o644
+    saved.unlink()
+    os.mkfifo(str(saved))  # a FIFO would block a plain open() forever
+    out = subprocess.run([sys.executable, "-S", "-c", BATCH_STUB, str(package_root()), str(tmp_path / ".nexa-worker"),
+                          "--spec", str(spec), "--task-id", "0"], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0 and "['0', 'a b']" in out.stdout
+
+
+def test_records_are_never_written_through_a_planted_link(tmp_path, monkeypatch):
+    """The worker's temp names are random and created with O_EXCL|O_NOFOLLOW: a link planted
+    at the very name it draws is not written through (it draws another)."""
+    import os
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "tasks").mkdir()
+    draws = iter([b"\x00" * 6, b"\x01" * 6])
+    monkeypatch.setattr(os, "urandom", lambda n: next(draws))
+    planted = tmp_path / "tasks" / f".3.start.{os.getpid()}.{'00' * 6}.tmp"
+    planted.symlink_to(victim)
+    worker.record_start(str(tmp_path), 3)
+    assert victim.read_text() == "keep me" and planted.is_symlink()
+    record = tmp_path / "tasks" / "3.start.json"
+    assert not record.is_symlink() and json.loads(record.read_text())["index"] == 3
+    assert record.stat().st_mode & 0o777 == 0o644

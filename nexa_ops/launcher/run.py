@@ -19,7 +19,7 @@ from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from .. import proc, runs, toml
 from ..config import NexaConfig, Resources, load_config
-from ..cost.book import manifest_document, write_cost_manifest
+from ..cost.book import check_writable, manifest_document, write_cost_manifest
 from ..cost.estimate import check_max_cost, estimate_cost
 from ..cost.pricing import Estimate
 from ..errors import NexaError, ToolError, WaitTimeout
@@ -409,6 +409,7 @@ def _launch_slurm(
         out.flush()
         slurm.sbatch(str(script_path), options=options, dry_run=True)
         return result
+    check_writable(cfg.runs_dir, run_dir.name)  # before any job exists
     atomic_write_text(run_dir / "launch.env", plan.env_file(values), mode=0o600)
     atomic_write_text(run_dir / "launch_ddp.sh", read_text("bin/launch_ddp.sh"), mode=0o755)
     atomic_write_text(script_path, script, mode=0o755)

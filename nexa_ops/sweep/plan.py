@@ -133,9 +133,14 @@ def _new_run_dir(config: NexaConfig, name: str, out: Optional[Path]) -> Tuple[Pa
     run_dir = Path(out).resolve()
     made = _first_missing(run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True, mode=runs.RUN_DIR_MODE)
     except OSError as exc:
         raise ConfigError(f"--out: cannot make the run folder {out}: {exc.strerror}") from None
+    if made is None:  # it existed: what is in it decides what the tasks run
+        st = run_dir.stat()
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            why = "belongs to another user" if st.st_uid != os.geteuid() else f"is writable by others (mode {st.st_mode & 0o7777:04o})"
+            raise ConfigError(f"--out {run_dir}: {why}: others could change what its tasks run; choose your own folder (or chmod go-w it)")
     return run_dir, made
 
 
@@ -152,10 +157,10 @@ def _write_plan(
     spec is kept as it is and the index rewritten only when it does not match it."""
     log_dir = Path(config.cluster.log_dir).expanduser().resolve() if config.cluster.log_dir else run_dir / runs.LOGS
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(parents=True, exist_ok=True, mode=runs.RUN_DIR_MODE)
     except OSError as exc:
         raise ConfigError(f"cannot make the log folder {log_dir}: {exc.strerror}", config.where, "cluster.log_dir") from None
-    (run_dir / runs.TASKS).mkdir(exist_ok=True)
+    (run_dir / runs.TASKS).mkdir(exist_ok=True, mode=runs.RUN_DIR_MODE)
     workdir = config.root
     spec_path = run_dir / runs.SPEC
     if not reuse:

@@ -14,20 +14,29 @@ from ..tools.slurm import array_spec, check_line, directives, filename_pattern, 
 WORKER_STUB = "import sys;sys.path.insert(0,sys.argv.pop(1));from nexa_ops.worker import main;sys.exit(main())"
 # In the array script, argv[2] is the run folder's bytecode cache of the worker (zipimport
 # keeps none; see nexa_ops.worker): the first task imports the worker and saves its code,
-# later ones load it with marshal. The worker runs in the background there (so the shell can
-# trap Slurm's signals), and bash starts background commands with SIGINT ignored: undo that
-# before exec. (_signal, the builtin behind `signal`, costs nothing to import; `signal`
-# pulls in enum.)
+# later ones load it with marshal. Only a cache this user owns, that no one else may write,
+# and that is a plain file (not a link, not a FIFO) is ever loaded: anything else is ignored
+# and the worker imported as on the first task. The worker runs in the background there (so
+# the shell can trap Slurm's signals), and bash starts background commands with SIGINT
+# ignored: undo that before exec. (_signal, the builtin behind `signal`, costs nothing to
+# import; `signal` pulls in enum. posix is the builtin behind os, already loaded.)
 BATCH_STUB = """\
-import _signal, marshal, sys
+import _signal, marshal, posix, sys
 _signal.signal(2, _signal.SIG_DFL)
 path, cache = sys.argv.pop(1), "%s.%s.pyc" % (sys.argv.pop(1), sys.implementation.cache_tag)
 scope = {"__name__": "nexa_worker", "__file__": cache}
 try:
-    with open(cache, "rb") as f:
-        exec(marshal.load(f), scope)
+    fd = posix.open(cache, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK)
+    try:
+        st = posix.fstat(fd)
+        if st.st_uid != posix.geteuid() or st.st_mode & 0o170022 != 0o100000:
+            raise PermissionError(cache)  # not ours alone, or not a plain file: never run it
+        code = marshal.loads(posix.read(fd, st.st_size))
+    finally:
+        posix.close(fd)
+    exec(code, scope)
     main = scope["main"]
-except Exception:  # no cache yet (first task), another Python's, or damaged
+except Exception:  # no cache yet (first task), another Python's, damaged, or not ours
     sys.path.insert(0, path)
     from nexa_ops import worker
     worker.save_code(cache)

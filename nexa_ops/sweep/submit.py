@@ -10,7 +10,7 @@ from typing import List, Optional, Union
 
 from .. import runs
 from ..config import NexaConfig, SweepDefinition, load_config, load_sweep
-from ..cost.book import manifest_document, write_cost_manifest
+from ..cost.book import check_writable, manifest_document, write_cost_manifest
 from ..cost.estimate import check_max_cost
 from ..cost.reconcile import reconcile_manifest
 from ..errors import ConfigError
@@ -37,6 +37,8 @@ def submit_sweep(
     if not dry_run:
         _not_submitted(artifacts)
     check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
+    if not dry_run:
+        check_writable(config.runs_dir, artifacts.run_id)  # before any job exists
     artifacts.chunks = chunk(len(artifacts.tasks), slurm.array_limit(config.cluster.max_array_size, dry_run))
     script = str(artifacts.script_paths[0])
     manifest = _manifest(artifacts, defn, backend="slurm")
@@ -58,6 +60,7 @@ def submit_sweep(
 def run_sweep_locally(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig) -> SweepArtifacts:
     """Run every task here through the same worker, then reconcile the run's cost."""
     _not_submitted(artifacts)
+    check_writable(config.runs_dir, artifacts.run_id)
     manifest = _manifest(artifacts, defn, backend="local")
     runs.write_manifest(artifacts.run_dir, manifest)
     cost_manifest = _book(config, artifacts, defn, backend="local", status="running")
