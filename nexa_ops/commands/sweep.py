@@ -11,7 +11,8 @@ SHOW_ROWS = 5
     help={
         "config": "Sweep file (TOML). Required.",
         "project": PROJECT_HELP,
-        "out": "Run folder to write into (default: a new folder under the runs directory).",
+        "out": "Run folder to write into (default: a new folder under the runs directory). One holding another plan's "
+        "spec or a run's manifest, or that others may write, is refused; the same plan again is reused.",
         "submit": "Submit to Slurm as one job array (chunked above MaxArraySize).",
         "local": "Run the tasks on this machine instead, max_parallel at a time.",
         "max_cost": "Refuse to submit when the estimate is above this many USD (default: [cost] max_cost).",
