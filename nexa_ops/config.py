@@ -25,6 +25,13 @@ MEM_RE = re.compile(r"^\d+[KMGT]?\Z")
 #: An environment variable name that may be written into a script or a file: anything else
 #: could end a line or start a command there.
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def is_env_name(name: Any) -> bool:
+    """The one check every writer of variable names into a script or file goes through."""
+    return isinstance(name, str) and ENV_NAME_RE.match(name) is not None
+
+
 WARN_SIGNALS = ("USR1", "USR2")  # TERM/INT would be taken for a cancel or an interrupt
 
 

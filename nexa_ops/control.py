@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import runs, track
 from .config import NexaConfig, load_config
-from .cost.book import record_resubmission
+from .cost.book import check_writable, manifest_path, record_resubmission
 from .errors import ConfigError, Refused
 from .runs import RunRef
 from .sweep import local as local_runner
@@ -170,6 +170,14 @@ def resubmit_failed(
     script = run_obj.script
     if script is None or not script.exists():
         raise ConfigError(f"{path}: the run's sbatch script is missing ({script})")
+    foreign = runs.foreign_problem(path)  # its tasks would refuse to run: refuse before sbatch
+    if foreign:
+        raise Refused(f"{st.run_id}: not resubmitted: {foreign}")
+    if not dry_run:
+        for runs_dir in dict.fromkeys([cfg.runs_dir, path.parent]):
+            if manifest_path(runs_dir, st.run_id).is_file():
+                check_writable(runs_dir, st.run_id)
+                break
     limit = slurm.array_limit(cfg.cluster.max_array_size, dry_run)
     throttle = (run_obj.directive("array") or "").partition("%")[2]
     max_parallel = int(throttle) if throttle.isdigit() else None

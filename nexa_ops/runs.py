@@ -11,9 +11,10 @@ manifest, the state vocabulary every reader shares (status, wait, cost, results)
 mapping of task indices to the array elements that ran them (``slots``).
 """
 
-import getpass
 import json
+import math
 import os
+import pwd
 import secrets
 import signal as _signal
 import time
@@ -105,21 +106,48 @@ def new_run_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
+#: A run folder's mode: never writable by the group or others, whatever the umask (and a
+#: shared runs folder's default ACL): what is in it decides what the tasks run.
+RUN_DIR_MODE = 0o755
+
+
 def create_run_dir(runs_dir: Path, name: str) -> Path:
     runs_dir.mkdir(parents=True, exist_ok=True)
     while True:
         path = runs_dir / new_run_id(name)
         try:
-            path.mkdir()
+            path.mkdir(mode=RUN_DIR_MODE)  # the umask can only take bits away
             return path
         except FileExistsError:  # pragma: no cover - 1 in 65536 in the same second
             continue
 
 
+def foreign_problem(path: Path) -> Optional[str]:
+    """Why the files of run folder ``path`` that decide what its tasks run (the folder, its
+    spec, its index, its scripts) are not this user's alone (owned by another user, or
+    writable by the group or others), or None. The worker refuses such files: a run that is
+    not yours alone must not be submitted (again) by you."""
+    candidates = [path, path / SPEC, path / "spec.argv", *sorted(path.glob("*.sbatch"))]
+    for item in candidates:
+        try:
+            st = item.lstat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return f"{item}: {exc.strerror}"
+        if st.st_uid != os.geteuid():
+            return f"{item} belongs to another user (uid {st.st_uid}): its tasks would run what that user can change"
+        if st.st_mode & 0o022:
+            return f"{item} is writable by others (mode {st.st_mode & 0o7777:04o}): chmod go-w it first"
+    return None
+
+
 def user() -> str:
+    """The real user's name, from the uid (never from ``$LOGNAME``/``$USER``, which anyone can
+    set: ``LOGNAME=alice`` must not bill alice); the uid itself without a passwd entry."""
     try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # no passwd entry in some containers
         return str(os.getuid())
 
 
@@ -265,7 +293,11 @@ def spec_problem(spec: Any) -> Optional[str]:
 
 
 def _is_record(data: Dict[str, Any]) -> bool:
-    return field_problem(data, RECORD_FIELDS) is None
+    """Right types, and times that are finite numbers (JSON as Python reads it allows NaN
+    and Infinity, which would make every cost figure computed from them useless)."""
+    if field_problem(data, RECORD_FIELDS) is not None:
+        return False
+    return all(math.isfinite(data[k]) for k in ("start", "end") if data.get(k) is not None)
 
 
 # --- the spec: what each task runs ----------------------------------------------------------

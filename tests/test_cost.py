@@ -581,6 +581,82 @@ def test_cli_report_for_cron(books, nexa_cli):
         assert (out.returncode, out.stderr) == (0, warning), args
 
 
+BAD_AMOUNTS = [
+    ("actual_usd", "NaN", "actual_usd must be a finite number >= 0, got NaN"),
+    ("actual_usd", "Infinity", "actual_usd must be a finite number >= 0, got Infinity"),
+    ("actual_usd", "-5000.0", "actual_usd must be a finite number >= 0, got -5000.0"),
+    ("actual_gpu_hours", "-1e400", "actual_gpu_hours must be a finite number >= 0, got -Infinity"),
+    ("estimated_usd", "NaN", "estimated_usd must be a finite number >= 0, got NaN"),
+    ("rate_usd_per_gpu_hour", "-2.5", "rate_usd_per_gpu_hour must be a finite number >= 0, got -2.5"),
+    ("tasks_ok", "-3", "tasks_ok must be a finite number >= 0, got -3"),
+]
+
+
+def overspent_book(runs_dir, key, literal):
+    """Runs that spent about $5,000, and one more manifest whose ``key`` is ``literal``
+    written into the JSON as it is (Python's json reads NaN and Infinity)."""
+    for n in range(3):
+        make_run(runs_dir, f"big-{n}", campaign="alpha", tasks=10, gpus=8, records=done(10, 3.1 * 3600.0))
+    path = make_run(runs_dir, "bad-1", campaign="alpha", records=done(4))
+    report.cost_report(runs_dir)  # reconciles every run: actual figures written
+    doc = json.loads(path.read_text())
+    doc[key] = 0.0
+    path.write_text(json.dumps(doc).replace(f'"{key}": 0.0', f'"{key}": {literal}'))
+    return path
+
+
+@pytest.mark.parametrize("key, literal, reason", BAD_AMOUNTS)
+def test_a_bad_figure_is_skipped_and_never_passes_a_budget(tmp_path, nexa_cli, key, literal, reason):
+    """The report: one NaN or negative actual_usd made `cost.report --budget` pass a $5,000
+    overspend. Values are checked, not only types; a skipped file fails the budget check."""
+    path = overspent_book(tmp_path, key, literal)
+    err = io.StringIO()
+    rep = report.cost_report(tmp_path, err=err)
+    assert err.getvalue() == f"nexa: warning: {path}: skipped: not a nexa cost manifest: {reason}\n"
+    assert rep.totals["runs"] == 3 and 5000 < rep.totals["actual_usd"] < 6000
+    out = nexa_cli("cost.report", "--runs-dir", str(tmp_path), "--budget", "1000")
+    assert out.returncode == 3 and "is above --budget $1,000.00" in out.stderr and "TOTAL" in out.stdout
+    out = nexa_cli("cost.report", "--runs-dir", str(tmp_path), "--budget", "100000")  # within it, but on bad data
+    assert out.returncode == 3 and "TOTAL" in out.stdout, out.stderr
+    assert "--budget $100,000.00 not checked: 1 file(s) of the cost book were skipped (see the warnings)" in out.stderr
+    assert out.stderr.count("\n") == 2 and "Traceback" not in out.stderr  # the warning, the refusal
+    assert nexa_cli("cost.report", "--runs-dir", str(tmp_path)).returncode == 0  # no --budget: a warning only
+
+
+def test_a_budget_on_a_clean_book_passes(books, nexa_cli):
+    out = nexa_cli("cost.report", "--runs-dir", str(books), "--budget", "100000")
+    assert (out.returncode, out.stderr) == (0, "")
+
+
+def test_task_records_with_nan_or_infinite_times_are_ignored(tmp_path):
+    path = make_run(tmp_path, "s-1", tasks=3, records=done(1))
+    (tmp_path / "s-1" / "tasks" / "1.start.json").write_text('{"index": 1, "start": 1000000.0}')
+    (tmp_path / "s-1" / "tasks" / "1.end.json").write_text('{"index": 1, "end": Infinity, "exit_code": 0}')
+    (tmp_path / "s-1" / "tasks" / "2.start.json").write_text('{"index": 2, "start": NaN}')
+    (tmp_path / "s-1" / "tasks" / "2.end.json").write_text('{"index": 2, "end": 1000360.0, "exit_code": 0}')
+    doc, _ = reconcile_mod.reconcile_manifest(path, tmp_path)
+    assert doc["actual_gpu_hours"] == pytest.approx(1.0) and book.manifest_problem(doc) is None
+
+
+def test_the_user_is_the_real_uid_never_logname(tmp_path, nexa_cli, monkeypatch):
+    """`LOGNAME=alice` must not bill alice: the manifests name the real uid's user."""
+    import pwd
+
+    from nexa_ops import runs
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(var, "alice")
+    assert runs.user() == me
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('name = "u"\ncommand = ["true"]\n[grid]\nx = [1]\n')
+    out = nexa_cli("sweep", "--config", str(sweep), "--local", "--out", str(tmp_path / "run"), env={"LOGNAME": "alice", "USER": "alice"})
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["user"] == me
+    (cost,) = (tmp_path / "runs" / "manifests").glob("cost_*.json")
+    assert json.loads(cost.read_text())["user"] == me
+
+
 def test_max_cost_from_the_api_must_be_finite():
     est = estimate()
     for bad in (float("nan"), float("inf"), -1.0):

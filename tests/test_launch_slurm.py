@@ -174,3 +174,49 @@ def test_launch_cost_manifest_gets_actual_hours(slurm_cluster, tmp_path, torch_p
     assert report.returncode == 0, report.stderr
     reconciled = json.loads(cost_path.read_text())
     assert reconciled["actual_usd"] is not None and reconciled["actual_usd"] > 0
+
+
+def test_the_real_sbatch_reads_launch_script_values_whole(slurm_cluster, tmp_path):
+    """The multi-node script's #SBATCH lines are quoted the same way: a hostile partition
+    stays one (unknown) partition; a working folder with #, quotes and % is the job's WorkDir."""
+    from nexa_ops.config import ClusterConfig, Resources
+    from nexa_ops.launcher import spec as plan
+    from nexa_ops.tools import slurm
+
+    def script(partition, workdir):
+        spec = plan.resolve(None, "launch.toml", command=["python", "t.py"], mode="slurm", resources=Resources(partition=partition))
+        run_dir = str(tmp_path / "run #1 100%")
+        text = plan.render_ddp_script(
+            spec, cluster=ClusterConfig(), run_dir=run_dir, log_path=slurm.filename_pattern(run_dir, "launch-%j.log", "run"),
+            workdir=workdir, env_names=[],
+        )
+        path = tmp_path / "launch.sbatch"
+        path.write_text(text)
+        return str(path)
+
+    out = subprocess.run(["sbatch", "--test-only", script('debug" --uid=0 "--export=ALL', str(tmp_path))], capture_output=True, text=True)
+    assert out.returncode == 1 and 'invalid partition specified: debug" --uid=0 "--export=ALL\n' in out.stderr
+    workdir = tmp_path / "w #1 \"q\" 'q' 50%x"
+    workdir.mkdir()
+    held = slurm.sbatch(script("debug", str(workdir)), options=["--hold"])
+    try:
+        assert slurm.show_job(held)[0]["WorkDir"] == str(workdir)
+    finally:
+        slurm.scancel([held])
+
+
+def test_hostile_variable_names_never_reach_launch_env_or_the_script(slurm_cluster, tmp_path, torch_path, train, monkeypatch):  # noqa: F811
+    """The report: a name matched by a glob (`WANDB_*`) with a line break added #SBATCH lines,
+    `WANDB_$(touch x)` ran a command when launch.env was sourced. Such names are not written."""
+    monkeypatch.setenv("WANDB_$(touch pwned)", "1")
+    monkeypatch.setenv("WANDB_A\n#SBATCH --uid 0\nWANDB_B", "2")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    result = launch(config=launch_file(tmp_path, train), project=None, workdir=tmp_path, wait=True, wait_timeout=120)
+    assert result.exit_code == 0 and result.job_state == "COMPLETED", result.log_path.read_text()[-2000:]
+    assert [n for n in result.env_names if n.startswith("WANDB_")] == ["WANDB_MODE"]
+    env_text = (result.run_dir / "launch.env").read_text()
+    script = result.script_path.read_text()
+    for text in (env_text, script):
+        assert "pwned" not in text and "--uid" not in text and "WANDB_B" not in text
+    assert "export WANDB_MODE=offline" in env_text
+    assert not list(tmp_path.rglob("pwned")) and not (result.run_dir / "pwned").exists()

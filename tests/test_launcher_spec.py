@@ -3,7 +3,7 @@ where it came from: an option by its flag, the launch file or nexa.toml by file 
 
 import pytest
 
-from nexa_ops.config import Resources
+from nexa_ops.config import ClusterConfig, Resources
 from nexa_ops.errors import ConfigError
 from nexa_ops.launcher import spec as launch_spec
 
@@ -66,3 +66,21 @@ def test_without_a_launch_file_nothing_is_called_options():
     assert _error(mode="slurm", resources=Resources(ntasks_per_node=2)).startswith("resources: launch runs one torchrun")
     assert _error(command=[]).startswith("no command: give it after `--`")
     assert _error(launch_spec.LaunchFile(), command=[]).startswith("/p/launch.toml: command: no command")
+
+
+HOSTILE_NAMES = ["WANDB_$(touch pwned)", "WANDB_A\n#SBATCH --uid 0\nWANDB_B", "WANDB_ X", "WANDB_\u00e9", "1WANDB", "WANDB_A\n"]
+
+
+def test_names_a_script_cannot_hold_are_never_selected():
+    environ = {name: "v" for name in HOSTILE_NAMES}
+    environ.update(PATH="/p", WANDB_OK="it's")
+    assert launch_spec.select_env(["WANDB_*", "*"], environ) == {"PATH": "/p", "WANDB_OK": "it's"}
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_every_writer_of_names_refuses_them(name):
+    with pytest.raises(ConfigError, match="environment variable name"):
+        launch_spec.env_file({"WANDB_OK": "1", name: "x"})
+    launch = launch_spec.resolve(None, "l.toml", command=["python", "t.py"], mode="slurm")
+    with pytest.raises(ConfigError, match="environment variable name"):
+        launch_spec.render_ddp_script(launch, cluster=ClusterConfig(), run_dir="/r", log_path="/r/l-%j.log", workdir="/w", env_names=[name])

@@ -156,3 +156,87 @@ def test_project_defaults_reach_the_script(slurm_cluster, tmp_path, probe_dir):
     assert "#SBATCH --partition=debug" in artifacts.script_paths[0].read_text()
     slurm_cluster.wait(artifacts.job_ids)
     assert read_probes(probe_dir)[0]["argv"] == ["--i=0"]
+
+
+# --- #SBATCH quoting, proven by the real sbatch parsing the generated script ------------------
+
+HOSTILE_PARTITIONS = [
+    'debug" --uid=0 "--export=ALL,LD_PRELOAD=/tmp/x.so',
+    "debug' --uid=0 '--export=ALL",
+    "debug --uid=0",
+    "debug#--uid=0",
+    'debug\\" --uid=0 \\"',
+]
+
+
+@pytest.mark.parametrize("partition", HOSTILE_PARTITIONS)
+def test_the_real_sbatch_reads_a_hostile_partition_as_one_value(slurm_cluster, tmp_path, partition):
+    """The report: a partition with embedded quotes became separate --uid=0 and --export
+    options (and one with # was cut to `debug`, which exists). sbatch --test-only parses
+    the generated script itself and must see one partition, the whole value: unknown."""
+    path = write_sweep(tmp_path, {"i": [0]}, f"partition = {json.dumps(partition)}")
+    artifacts = launch_slurm_sweep(path, out=tmp_path / "run")
+    out = subprocess.run(["sbatch", "--test-only", str(artifacts.script_paths[0]), "0"], capture_output=True, text=True)
+    assert out.returncode == 1, out.stderr
+    first = partition.split(",")[0]  # a partition value is a comma-separated list to Slurm
+    assert f"invalid partition specified: {first}\n" in out.stderr
+
+
+def test_a_project_path_with_hash_spaces_quotes_and_percent(slurm_cluster, tmp_path, probe_dir):
+    """--chdir, --output and --error of a project (and run folder) whose path holds #,
+    spaces, both quotes and % patterns: what Slurm stores (a held job, scontrol), and where
+    slurmd really writes the logs (a run), are exactly the paths nexa reads back."""
+    from nexa_ops import track
+    from nexa_ops.config import load_config
+    from nexa_ops.tools import slurm
+
+    root = tmp_path / "proj #1 \"dq\" 'sq' 100%done %A_%a %x"
+    root.mkdir()
+    (root / "nexa.toml").write_text('[cluster]\nruns_dir = "runs"\n')
+    path = write_sweep(root, {"i": [0, 1]}, "extra = ['--comment=c #1 \"q\" \\z']")
+    cfg = load_config(root / "nexa.toml")
+    planned = launch_slurm_sweep(path, config=cfg)
+    held = slurm.sbatch(str(planned.script_paths[0]), options=["--hold"], args=["0"])
+    try:
+        (record, *_) = slurm.show_job(held)
+        assert record["WorkDir"] == str(root)
+        assert record["Comment"] == 'c #1 "q" \\z'
+        # (scontrol's StdOut replaces %A and %a with plain string search and does not
+        # undo %%, so it cannot show these paths; the run below shows where logs really go.)
+    finally:
+        slurm.scancel([held])
+
+    artifacts = launch_slurm_sweep(path, submit=True, config=cfg)
+    assert str(root) in str(artifacts.run_dir)
+    slurm_cluster.wait(artifacts.job_ids)
+    (job,) = artifacts.job_ids
+    status = track.status(artifacts.run_dir, config=cfg)
+    for row in status.tasks:
+        assert row.log == f"{artifacts.run_dir}/logs/{job}_{row.index}.out"
+        assert os.path.isfile(row.log) and os.path.isfile(row.log[: -len(".out")] + ".err")
+    assert [p["cwd"] for p in read_probes(probe_dir).values()] == [str(root)] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["probe", root.name])  # no stray log folders
+
+
+def test_sweep_env_reaches_every_task_even_with_export_none(slurm_cluster, tmp_path, probe_dir, monkeypatch):
+    """The sweep file's `env`: the listed variables (names, NAME_* prefixes) with their values
+    at planning reach every task through sweep.env, also when the site submits with
+    --export=NONE; nothing else does, and hostile names or values never run anything."""
+    monkeypatch.setenv("SBATCH_EXPORT", "NONE")
+    monkeypatch.setenv("PROBE_ENV", "WANDB_PROJECT,WANDB_MODE,HF_HOME,NEXA_LEAK")
+    monkeypatch.setenv("WANDB_PROJECT", "it's $(touch pwned) `touch pwned` \"q\"")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("HF_HOME", "/h f")
+    monkeypatch.setenv("NEXA_LEAK", "must not arrive")
+    monkeypatch.setenv("WANDB_$(touch pwned)", "x")
+    path = write_sweep(tmp_path, {"i": [0, 1]}, extra='env = ["PROBE_*", "WANDB_*", "HF_HOME"]')
+    artifacts = launch_slurm_sweep(path, submit=True, out=tmp_path / "run")
+    slurm_cluster.wait(artifacts.job_ids)
+    assert artifacts.env_names == ["HF_HOME", "PROBE_DIR", "PROBE_ENV", "WANDB_MODE", "WANDB_PROJECT"]
+    assert (artifacts.run_dir / "sweep.env").stat().st_mode & 0o777 == 0o600
+    probes = read_probes(probe_dir)
+    assert sorted(probes) == [0, 1]
+    for probe in probes.values():
+        assert probe["env"]["WANDB_PROJECT"] == "it's $(touch pwned) `touch pwned` \"q\""
+        assert (probe["env"]["WANDB_MODE"], probe["env"]["HF_HOME"], probe["env"]["NEXA_LEAK"]) == ("offline", "/h f", None)
+    assert not list(tmp_path.rglob("pwned"))

@@ -164,18 +164,124 @@ def test_index_beside_the_spec_is_used_and_matches_it(tmp_path):
     assert lines[-1] == "False True"
 
 
-def test_stale_index_falls_back_to_the_spec(spec, tmp_path):
-    from nexa_ops import worker as w
-    from nexa_ops.worker import index_bytes
+def planned(tmp_path, count=6):
+    """A sweep planned the real way: spec.json and spec.argv in tmp_path/run; task i runs
+    ``python -c ... i`` and exits with i."""
+    from nexa_ops.config import NexaConfig, parse_sweep
+    from nexa_ops.sweep.plan import plan_sweep
 
-    (tmp_path / "spec.argv").write_bytes(index_bytes(str(spec), "/", "/", [["old", "argv"]] * 3))
-    assert w.load_indexed(str(spec), 1)[2] == [b"old", b"argv"]
-    data = json.loads(spec.read_text())
-    data["tasks"][1]["argv"] = ["echo", "new"]
-    spec.write_text(json.dumps(data) + " ")  # an edit: size and mtime change
-    assert w.load_indexed(str(spec), 1) is None
-    out = run_worker("--spec", str(spec), "--task-id", "1", "--dry-run")
-    assert json.loads(out.stdout) == ["echo", "new"]
+    command = [sys.executable, "-c", "import sys; print(sys.argv[1:]); sys.exit(int(sys.argv[1][4:]))"]
+    defn = parse_sweep({"name": "i", "command": command, "grid": {"n": list(range(count))}}, "s.toml")
+    return plan_sweep(defn, NexaConfig(root=tmp_path), tmp_path / "run")
+
+
+def dry(art, index):
+    out = run_worker("--spec", str(art.spec_path), "--task-id", str(index), "--dry-run")
+    return out.returncode, (json.loads(out.stdout) if out.returncode == 0 else None), out.stderr
+
+
+def one_line_refusal(out, *words):
+    assert out.returncode == 2, out
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    for word in words:
+        assert word in out.stderr, out.stderr
+
+
+def test_intact_index_is_used_and_verifies(tmp_path):
+    art = planned(tmp_path)
+    assert worker.verify_index(str(art.spec_path)) is None
+    assert dry(art, 5) == (0, art.tasks[5].argv, "")
+
+
+def test_index_cut_by_40_bytes_never_runs_a_bare_program(tmp_path):
+    """The report: a cut index made task 5 run bare `python3` and exit 0. Now the cut is
+    seen (the header carries the length); the spec is intact, so it is read instead."""
+    art = planned(tmp_path)
+    index = art.run_dir / "spec.argv"
+    index.write_bytes(index.read_bytes()[:-40])
+    assert "damaged" in worker.verify_index(str(art.spec_path))
+    out = run_worker("--spec", str(art.spec_path), "--task-id", "5")
+    assert out.returncode == 5 and "['--n=5']" in out.stdout  # the planned argv, from spec.json
+    assert "spec.argv: damaged (" in out.stderr and "reading the spec, which is intact" in out.stderr
+    assert dry(art, 0)[:2] == (0, art.tasks[0].argv)
+
+
+def test_cut_index_and_edited_spec_are_refused(tmp_path):
+    art = planned(tmp_path)
+    index = art.run_dir / "spec.argv"
+    index.write_bytes(index.read_bytes()[:-40])
+    art.spec_path.write_text(art.spec_path.read_text().replace("--n=5", "--n=0"))
+    out = run_worker("--spec", str(art.spec_path), "--task-id", "5")
+    one_line_refusal(out, "spec.argv: damaged (", "cannot be checked against it")
+
+
+@pytest.mark.parametrize("where", ["record", "table", "header", "digest"])
+def test_a_flipped_byte_is_seen(tmp_path, where):
+    art = planned(tmp_path)
+    index = art.run_dir / "spec.argv"
+    data = bytearray(index.read_bytes())
+    count = len(art.tasks)
+    at = {
+        "record": len(data) - 3,  # inside the last task's argv
+        "table": worker.HEADER + worker.ENTRY * count + 3,  # the last record's offset
+        "header": data.index(b" ", 12) + 1,  # the task count
+        "digest": bytes(data).index(bytes(data[: worker.HEADER]).split()[6]) + 5,  # the spec's SHA-256
+    }[where]
+    data[at] ^= 0x01
+    index.write_bytes(bytes(data))
+    out = run_worker("--spec", str(art.spec_path), "--task-id", str(count - 1))
+    if where in ("header", "digest"):  # the header vouches for nothing any more: refused
+        one_line_refusal(out, "spec.argv: damaged (its header is damaged)")
+    else:  # the header is intact and the spec matches its digest: the spec is read
+        assert out.returncode == count - 1 and f"['--n={count - 1}']" in out.stdout, out
+        assert "does not match its checksum" in out.stderr or "out of bounds" in out.stderr
+
+
+def test_spec_edited_after_planning_is_refused(tmp_path):
+    """A queued array must run what was planned: an edited spec is not silently used."""
+    art = planned(tmp_path)
+    art.spec_path.write_text(art.spec_path.read_text().replace("--n=1", "--n=9"))
+    out = run_worker("--spec", str(art.spec_path), "--task-id", "1")
+    one_line_refusal(out, "changed after planning", "plan the sweep again")
+
+
+def test_spec_copied_with_a_new_mtime_still_uses_the_index(tmp_path):
+    import os
+
+    art = planned(tmp_path)
+    os.utime(art.spec_path, (1, 1))  # same bytes, other mtime: the digest decides
+    assert dry(art, 3) == (0, art.tasks[3].argv, "")
+
+
+def test_legacy_index_is_ignored_for_the_spec(spec, tmp_path):
+    (tmp_path / "spec.argv").write_bytes(b"NEXA-ARGV 1 3 1 1".ljust(63) + b"\n")
+    assert json.loads(run_worker("--spec", str(spec), "--task-id", "1", "--dry-run").stdout)[-2] == "1"
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ("[1, 2]", "not a nexa spec (no 'tasks' list)"),
+        ('{"tasks": 5}', "not a nexa spec (no 'tasks' list)"),
+        ('{"tasks": ["x"]}', 'tasks[0] must be an object with "index": 0'),
+        ('{"tasks": [{"index": true, "argv": ["a"]}], "x": 0}', 'tasks[0] must be an object with "index": 0'),
+        ('{"tasks": [{"index": 0, "argv": "python3 x.py"}]}', 'tasks[0].argv must be a non-empty list of strings, got "python3 x.py"'),
+        ('{"tasks": [{"index": 0, "argv": []}]}', "tasks[0].argv must be a non-empty list of strings, got []"),
+        ('{"tasks": [{"index": 0, "argv": ["a", 3]}]}', "tasks[0].argv must be a non-empty list of strings"),
+        ('{"tasks": [{"index": 0, "argv": ["a\\u0000b"]}]}', "tasks[0].argv must be a non-empty list of strings"),
+        ('{"tasks": [{"index": 0}]}', "tasks[0].argv must be a non-empty list of strings, got null"),
+        ('{"workdir": 3, "tasks": [{"index": 0, "argv": ["a"]}]}', "workdir must be a string"),
+        ('{"tasks": [', "not valid JSON"),
+        ("[" * 100000, "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_malformed_spec_is_one_line_exit_2(tmp_path, doc, message):
+    """Never a traceback, never an argv split into characters."""
+    path = tmp_path / "spec.json"
+    path.write_bytes(doc if isinstance(doc, bytes) else doc.encode())
+    out = run_worker("--spec", str(path), "--task-id", "0")
+    one_line_refusal(out, f"{path}: {message}")
 
 
 def test_index_out_of_range_is_the_same_error(spec, tmp_path):
@@ -216,3 +322,41 @@ def test_the_task_gets_its_metrics_file(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"{tmp_path}/run/metrics/0.jsonl"
     assert not (tmp_path / "run" / "metrics").exists()
+
+
+def test_batch_stub_ignores_a_cache_others_may_write(spec, tmp_path):
+    """Only a plain file that this user owns and no one else may write is loaded."""
+    import os
+
+    first = run_batch_stub(tmp_path / ".nexa-worker", "--spec", str(spec), "--task-id", "0")
+    assert first.returncode == 0
+    (saved,) = tmp_path.glob(".nexa-worker.*.pyc")
+    assert saved.stat().st_mode & 0o777 == 0o644
+    saved.chmod(0o664)
+    out = run_batch_stub(tmp_path / ".nexa-worker", "--spec", str(spec), "--task-id", "0")
+    assert out.returncode == 0 and "import 'nexa_ops" in out.stderr  # not loaded: imported, and saved afresh
+    assert saved.stat().st_mode & 0o777 == 0o644
+    saved.unlink()
+    os.mkfifo(str(saved))  # a FIFO would block a plain open() forever
+    out = subprocess.run([sys.executable, "-S", "-c", BATCH_STUB, str(package_root()), str(tmp_path / ".nexa-worker"),
+                          "--spec", str(spec), "--task-id", "0"], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0 and "['0', 'a b']" in out.stdout
+
+
+def test_records_are_never_written_through_a_planted_link(tmp_path, monkeypatch):
+    """The worker's temp names are random and created with O_EXCL|O_NOFOLLOW: a link planted
+    at the very name it draws is not written through (it draws another)."""
+    import os
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "tasks").mkdir()
+    draws = iter([b"\x00" * 6, b"\x01" * 6])
+    monkeypatch.setattr(os, "urandom", lambda n: next(draws))
+    planted = tmp_path / "tasks" / f".3.start.{os.getpid()}.{'00' * 6}.tmp"
+    planted.symlink_to(victim)
+    worker.record_start(str(tmp_path), 3)
+    assert victim.read_text() == "keep me" and planted.is_symlink()
+    record = tmp_path / "tasks" / "3.start.json"
+    assert not record.is_symlink() and json.loads(record.read_text())["index"] == 3
+    assert record.stat().st_mode & 0o777 == 0o644

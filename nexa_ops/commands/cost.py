@@ -108,7 +108,8 @@ def _money(value):
         "by": "Group rows by campaign (default), user, gpu or run.",
         "format": "table (default), csv, json or markdown.",
         "output": "Write the report to this file atomically instead of stdout.",
-        "budget": "Exit 3 (after writing the report) when the actual total is above this many USD.",
+        "budget": "Exit 3 (after writing the report) when the actual total is above this many USD, or when a file of the "
+        "cost book was skipped (unreadable or invalid: the total cannot be vouched for).",
         "no_reconcile": "Sum the manifests as they are; do not reconcile unfinished runs first.",
         "no_sacct": "Reconcile from the worker's task records even when sacct works.",
         "dry_run": "Reconcile in memory only and print to stdout; write no manifest and no --output.",

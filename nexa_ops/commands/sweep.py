@@ -11,7 +11,8 @@ SHOW_ROWS = 5
     help={
         "config": "Sweep file (TOML). Required.",
         "project": PROJECT_HELP,
-        "out": "Run folder to write into (default: a new folder under the runs directory).",
+        "out": "Run folder to write into (default: a new folder under the runs directory). One holding another plan's "
+        "spec or a run's manifest, or that others may write, is refused; the same plan again is reused.",
         "submit": "Submit to Slurm as one job array (chunked above MaxArraySize).",
         "local": "Run the tasks on this machine instead, max_parallel at a time (each with its own GPUs when gpus_per_node > 0), "
         "with live progress; Ctrl-C stops and records them.",
@@ -209,6 +210,9 @@ def _print_plan(artifacts: Any, defn: Any) -> None:
         snap = artifacts.snapshot
         linked = f", unchanged files linked from {snap.linked_from}" if snap.linked_from else ""
         echo(f"Snapshot: {snap.path} ({snap.seconds:.2f} s{linked}); tasks run in {snap.workdir}")
+    if defn.env:
+        carried = " ".join(artifacts.env_names) or f"(none of {', '.join(defn.env)} is set)"
+        echo(f"Env (sweep.env, sourced by every task): {carried}")
 
 
 def _upstream_state(up: Any) -> str:

@@ -10,16 +10,18 @@ skipped by every reader.
 import contextlib
 import json
 import os
+import stat
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
 
 from .. import runs
-from ..errors import ConfigError, NexaError
+from ..errors import ConfigError, NexaError, os_error_message
 from ..fs import atomic_write_json
 from ..runs import chunks_problem
-from ..schema import INTEGER, LIST, NUMBER, STRING, field_problem, nullable
+from ..schema import INTEGER, LIST, NUMBER, STRING, field_problem, nullable, shown
 from .actual import actual_from_records
 from .pricing import Estimate
 
@@ -44,14 +46,48 @@ def manifest_path(runs_dir: Path, run_id: str) -> Path:
     return manifests_dir(runs_dir) / f"{PREFIX}{run_id}.json"
 
 
+def _shared_dir(folder: Path) -> None:
+    """Make ``folder`` (and missing parents) for the cost book. In a runs folder shared by a
+    group (group-writable), the folders made here are group-writable too, and setgid when it
+    is, whatever the umask: every member of the group writes the book (manifests, locks)."""
+    parent = folder.parent
+    if not parent.is_dir():
+        _shared_dir(parent)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return
+    mode = parent.stat().st_mode
+    shared = mode & (stat.S_IRWXG | stat.S_ISGID)
+    if shared & stat.S_IWGRP and not mode & stat.S_IWOTH:  # a group's folder, not /tmp
+        os.chmod(str(folder), (folder.stat().st_mode & 0o7777) | shared)
+
+
+def _open_lock(path: Path) -> int:
+    """The lock stripe file, never through a link. Created group-writable in a shared book;
+    one another member made (and we may not write) is opened read-only: ``flock`` needs no
+    write access."""
+    flags = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(str(path), os.O_RDWR | flags, 0o644)
+    except FileExistsError:
+        try:
+            return os.open(str(path), os.O_RDWR | os.O_NOFOLLOW)
+        except PermissionError:
+            return os.open(str(path), os.O_RDONLY | os.O_NOFOLLOW)
+    if path.parent.stat().st_mode & stat.S_IWGRP:
+        os.fchmod(fd, 0o664)
+    return fd
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Exclusive ``flock`` on the lock stripe of ``path`` (``.locks/<crc32(name) % 64>.lock``:
     a fixed number of lock files however many manifests). Where locks do not work (some NFS),
     the atomic rename still keeps every reader safe; only a racing update may be lost."""
     locks = path.parent / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(locks / f"{zlib.crc32(path.name.encode()) % LOCK_STRIPES}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    _shared_dir(locks)
+    fd = _open_lock(locks / f"{zlib.crc32(path.name.encode()) % LOCK_STRIPES}.lock")
     try:
         if fcntl is not None:
             try:
@@ -61,6 +97,27 @@ def _locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def check_writable(runs_dir: Path, run_id: str) -> None:
+    """Before submitting: the cost book in ``runs_dir`` can take ``run_id``'s manifest (its
+    folder, its lock stripe, a new file beside it). A submission whose manifest could not be
+    written would leave jobs nobody accounts for, so this fails first.
+
+    Raises:
+        ConfigError: the book cannot be written (one line: where and why).
+    """
+    path = manifest_path(runs_dir, run_id)
+    try:
+        with _locked(path):
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=str(path.parent))
+            os.close(fd)
+            os.unlink(tmp)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the cost book: {os_error_message(exc)}; nothing was submitted "
+            "(a runs folder shared by a group needs group write on manifests/ and manifests/.locks/)"
+        ) from None
 
 
 def read_json(path: Path) -> Any:
@@ -100,12 +157,26 @@ FIELDS = {
     "chunks": _LIST,
 }
 _FAST = tuple((key, types) for key, (types, _) in FIELDS.items())
+#: Figures and counts: a cost, an hour or a task count is a finite number >= 0. JSON as
+#: Python reads it allows NaN and Infinity, and a NaN total passes every budget comparison.
+AMOUNTS = tuple(key for key, kind in FIELDS.items() if kind in (_FIGURE, _COUNT))
+_INF = float("inf")
+
+
+def _amount_problem(doc: Dict[str, Any]) -> Optional[str]:
+    for key in AMOUNTS:
+        value = doc.get(key)
+        if value is not None and not 0 <= value < _INF:  # False for NaN too
+            return f"{key} must be a finite number >= 0, got {shown(value)}"
+    return None
 
 
 def manifest_problem(doc: Any) -> Optional[str]:
     """Why ``doc`` is not a usable nexa cost manifest (``"not a nexa cost manifest[: <field>
-    must be ...]"``), or None. Wrong-typed fields the report or reconcile read count as not
-    ours: a hand-edited or foreign file is skipped rather than crashing a cron report."""
+    must be ...]"``), or None. Wrong-typed fields the report or reconcile read, and figures
+    that are not finite numbers >= 0, count as not ours: a hand-edited, damaged or foreign
+    file is skipped (and fails a ``--budget`` check) rather than summed or crashing a cron
+    report."""
     if type(doc) is not dict or doc.get("schema") != SCHEMA:
         return "not a nexa cost manifest"
     get = doc.get
@@ -113,10 +184,14 @@ def manifest_problem(doc: Any) -> Optional[str]:
         if type(get(key)) not in types:
             break
     else:
-        chunks = get("chunks")
-        if not chunks:
-            return None
-    problem = field_problem(doc, FIELDS) or chunks_problem(doc.get("chunks") or [])
+        for key in AMOUNTS:
+            value = get(key)
+            if value is not None and not 0 <= value < _INF:
+                break
+        else:
+            if not get("chunks"):
+                return None
+    problem = field_problem(doc, FIELDS) or _amount_problem(doc) or chunks_problem(doc.get("chunks") or [])
     return f"not a nexa cost manifest: {problem}" if problem else None
 
 

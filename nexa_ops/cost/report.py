@@ -290,17 +290,30 @@ def _with_idle(path: Path, doc: Dict[str, Any], idle: IdleCost, dry_run: bool, e
 
 
 def check_budget(report: CostReport, budget: Optional[float]) -> None:
-    """Refuse (exit 3 from the CLI) when the report's actual spend is above ``budget``.
+    """Refuse (exit 3 from the CLI) when the report's actual spend is above ``budget``, or
+    when the spend cannot be vouched for: a file of the cost book was skipped (unreadable,
+    corrupt, or not a valid cost manifest: its spend is missing from the total). A cron guard
+    must not pass on bad data.
 
     Args:
         report: a ``CostReport`` from ``cost_report``.
         budget: the limit in the report's currency; None checks nothing.
 
     Raises:
-        Refused: the actual spend is above the budget.
+        Refused: the actual spend is above the budget, or the book has files that were skipped.
     """
-    if budget is not None and report.totals["actual_usd"] > budget:
-        raise Refused(f"actual spend ${report.totals['actual_usd']:,.2f} is above --budget ${budget:,.2f}")
+    if budget is None:
+        return
+    total = report.totals["actual_usd"]
+    if not 0 <= total < float("inf"):  # cannot happen with checked manifests; never pass on it
+        raise Refused(f"actual spend {total!r} is not a number: --budget ${budget:,.2f} not checked")
+    if total > budget:
+        raise Refused(f"actual spend ${total:,.2f} is above --budget ${budget:,.2f}")
+    if report.skipped:
+        raise Refused(
+            f"--budget ${budget:,.2f} not checked: {len(report.skipped)} file(s) of the cost book were skipped (see the warnings), "
+            f"so the actual spend ${total:,.2f} may be short; first skipped: {report.skipped[0][0]}"
+        )
 
 
 def write_report(

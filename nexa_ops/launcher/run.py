@@ -19,7 +19,7 @@ from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from .. import pipeline, proc, provenance, runs, toml
 from ..config import NexaConfig, Resources, load_config
-from ..cost.book import manifest_document, write_cost_manifest
+from ..cost.book import check_writable, manifest_document, write_cost_manifest
 from ..cost.estimate import check_max_cost, estimate_cost
 from ..cost.pricing import Estimate
 from ..errors import ConfigError, ToolError, WaitTimeout
@@ -453,11 +453,12 @@ def _launch_slurm(
     if frozen:
         snap = take(cfg, run_dir, cwd, dry_run=True) if dry_run else _snapshot(cfg, run_dir, cwd)
         cwd = snap.workdir
+    pattern = slurm.filename_pattern(str(run_dir), log_path.name, "run folder")  # a % of the folder as %%
     script = render_ddp_script(
         spec,
         cluster=cfg.cluster,
         run_dir=str(run_dir),
-        log_path=str(log_path),
+        log_path=pattern,
         workdir=str(cwd),
         env_names=list(values),
         upstream=pipeline.env_lines(upstreams, "0"),
@@ -487,6 +488,7 @@ def _launch_slurm(
         out.flush()
         slurm.sbatch(str(script_path), options=options, dry_run=True)
         return result
+    check_writable(cfg.runs_dir, run_dir.name)  # before any job exists
     (run_dir / runs.METRICS).mkdir(exist_ok=True)  # $NEXA_METRICS_FILE, exported by the script
     atomic_write_text(run_dir / "launch.env", env_file(values), mode=0o600)
     atomic_write_text(run_dir / "launch_ddp.sh", read_text("bin/launch_ddp.sh"), mode=0o755)

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field, replace
 from string import Template
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from .. import __version__
-from ..config import ENV_NAME_RE, NAME_RE, ClusterConfig, Resources
+from .. import __version__, envfile
+from ..config import NAME_RE, ClusterConfig, Resources, is_env_name
 from ..errors import ConfigError
 from ..resources import read_text
 from ..schema import from_table
-from ..tools.slurm import directives
+from ..tools.slurm import check_line, directives
 
 MODES = ("local", "ddp", "slurm")
 
@@ -186,7 +186,7 @@ def select_env(patterns: Sequence[str], environ: Mapping[str, str]) -> Dict[str,
     variable unset, exactly as in the submitting shell.
     """
     chosen: Dict[str, str] = {}
-    names = sorted(name for name in environ if ENV_NAME_RE.match(name))  # only names a script can hold
+    names = sorted(name for name in environ if is_env_name(name))  # only names a script can hold
     for pattern in list(ALWAYS_ENV) + list(patterns):
         for name in names:
             if fnmatch.fnmatchcase(name, pattern):
@@ -195,10 +195,8 @@ def select_env(patterns: Sequence[str], environ: Mapping[str, str]) -> Dict[str,
 
 
 def env_file(values: Mapping[str, str]) -> str:
-    """``launch.env``: ``export NAME=value`` lines, every value shell-quoted."""
-    lines = ["# Variables carried from the submitting shell by nexa launch (sourced by the job)."]
-    lines += [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
-    return "\n".join(lines) + "\n"
+    """``launch.env``: ``export NAME=value`` lines, every name checked, every value shell-quoted."""
+    return envfile.env_file(values, "Variables carried from the submitting shell by nexa launch (sourced by the job).")
 
 
 def count_cuda_visible(value: Optional[str]) -> Optional[int]:
@@ -240,7 +238,10 @@ def render_ddp_script(
 ) -> str:
     """The sbatch script of a multi-node DDP job: ONE job of N nodes, one srun step that
     runs ``launch_ddp.sh`` (copied into the run folder) once per node. Every value that
-    reaches the shell is ``shlex.quote``d (``upstream``: lines from ``pipeline.env_lines``)."""
+    reaches the shell is ``shlex.quote``d, every ``#SBATCH`` value quoted as Slurm reads it;
+    ``log_path`` is a Slurm filename pattern (see ``tools.slurm.filename_pattern``);
+    ``upstream``: lines from ``pipeline.env_lines``."""
+    check_line(run_dir, "run folder")
     res = replace(spec.resources, ntasks_per_node=1)
     lines = directives(res, job_name=spec.name, cluster=cluster, output=log_path, chdir=workdir)
     lines.append("#SBATCH --export=NONE")
@@ -251,7 +252,7 @@ def render_ddp_script(
         nodes=res.nodes,
         nproc=nproc,
         version=__version__,
-        env_names=" ".join(env_names) or "(none)",
+        env_names=" ".join(envfile.script_env_names(env_names)) or "(none)",
         directives="\n".join(lines),
         run_dir=shlex.quote(run_dir),
         ddp_args=" ".join(shlex.quote(a) for a in args),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
-from .. import pipeline, runs, worker
+from .. import envfile, pipeline, runs, worker
 from ..config import NexaConfig, SweepDefinition
 from ..cost.estimate import load_prices
 from ..cost.pricing import Estimate, estimate
@@ -25,6 +25,9 @@ from ..snapshot import Snapshot, take
 from ..tools import torchrun
 from .expand import Task, expand, plan_warnings
 from .script import render_array_script
+
+#: The sweep's ``env`` variables and their values at planning, sourced by every task.
+ENV_FILE = "sweep.env"
 
 
 @dataclass
@@ -64,6 +67,7 @@ class SweepArtifacts:
     commands: List[List[str]] = field(default_factory=list)  # a dry run's sbatch commands
     upstreams: List[pipeline.Upstream] = field(default_factory=list)  # --after, as read when planned
     snapshot: Optional[Snapshot] = None
+    env_names: List[str] = field(default_factory=list)  # the sweep's `env` variables carried to every task
 
     @property
     def job_count(self) -> int:
@@ -118,14 +122,19 @@ def plan_sweep(
     if missing:
         warnings.append(f"{defn.path or 'sweep'}: command: {missing}")
     if dry_run:
+        if out is not None:  # refused as a real plan would be; nothing is written either way
+            _holds_this_plan(Path(out).resolve(), None if snapshot else _spec_text(defn, tasks, Path(out).resolve(), config.root))
         artifacts = _plan_in_memory(defn, config, tasks, out, cost)
         if snapshot:
             artifacts.snapshot = take(config, artifacts.run_dir, config.root, dry_run=True)
     else:
+        target = Path(out).resolve() if out is not None else None
+        # A snapshot's spec names a new copy: an --out holding any plan is then another plan.
+        reuse = target is not None and _holds_this_plan(target, None if snapshot else _spec_text(defn, tasks, target, config.root))
         run_dir, made = _new_run_dir(config, defn.name, out)
         try:
             snap = take(config, run_dir, config.root) if snapshot else None
-            artifacts = _write_plan(defn, config, tasks, run_dir, cost, snap.workdir if snap else config.root, upstreams)
+            artifacts = _write_plan(defn, config, tasks, run_dir, cost, snap.workdir if snap else config.root, upstreams, reuse)
             artifacts.snapshot = snap
         except BaseException:
             if made:
@@ -201,6 +210,32 @@ def cannot_make(path: Path) -> Optional[str]:
     return None
 
 
+def _spec_text(defn: SweepDefinition, tasks: List[Task], run_dir: Path, workdir: Path) -> str:
+    """``spec.json``'s exact content for this plan in ``run_dir``, its tasks run in ``workdir``."""
+    doc = runs.spec_document(defn.name, defn.campaign, defn.command, workdir, run_dir, tasks)
+    return json.dumps(doc, ensure_ascii=False) + "\n"
+
+
+def _holds_this_plan(run_dir: Path, text: Optional[str]) -> bool:
+    """Whether ``--out`` already holds this very plan (``spec.json`` the same byte for byte):
+    then it is reused as it is. A folder holding another spec, or a manifest without this
+    spec, is refused: rewriting its spec would make the pending tasks of a queued array run
+    the new commands."""
+    spec, manifest = run_dir / runs.SPEC, run_dir / runs.MANIFEST
+    if not (os.path.lexists(str(spec)) or os.path.lexists(str(manifest))):
+        return False
+    try:
+        old: Optional[bytes] = spec.read_bytes()
+    except FileNotFoundError:
+        old = None
+    except OSError as exc:
+        raise ConfigError(f"--out {run_dir}: cannot read its spec.json: {exc.strerror}") from None
+    if text is not None and old == text.encode("utf-8"):
+        return True
+    what = "the spec of another plan (spec.json differs)" if old is not None else "a run (manifest.json)"
+    raise ConfigError(f"--out {run_dir}: already holds {what}; its queued tasks would run the new commands: choose a new folder")
+
+
 def _new_run_dir(config: NexaConfig, name: str, out: Optional[Path]) -> Tuple[Path, Optional[Path]]:
     """The run folder, and the topmost folder this call created (None: it existed)."""
     if out is None:
@@ -214,9 +249,14 @@ def _new_run_dir(config: NexaConfig, name: str, out: Optional[Path]) -> Tuple[Pa
     run_dir = Path(out).resolve()
     made = _first_missing(run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True, mode=runs.RUN_DIR_MODE)
     except OSError as exc:
         raise ConfigError(f"--out: cannot make the run folder {out}: {exc.strerror}") from None
+    if made is None:  # it existed: what is in it decides what the tasks run
+        st = run_dir.stat()
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            why = "belongs to another user" if st.st_uid != os.geteuid() else f"is writable by others (mode {st.st_mode & 0o7777:04o})"
+            raise ConfigError(f"--out {run_dir}: {why}: others could change what its tasks run; choose your own folder (or chmod go-w it)")
     return run_dir, made
 
 
@@ -234,20 +274,25 @@ def _write_plan(
     cost: Estimate,
     workdir: Path,
     upstreams: Sequence[pipeline.Upstream],
+    reuse: bool = False,
 ) -> SweepArtifacts:
+    """Write the plan into ``run_dir``, its tasks running in ``workdir``; with ``reuse``
+    (the folder holds this very spec) the spec is kept as it is and the index rewritten only
+    when it does not match it."""
     log_dir = Path(config.cluster.log_dir).expanduser().resolve() if config.cluster.log_dir else run_dir / runs.LOGS
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(parents=True, exist_ok=True, mode=runs.RUN_DIR_MODE)
     except OSError as exc:
         raise ConfigError(f"cannot make the log folder {log_dir}: {exc.strerror}", config.where, "cluster.log_dir") from None
-    (run_dir / runs.TASKS).mkdir(exist_ok=True)
-    (run_dir / runs.METRICS).mkdir(exist_ok=True)  # $NEXA_METRICS_FILE of every task: made once, here
+    (run_dir / runs.TASKS).mkdir(exist_ok=True, mode=runs.RUN_DIR_MODE)
+    (run_dir / runs.METRICS).mkdir(exist_ok=True, mode=runs.RUN_DIR_MODE)  # $NEXA_METRICS_FILE of every task: made once, here
     spec_path = run_dir / runs.SPEC
-    text = json.dumps(runs.spec_document(defn.name, defn.campaign, defn.command, workdir, run_dir, tasks), ensure_ascii=False)
-    atomic_write_text(spec_path, text + "\n")
-    # The worker's fast path: one task's argv in a few reads, no json import on the node.
-    index = worker.index_bytes(str(spec_path), str(workdir), str(run_dir), [t.argv for t in tasks])
-    atomic_write_bytes(run_dir / worker.INDEX_NAME, index)
+    if not reuse:
+        atomic_write_text(spec_path, _spec_text(defn, tasks, run_dir, workdir))
+    if not reuse or worker.verify_index(str(spec_path)) is not None:
+        # The worker's fast path: one task's argv in a few reads, no json import on the node.
+        index = worker.index_bytes(str(spec_path), str(workdir), str(run_dir), [t.argv for t in tasks])
+        atomic_write_bytes(run_dir / worker.INDEX_NAME, index)
     script = render_array_script(
         name=defn.name,
         res=defn.resources,
@@ -260,9 +305,25 @@ def _write_plan(
         worker_path=worker_path(config),
         python=config.cluster.python,
         upstream=pipeline.env_lines(upstreams, '"$index"'),
+        env_file=str(run_dir / ENV_FILE) if defn.env else "",
     )
-    script_path = atomic_write_text(run_dir / f"{defn.name}.sbatch", script, mode=0o755)
-    return SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, [script_path], tasks, cost=cost)
+    script_path = run_dir / f"{defn.name}.sbatch"
+    env_values = envfile.select_prefixed(defn.env, os.environ)
+    if reuse and (run_dir / runs.MANIFEST).exists():  # submitted: its script is what ran
+        try:
+            same = script_path.read_text(encoding="utf-8") == script
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            raise ConfigError(f"--out {run_dir}: already submitted with another sbatch script ({script_path.name}): choose a new folder")
+    else:
+        if defn.env:  # before the script that sources it
+            header = "The sweep's `env` variables, with their values when it was planned (sourced by every task)."
+            atomic_write_text(run_dir / ENV_FILE, envfile.env_file(env_values, header), mode=envfile.MODE)
+        atomic_write_text(script_path, script, mode=0o755)
+    artifacts = SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, [script_path], tasks, cost=cost)
+    artifacts.env_names = list(env_values)
+    return artifacts
 
 
 def launcher_prefix(defn: SweepDefinition) -> List[str]:

@@ -6,7 +6,7 @@ from string import Template
 from .. import __version__
 from ..config import ClusterConfig, Resources
 from ..resources import read_text
-from ..tools.slurm import array_spec, directives, signal_directives
+from ..tools.slurm import array_spec, check_line, directives, filename_pattern, signal_directives
 
 # The worker runs with the standard library only (-S): one tiny import, no invoke, no
 # extraction of the zipapp. sys.argv[1] is the folder holding nexa_ops (a checkout or
@@ -14,25 +14,50 @@ from ..tools.slurm import array_spec, directives, signal_directives
 WORKER_STUB = "import sys;sys.path.insert(0,sys.argv.pop(1));from nexa_ops.worker import main;sys.exit(main())"
 # In the array script, argv[2] is the run folder's bytecode cache of the worker (zipimport
 # keeps none; see nexa_ops.worker): the first task imports the worker and saves its code,
-# later ones load it with marshal. The worker runs in the background there (so the shell can
-# trap Slurm's signals), and bash starts background commands with SIGINT ignored: undo that
-# before exec. (_signal, the builtin behind `signal`, costs nothing to import; `signal`
-# pulls in enum.)
+# later ones load it with marshal. Only a cache this user owns, that no one else may write,
+# and that is a plain file (not a link, not a FIFO) is ever loaded: anything else is ignored
+# and the worker imported as on the first task. The worker runs in the background there (so
+# the shell can trap Slurm's signals), and bash starts background commands with SIGINT
+# ignored: undo that before exec. (_signal, the builtin behind `signal`, costs nothing to
+# import; `signal` pulls in enum. posix is the builtin behind os, already loaded.)
 BATCH_STUB = """\
-import _signal, marshal, sys
+import _signal, marshal, posix, sys
 _signal.signal(2, _signal.SIG_DFL)
 path, cache = sys.argv.pop(1), "%s.%s.pyc" % (sys.argv.pop(1), sys.implementation.cache_tag)
 scope = {"__name__": "nexa_worker", "__file__": cache}
 try:
-    with open(cache, "rb") as f:
-        exec(marshal.load(f), scope)
+    fd = posix.open(cache, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK)
+    try:
+        st = posix.fstat(fd)
+        if st.st_uid != posix.geteuid() or st.st_mode & 0o170022 != 0o100000:
+            raise PermissionError(cache)  # not ours alone, or not a plain file: never run it
+        code = marshal.loads(posix.read(fd, st.st_size))
+    finally:
+        posix.close(fd)
+    exec(code, scope)
     main = scope["main"]
-except Exception:  # no cache yet (first task), another Python's, or damaged
+except Exception:  # no cache yet (first task), another Python's, damaged, or not ours
     sys.path.insert(0, path)
     from nexa_ops import worker
     worker.save_code(cache)
     main = worker.main
 sys.exit(main())
+"""
+
+
+# The sweep file's `env`: its variables, with their values when the sweep was planned, are
+# in sweep.env (mode 0600) and every task sources it, also where the site submits with
+# --export=NONE or `nexa resubmit` runs from another shell.
+SWEEP_ENV = """\
+# The sweep's `env` variables (sweep.env: their values at planning, readable by you alone).
+env_file={env}
+if [ -f "$env_file" ] && [ ! -L "$env_file" ] && [ -O "$env_file" ]; then
+  # shellcheck source=/dev/null
+  . "$env_file"
+else
+  echo "nexa: $env_file: missing, or not a plain file of yours: not sourced, task $index not run" >&2
+  exit 2
+fi
 """
 
 
@@ -49,20 +74,31 @@ def render_array_script(
     worker_path: str,
     python: str = "python3",
     upstream: str = "# no upstream run (--after)",
+    env_file: str = "",
 ) -> str:
-    """The whole array script. Every value that reaches the shell is ``shlex.quote``d
-    (``upstream``: the ``--after`` variables' lines, quoted by ``pipeline.env_lines``)."""
+    """The whole array script. Every value that reaches the shell is ``shlex.quote``d, every
+    ``#SBATCH`` value quoted as Slurm reads it (``tools.slurm.directive_value``), a ``%`` in
+    the log folder written ``%%``; a path with a control character is refused (a line break
+    would end a comment or directive line and start a command). ``upstream``: the
+    ``--after`` variables' lines, quoted by ``pipeline.env_lines``."""
+    for what, value in (("run folder", run_dir), ("spec", spec_path), ("[cluster] pyz_path", worker_path), ("[cluster] python", python)):
+        check_line(value, what)
     lines = directives(
         res,
         job_name=name,
         cluster=cluster,
         array=array_spec(count, res.max_parallel),
-        output=f"{log_dir}/%A_%a.out",
-        error=f"{log_dir}/%A_%a.err",
+        output=filename_pattern(log_dir, "%A_%a.out", "log folder"),
+        error=filename_pattern(log_dir, "%A_%a.err", "log folder"),
         chdir=workdir,
     )
     at = len(lines) - len(res.extra)  # the user's own extra directives stay last and win
     lines[at:at] = signal_directives(res)
+    sweep_env = ""
+    if env_file:  # the sweep's `env` variables: sourced only when it is this user's own plain file
+        check_line(env_file, "env file")
+        quoted = shlex.quote(env_file)
+        sweep_env = SWEEP_ENV.format(env=quoted)
     return Template(read_text("sbatch/array.sbatch")).substitute(
         name=name,
         count=count,
@@ -76,4 +112,5 @@ def render_array_script(
         warn_signal=shlex.quote(res.signal),
         max_requeues=shlex.quote(str(res.max_requeues if res.requeue else 0)),
         upstream=upstream,
+        sweep_env=sweep_env,
     )

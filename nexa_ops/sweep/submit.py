@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from .. import pipeline, provenance, runs
 from ..config import NexaConfig, SweepDefinition, load_config, load_sweep
-from ..cost.book import manifest_document, write_cost_manifest
+from ..cost.book import check_writable, manifest_document, write_cost_manifest
 from ..cost.estimate import check_max_cost
 from ..cost.reconcile import reconcile_manifest
 from ..errors import ConfigError
@@ -33,7 +33,11 @@ def submit_sweep(
     assert artifacts.cost is not None, "plan_sweep estimates every plan"
     if not artifacts.written and not dry_run:
         raise ConfigError(f"{artifacts.run_dir}: a dry run's plan was never written: plan it again without --dry-run")
+    if not dry_run:
+        _not_submitted(artifacts)
     check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
+    if not dry_run:
+        check_writable(config.runs_dir, artifacts.run_id)  # before any job exists
     limit = slurm.array_limit(config.cluster.max_array_size, dry_run)
     submissions = pipeline.plan(len(artifacts.tasks), artifacts.upstreams, limit)
     throttle = defn.resources.max_parallel
@@ -78,6 +82,8 @@ def run_sweep_locally(
         slots, warning = gpu_slots(defn.resources.gpus_per_node)
         if warning:
             artifacts.warnings.append(warning)
+    _not_submitted(artifacts)
+    check_writable(config.runs_dir, artifacts.run_id)
     manifest = _manifest(artifacts, defn, config, backend="local")
     manifest.update(max_parallel=defn.resources.max_parallel, gpus_per_task=defn.resources.gpus_per_node)
     outcome = run_tasks_here(
@@ -148,6 +154,16 @@ def _manifest(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConf
         snapshot=artifacts.snapshot.to_json() if artifacts.snapshot else None,
         provenance=info,
     )
+
+
+def _not_submitted(artifacts: SweepArtifacts) -> None:
+    """A reused run folder (``--out`` holding this very plan) that was already submitted or
+    run is not started again: its manifest would lose the first jobs."""
+    if (artifacts.run_dir / runs.MANIFEST).exists():
+        raise ConfigError(
+            f"--out {artifacts.run_dir}: already submitted or run (manifest.json); see `nexa status` and `nexa resubmit`, "
+            "or plan into a new folder"
+        )
 
 
 def _book(config: NexaConfig, artifacts: SweepArtifacts, defn: SweepDefinition, *, backend: str, status: str = "submitted") -> Path:

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import proc
 from ..config import ClusterConfig, Resources, time_to_hours
-from ..errors import NexaError, ToolError, ToolMissing
+from ..errors import ConfigError, NexaError, ToolError, ToolMissing
 
 HINT = "install the Slurm client or run with --local"
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
@@ -103,11 +103,99 @@ def dependency_options(parts: Sequence[str]) -> List[str]:
 
 
 # --- #SBATCH directives -------------------------------------------------------------------
+#
+# How sbatch (22.05, src/sbatch/opt.c get_argument) reads the text after ``#SBATCH``: several
+# arguments per line, split at whitespace; ``"..."`` or ``'...'`` group characters, whitespace
+# and ``#`` included; a backslash takes the next character literally, inside quotes too (but
+# outside quotes a whitespace character still ends the argument); an unquoted ``#`` makes the
+# rest of the line a comment; the line ends at a newline, and an unmatched quote is fatal. So
+# every value is written as one argument: left bare when it holds only characters none of
+# those rules touch, else in double quotes with ``\`` and ``"`` escaped. Control characters
+# (a newline would end the line and start a shell command) are refused.
+
+_WS = " \t\n\v\f\r"  # C's isspace()
+_BARE = re.compile(r"[A-Za-z0-9_.,:/@%+=^~\[\]-]*\Z")
 
 
-def directive_value(text: str) -> str:
-    """Slurm reads ``#SBATCH`` lines with its own tokenizer: quote values with spaces."""
-    return f'"{text}"' if any(c.isspace() for c in text) else text
+def check_line(text: str, what: str) -> str:
+    """``text`` if it may appear on one line of a generated script; a control character (a
+    line break would end a comment or ``#SBATCH`` line and start a command) is refused."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ConfigError(f"{what}: {text!r} holds a control character (a line break would end a line of the sbatch script): refused")
+    return text
+
+
+def directive_value(text: str, what: str = "#SBATCH value") -> str:
+    """``text`` as exactly one argument of an ``#SBATCH`` line, as Slurm's parser reads it."""
+    check_line(text, what)
+    if _BARE.match(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def directive_args(text: str) -> List[str]:
+    """The arguments sbatch reads from the text after ``#SBATCH`` (see above).
+
+    Raises:
+        ValueError: an unmatched quote (sbatch stops with an error).
+    """
+    args: List[str] = []
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i] in _WS:
+            i += 1
+        arg: List[str] = []
+        quote, escape = "", False
+        while i < n and (quote or text[i] not in _WS) and text[i] != "\n":
+            c = text[i]
+            i += 1
+            if escape:
+                escape = False
+            elif c == "\\":
+                escape = True
+                continue
+            elif quote:
+                if c == quote:
+                    quote = ""
+                    continue
+            elif c in "\"'":
+                quote = c
+                continue
+            elif c == "#":  # a comment: the rest of the line is not read
+                i = n
+                break
+            arg.append(c)
+        if quote:
+            raise ValueError(f"unmatched {quote} in #SBATCH{text}")
+        if not arg:  # sbatch stops reading the line at the first empty argument
+            return args
+        args.append("".join(arg))
+
+
+def script_args(script_text: str) -> List[str]:
+    """Every ``#SBATCH`` argument of a script, in order, up to its first command (where sbatch
+    stops reading directives). Lines sbatch would refuse are skipped."""
+    args: List[str] = []
+    for line in script_text.split("\n"):
+        if line.startswith("#SBATCH"):
+            try:
+                args += directive_args(line[len("#SBATCH") :])
+            except ValueError:
+                continue
+        elif line.strip() and not line.lstrip().startswith("#"):
+            break
+    return args
+
+
+def filename_pattern(folder: str, name: str, what: str) -> str:
+    """An ``--output``/``--error`` pattern for ``name`` (holding ``%A``, ``%a``, ``%j``...) in
+    ``folder``: Slurm expands ``%`` patterns in those two options (not in ``--chdir`` or
+    ``--job-name``), so a ``%`` of the folder is written ``%%``. A backslash anywhere turns
+    Slurm's expansion off for the whole pattern: such a folder is refused."""
+    check_line(folder, what)
+    if "\\" in folder:
+        raise ConfigError(f"{what}: {folder!r} holds a backslash, with which Slurm would not expand %A/%a/%j in log names: refused")
+    return folder.replace("%", "%%") + "/" + name
 
 
 def directives(
@@ -150,8 +238,8 @@ def directives(
         opts.append(("error", error))
     if chdir:
         opts.append(("chdir", chdir))
-    lines = [f"#SBATCH --{key}={directive_value(value)}" for key, value in opts]
-    lines += [f"#SBATCH {directive_value(item)}" for item in res.extra]
+    lines = [f"#SBATCH --{key}={directive_value(value, f'#SBATCH --{key}')}" for key, value in opts]
+    lines += [f"#SBATCH {directive_value(item, 'resources.extra')}" for item in res.extra]
     return lines
 
 
@@ -173,14 +261,16 @@ def signal_directives(res: Resources) -> List[str]:
 
 
 def script_directive(script_text: str, option: str) -> Optional[str]:
-    """The value of ``#SBATCH --option=value`` in a script (quotes removed), last one wins."""
+    """The value of ``--option`` (``--option=value`` or ``--option value``) among the
+    script's ``#SBATCH`` arguments, read as sbatch reads them; the last one wins."""
     value = None
-    prefix = f"#SBATCH --{option}="
-    for line in script_text.splitlines():
-        if line.startswith(prefix):
-            value = line[len(prefix) :].strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
+    args = script_args(script_text)
+    prefix = f"--{option}="
+    for i, arg in enumerate(args):
+        if arg.startswith(prefix):
+            value = arg[len(prefix) :]
+        elif arg == f"--{option}" and i + 1 < len(args):
+            value = args[i + 1]
     return value
 
 
@@ -191,11 +281,43 @@ def warn_signal_of(script_text: str) -> str:
     return name[3:] if name.startswith("SIG") else (name or "USR1")
 
 
+_PERCENT = re.compile(r"(\d*)(.?)")
+
+
 def log_path(pattern: Optional[str], job_id: str, array_task_id: int, name: str = "") -> Optional[str]:
-    """An ``--output`` pattern with ``%A`` / ``%a`` / ``%x`` filled for one array element."""
+    """An ``--output``/``--error`` pattern as slurmd expands it for one array element:
+    ``%%``, ``%A``, ``%a``, ``%x`` (with an optional width, ``%4a``). None when the pattern
+    names what is not known here (``%j``, ``%N``, ``%u``...). A pattern with a backslash is not
+    expanded by Slurm at all: its backslashes are dropped (``\\\\`` keeps one)."""
     if not pattern:
         return None
-    return pattern.replace("%A", job_id).replace("%a", str(array_task_id)).replace("%x", name)
+    if "\\" in pattern:
+        return re.sub(r"\\(.?)", r"\1", pattern)
+    out: List[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c != "%" or i + 1 >= n:
+            out.append(c)
+            i += 1
+            continue
+        if pattern[i + 1] == "%":
+            out.append("%")
+            i += 2
+            continue
+        m = _PERCENT.match(pattern, i + 1)
+        assert m is not None  # matches the empty string at least
+        width, key = min(int(m.group(1) or 0), 10), m.group(2)
+        values = {"A": job_id, "a": str(array_task_id), "x": name}
+        if key not in values:
+            if key and key in "JjNnstu":
+                return None  # known to Slurm alone
+            out.append(pattern[i : m.end()])  # not a pattern: kept as it is
+        else:
+            value = values[key]
+            out.append(value.zfill(width) if key != "x" else value)
+        i = m.end()
+    return "".join(out)
 
 
 # --- reading Slurm's answers --------------------------------------------------------------
