@@ -351,17 +351,17 @@ def test_report_formats(books):
     table = rep.render("table")
     assert table.splitlines()[0] == "Cost by campaign (USD)"
     assert table.splitlines()[1].split() == [
-        "CAMPAIGN",
-        "RUNS",
-        "TASKS",
-        "DONE",
-        "EST",
-        "GPU-H",
-        "EST",
+        "campaign",
+        "runs",
+        "tasks",
+        "done",
+        "est",
+        "gpu-h",
+        "est",
         "$",
-        "ACTUAL",
-        "GPU-H",
-        "ACTUAL",
+        "actual",
+        "gpu-h",
+        "actual",
         "$",
     ]
     assert table.splitlines()[-1].split()[0] == "TOTAL"
