@@ -37,7 +37,10 @@ def monitor_config(
     project=None,
     dry_run=False,
 ):
-    """Write a Prometheus config (dcgm, node and nexa GPU exporters) and the GPU alert rules."""
+    """Write a Prometheus config and the GPU alert rules.
+
+    Scrape jobs for the dcgm, node and nexa GPU exporters.
+    """
     from ..config import load_config
     from ..monitor import write_monitoring_config
 
@@ -73,7 +76,6 @@ def _port(value, flag):
 
 
 @nexa_task(
-    auto_shortflags=False,  # -h must stay help, not --host-label
     help={
         "port": "TCP port to serve /metrics on (default: [monitor] nexa_exporter_port, 9835).",
         "listen": "Address to bind (default 127.0.0.1; use 0.0.0.0 so a Prometheus on another host can scrape).",
@@ -86,7 +88,10 @@ def _port(value, flag):
     },
 )
 def gpu_exporter(c, port=None, listen="127.0.0.1", timeout=None, host_label=None, no_apps=False, once=False, project=None, dry_run=False):
-    """Serve GPU metrics from nvidia-smi in Prometheus format (nvidia_gpu_exporter names)."""
+    """Serve nvidia-smi GPU metrics for Prometheus.
+
+    With the names of nvidia_gpu_exporter.
+    """
     import logging
     import sys
 
