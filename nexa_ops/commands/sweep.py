@@ -2,7 +2,7 @@
 
 from typing import Any, List, Optional
 
-from .common import PROJECT_HELP, echo, nexa_task, parse_float
+from .common import PROJECT_HELP, color_on, echo, nexa_task, paint_state, parse_float, show_value, table
 
 SHOW_ROWS = 5
 
@@ -20,7 +20,10 @@ SHOW_ROWS = 5
     }
 )
 def sweep(c, config=None, project=None, out=None, submit=False, local=False, max_cost=None, dry_run=False, wait=False):
-    """Plan a sweep: write spec.json and the sbatch script; --submit or --local to run it."""
+    """Plan a sweep; --submit runs it on Slurm, --local here.
+
+    Writes spec.json and the sbatch script into the run folder.
+    """
     from ..config import load_config, load_sweep
     from ..errors import ConfigError
     from ..sweep.plan import plan_sweep
@@ -63,14 +66,13 @@ def sweep(c, config=None, project=None, out=None, submit=False, local=False, max
 
 
 def _print_plan(artifacts: Any, defn: Any) -> None:
-    from tabulate import tabulate
-
     tasks = artifacts.tasks
     keys: List[str] = defn.param_keys
     shown = tasks if len(tasks) <= 2 * SHOW_ROWS else tasks[:SHOW_ROWS] + [None] + tasks[-SHOW_ROWS:]
-    rows = [["..."] * (len(keys) + 1) if t is None else [t.index] + [t.params.get(k, "") for k in keys] for t in shown]
+    rows = [["..."] * (len(keys) + 1) if t is None else [t.index] + [show_value(t.params[k]) if k in t.params else "" for k in keys]
+            for t in shown]
     echo(f"Sweep {defn.name}: {len(tasks)} task(s)  ->  {artifacts.run_dir}")
-    echo(tabulate(rows, headers=["task"] + keys, disable_numparse=True))
+    echo(table(["task"] + keys, rows, right=[0]))
     res = defn.resources
     items = [
         (k, getattr(res, k))
@@ -82,10 +84,12 @@ def _print_plan(artifacts: Any, defn: Any) -> None:
 
 
 def _print_local(artifacts: Any) -> int:
-    from tabulate import tabulate
-
-    rows = [[r.index, "ok" if r.exit_code == 0 else "FAILED", r.exit_code, f"{r.seconds:.2f}", r.log] for r in artifacts.local_results]
-    echo(tabulate(rows, headers=["task", "status", "exit", "seconds", "log"]))
+    on = color_on()
+    rows = [
+        [r.index, paint_state("COMPLETED" if r.exit_code == 0 else "FAILED", on), r.exit_code, f"{r.seconds:.2f}", r.log]
+        for r in artifacts.local_results
+    ]
+    echo(table(["task", "state", "exit", "seconds", "log"], rows, right=[0, 2, 3]))
     failed = sum(1 for r in artifacts.local_results if r.exit_code != 0)
     echo(f"{len(rows) - failed} succeeded, {failed} failed")
     return failed
@@ -100,7 +104,10 @@ def _print_local(artifacts: Any) -> int:
     }
 )
 def worker(c, spec=None, task_id=None, offset="0", dry_run=False):  # offset as text: the worker checks it
-    """Run one sweep task (on a compute node): exec its program with its arguments."""
+    """Run one sweep task (on a compute node, for the job array).
+
+    Execs the task's program with its arguments.
+    """
     import sys
 
     from .. import worker as w
