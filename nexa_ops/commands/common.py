@@ -85,8 +85,6 @@ METAVARS: Dict[Any, str] = {
     "by": "GROUP",
     "state": "STATE",
     "format": "FORMAT",
-    ("results", "mode"): "min|max",
-    ("results", "reduce"): "last|best",
     ("run-container", "user"): "UID:GID",
 }
 
