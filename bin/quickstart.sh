@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ! -x .venv/bin/nexa ]]; then
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e . 2>&1 | grep -v '^WARNING: Location' || true
+  # the build extra (shiv, a setuptools that builds wheels) makes `inv build` work from here too
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[build]' 2>&1 | grep -v '^WARNING: Location' || true
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 run=runs/quickstart

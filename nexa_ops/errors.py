@@ -47,8 +47,8 @@ class ToolMissing(NexaError):
 
     exit_code = 127
 
-    def __init__(self, tool: str, hint: str = ""):
-        message = f"{tool}: not found on PATH"
+    def __init__(self, tool: str, hint: str = "", what: str = "not found on PATH"):
+        message = f"{tool}: {what}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)

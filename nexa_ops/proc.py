@@ -65,7 +65,7 @@ def run(
     put into the ``ToolError``.
     """
     argv = [str(a) for a in argv]
-    tool = os.path.basename(argv[0])
+    tool = tool_name(argv)
     if dry_run:
         print(quote(argv))
         return Result(argv, 0, "", "")
@@ -109,6 +109,14 @@ def spawn(
         return subprocess.Popen([program] + argv[1:], env=merged_env(env) if env else None, **popen)
     except OSError as exc:
         raise ToolError(os.path.basename(argv[0]), argv, 126, cause=exc.strerror or str(exc)) from None
+
+
+def tool_name(argv: Sequence[str]) -> str:
+    """What an error calls the program: its file name, or ``MODULE`` for ``python -m MODULE``
+    (``pip exited with 1``, not ``python3 exited with 1``)."""
+    if len(argv) > 2 and argv[1] == "-m":
+        return argv[2]
+    return os.path.basename(argv[0])
 
 
 def _text(data: object) -> str:

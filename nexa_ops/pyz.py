@@ -32,7 +32,9 @@ from .errors import ConfigError, NexaError, ToolError, ToolMissing
 
 SETTINGS_FILE = "shiv.toml"
 DEFAULT_EPOCH = 315532800  # 1980-01-01, the oldest time a zip entry can hold
-SHIV_HINT = "pip install 'shiv==1.0.8' into the build venv (the dev extra)"
+SHIV_HINT = "pip install 'shiv==1.0.8' into the build venv (the build extra)"
+#: What a build needs beyond nexa's runtime dependencies (pyproject.toml's build extra).
+BUILD_TOOLS = ("shiv==1.0.8", "setuptools>=70.1")
 #: The oldest CPython nexa.pyz runs on (RHEL 8's python3): ``python_floor`` may not be higher.
 OLDEST_PYTHON = "3.6"
 
@@ -422,7 +424,6 @@ def build(settings: PyzSettings, output: Optional[str] = None, *, dry_run: bool 
     Raises ConfigError (bad shiv.toml), ToolMissing (no shiv/pip), ToolError (pip or shiv
     failed, e.g. no network and no pip cache), NexaError (too large).
     """
-    import importlib.util
 
     checkout = settings.checkout
     target = Path(output) if output else checkout / settings.output
@@ -436,9 +437,7 @@ def build(settings: PyzSettings, output: Optional[str] = None, *, dry_run: bool 
             proc.run(argv, dry_run=True)
         print(f"# replace __main__.py, then move to {target}")
         return BuildResult(target, max_bytes=settings.max_bytes, commands=commands)
-    for module in ("shiv", "pip"):
-        if importlib.util.find_spec(module) is None:
-            raise ToolMissing(module, SHIV_HINT)
+    check_build_tools()
     epoch = source_date_epoch(checkout)
     with tempfile.TemporaryDirectory(prefix="nexa-pyz-") as tmp:
         work = Path(tmp)
@@ -448,7 +447,7 @@ def build(settings: PyzSettings, output: Optional[str] = None, *, dry_run: bool 
         raw = work / "shiv.pyz"
         commands = build_commands(settings, work, raw)
         wheel_cmd, download_cmd, shiv_cmd = commands
-        proc.run(wheel_cmd, hint="pip")
+        proc.run(wheel_cmd, hint="pip", explain=_explain_pip)
         try:
             proc.run(download_cmd, hint="pip", explain=_explain_pip)
         except ToolError as exc:
@@ -514,7 +513,59 @@ def _explain_pip(code: int, stderr: str) -> str:
         return "a downloaded wheel does not match its --hash in shiv.toml requirements"
     if "No matching distribution" in stderr or "Could not find a version" in stderr:
         return "a pinned wheel was not found for this Python floor (pure-Python py3-none-any wheels only); no network?"
-    return ""
+    line = pip_error_line(stderr)
+    if "invalid command 'bdist_wheel'" in line:
+        return f"{line} (setuptools here cannot build wheels: {install_hint()})"
+    return line
+
+
+#: pip's own summary lines, which say that something failed but not what.
+_PIP_NOISE = re.compile(r"(subprocess-exited-with-error|metadata-generation-failed|Failed building wheel|Failed to build)")
+
+
+def pip_error_line(stderr: str) -> str:
+    """The line of pip's output that says what went wrong: the last ``error: ...`` or
+    ``ERROR: ...`` line that is not one of pip's own summaries (for a failed wheel build,
+    setuptools' message, 14 lines above pip's closing notes); "" when there is none."""
+    found = ""
+    for raw in stderr.splitlines():
+        line = raw.strip()
+        if re.match(r"(?i)error:\s", line) and not _PIP_NOISE.search(line):
+            found = line
+    return found
+
+
+def install_hint() -> str:
+    """The command that installs the build tools into the Python running the build."""
+    import shlex
+
+    return f"{shlex.quote(sys.executable)} -m pip install " + " ".join(shlex.quote(t) for t in BUILD_TOOLS)
+
+
+def check_build_tools() -> None:
+    """shiv, pip, and a setuptools that can build a wheel (bdist_wheel is built into
+    setuptools 70.1+; older ones need the wheel package): ToolMissing (exit 127) naming the
+    one missing and the command that installs them, before anything is built."""
+    import importlib.util
+
+    for module in ("shiv", "pip"):
+        if importlib.util.find_spec(module) is None:
+            raise ToolMissing(module, install_hint(), what=f"not installed for {sys.executable}")
+    spec = importlib.util.find_spec("setuptools")
+    if spec is None:
+        raise ToolMissing("setuptools", install_hint(), what=f"not installed for {sys.executable}")
+    folders = list(spec.submodule_search_locations or [])
+    if any(os.path.isfile(os.path.join(f, "command", "bdist_wheel.py")) for f in folders):
+        return
+    if importlib.util.find_spec("wheel") is not None:
+        return
+    found = "?"
+    for folder in folders:  # its version, from the dist-info next to it (only for the message)
+        site = os.path.dirname(folder)
+        names = sorted(n for n in os.listdir(site) if n.startswith("setuptools-") and n.endswith(".dist-info"))
+        found = names[-1][len("setuptools-") : -len(".dist-info")] if names else found
+    what = f"{found} in {sys.prefix} cannot build wheels (bdist_wheel needs setuptools >= 70.1 or the wheel package)"
+    raise ToolMissing("setuptools", install_hint(), what=what)
 
 
 # --- cache-clean ---------------------------------------------------------------------------

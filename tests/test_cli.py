@@ -76,12 +76,13 @@ def test_help_texts_survive_the_flag_lookup(nexa_cli):
     out = nexa_cli("teardown", "--help")
     assert "Campaign to tear down. Required." in out.stdout
     out = nexa_cli("--help")
-    assert "Project file (nexa.toml) for tasks without" in out.stdout
+    assert "Project file (nexa.toml) for every command" in out.stdout
 
 
 def test_hoisting_leaves_task_flags_and_the_command_alone():
-    assert hoist_project_flag(["nexa", "logs", "-f", "run1"], ns) == ["nexa", "logs", "-f", "run1"]  # logs -f is --follow
-    assert hoist_project_flag(["nexa", "status", "-f", "p.toml", "r"], ns) == ["nexa", "-f", "p.toml", "status", "r"]
+    assert hoist_project_flag(["nexa", "logs", "-f", "p.toml"], ns) == ["nexa", "logs", "-f", "p.toml"]  # logs' own -f (--project)
+    assert hoist_project_flag(["nexa", "status", "--config", "p.toml", "r"], ns) == ["nexa", "--config", "p.toml", "status", "r"]
+    assert hoist_project_flag(["nexa", "help", "-f", "p.toml", "sweep"], ns) == ["nexa", "-f", "p.toml", "help", "sweep"]
     argv = ["nexa", "launch", "--", "python", "train.py", "--config", "model.yaml"]
     assert hoist_project_flag(argv, ns) == argv  # the training command's own --config
     argv = ["nexa", "sweep", "--config", "s.toml"]

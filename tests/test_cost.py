@@ -351,17 +351,17 @@ def test_report_formats(books):
     table = rep.render("table")
     assert table.splitlines()[0] == "Cost by campaign (USD)"
     assert table.splitlines()[1].split() == [
-        "CAMPAIGN",
-        "RUNS",
-        "TASKS",
-        "DONE",
-        "EST",
-        "GPU-H",
-        "EST",
+        "campaign",
+        "runs",
+        "tasks",
+        "done",
+        "est",
+        "gpu-h",
+        "est",
         "$",
-        "ACTUAL",
-        "GPU-H",
-        "ACTUAL",
+        "actual",
+        "gpu-h",
+        "actual",
         "$",
     ]
     assert table.splitlines()[-1].split()[0] == "TOTAL"
@@ -682,7 +682,7 @@ def test_report_idle_column_where_utilisation_is_known(books):
     alpha = next(r for r in rep.rows if r["campaign"] == "alpha")
     assert alpha["idle_usd"] == 1.75 and rep.totals["idle_usd"] == 1.75
     assert next(r for r in rep.rows if r["campaign"] == "-")["idle_usd"] is None  # n-1: unknown, not 0
-    assert "IDLE $" in rep.render("table") and "idle_usd" in rep.render("csv").splitlines()[0]
+    assert "idle $" in rep.render("table") and "idle_usd" in rep.render("csv").splitlines()[0]
     assert json.loads((books / "manifests" / "cost_a-1.json").read_text())["idle_usd"] == 1.25
     asked.clear()
     report.cost_report(books, by="run", idle=idle)

@@ -154,7 +154,7 @@ def test_table_stars_the_chosen_provider_and_shows_each_total():
     text = e.table()
     lines = text.splitlines()
     assert lines[0] == "Cost estimate: 2 task(s) x 1 node(s) x 8 GPU(s) x 10 h (time limit) = 160.00 GPU-hours"
-    assert lines[1].split() == ["GPU", "PROVIDER", "SKU", "REGION", "$/GPU-H", "TOTAL", "($)", "CHOSEN"]
+    assert lines[1].split() == ["gpu", "provider", "sku", "region", "$/gpu-h", "total", "($)", "chosen"]
     chosen = [line for line in lines if line.rstrip().endswith("*")]
     assert len(chosen) == 1 and "lambda" in chosen[0] and "446.40" in chosen[0]
     assert any("aws" in line and "548.80" in line for line in lines)  # 160 x 3.43

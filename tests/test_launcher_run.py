@@ -264,7 +264,7 @@ def test_ddp_dry_run_default_nproc(nexa_cli, tmp_path):
     assert (out.returncode, out.stdout) == (0, expect.format(3)), out.stderr
     out = nexa_cli(*base, env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"})
     assert out.stdout == expect.format(1)
-    out = nexa_cli("launch", "--mode", "ddp", "--rdzv-port", "29999", "-n", "2", "--dry-run", "--", "train.py")
+    out = nexa_cli("launch", "--mode", "ddp", "--rdzv-port", "29999", "--nproc-per-node", "2", "--dry-run", "--", "train.py")
     assert "--rdzv_endpoint=127.0.0.1:29999" in out.stdout and "--no_python" not in out.stdout
     assert not (tmp_path / "runs").exists()
 
@@ -458,7 +458,7 @@ def test_ddp_with_a_given_port_and_a_script(nexa_cli, tmp_path, torch_path, trai
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = nexa_cli(
-        "launch", "--mode", "ddp", "-n", "2", "--rdzv-port", str(port), "--join-timeout", "20", "--",
+        "launch", "--mode", "ddp", "--nproc-per-node", "2", "--rdzv-port", str(port), "--join-timeout", "20", "--",
         str(train), f"--out={tmp_path / 'out'}", env={"PATH": torch_path},
     )
     assert out.returncode == 0, out.stderr[-3000:]

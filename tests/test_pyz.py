@@ -414,7 +414,7 @@ def test_32_concurrent_first_runs_all_succeed(nexa_pyz, tmp_path):
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         results = list(pool.map(start, range(32)))
-    failed = [r for r in results if r.returncode != 0 or "Subcommands" not in r.stdout]
+    failed = [r for r in results if r.returncode != 0 or "Commands:" not in r.stdout]
     assert not failed, failed[0].stderr
     (root,) = tmpd.iterdir()
     assert len(extraction_dirs(root)) == 1

@@ -163,8 +163,8 @@ def test_bad_options_are_refused_before_planning(nexa_cli, tmp_path, args, messa
 
 def test_usage_errors_are_one_line_with_exit_2(nexa_cli, tmp_path):
     for args, message in [
-        (["sweep", "--config"], "nexa: error: --config needed value and was not given one!\n"),
-        (["no-such-task"], "nexa: error: No idea what 'no-such-task' is!\n"),
+        (["sweep", "--config"], "nexa: error: sweep: --config needs a value\n"),
+        (["no-such-task"], "nexa: error: unknown command 'no-such-task'; nexa --help lists them\n"),
         (["status", "--config="], "nexa: error: --config: expected a project file, got ''\n"),
         (["cost.report", "--budget", "nan"], "nexa: error: --budget: expected a finite number, got 'nan'\n"),
     ]:

@@ -6,6 +6,7 @@ from .common import PROJECT_HELP, echo, nexa_task, remainder
 @nexa_task(
     positional=["service"],
     iterable=["env"],
+    usage="[-- COMMAND...]",
     help={
         "service": "nexa_light (train-light), nexa_heavy (train-heavy) or nexa_infer (infer).",
         "gpus": "all, none, a count N or devices like 0,1 (default: all when the host has NVIDIA GPUs).",
@@ -18,7 +19,11 @@ from .common import PROJECT_HELP, echo, nexa_task, remainder
     },
 )
 def run_container(c, service, gpus=None, env=None, pull="missing", user=None, workspace=None, project=None, dry_run=False):
-    """Run a command in a nexa image as you, with the workspace at /workspace: run-container SERVICE [-- COMMAND...]."""
+    """Run a command in a nexa image, as you, in /workspace.
+
+    The image's default command, or the one after --; the workspace is mounted at
+    /workspace and GPUs are passed through when the host has them.
+    """
     from invoke import Exit
 
     from ..config import load_config
@@ -61,7 +66,10 @@ def run_container(c, service, gpus=None, env=None, pull="missing", user=None, wo
     },
 )
 def build_image(c, service, push=False, no_cache=False, build_arg=None, project=None, dry_run=False):
-    """Build a nexa image with its tag and version label: build-image SERVICE [--push]."""
+    """Build a nexa image with its tag and version label.
+
+    From images/; --push sends the tag to its registry afterwards.
+    """
     from ..config import load_config
     from ..containers import build_image as build
 

@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from .common import PROJECT_HELP, echo, nexa_task, parse_float, parse_int
+from .common import PROJECT_HELP, echo, nexa_task, parse_float, parse_int, table
 
 RUNS_HELP = "Runs folder holding manifests/ (default: [cluster] runs_dir of nexa.toml)."
 
@@ -40,7 +40,6 @@ def _runs_dir(project, runs_dir):
 
 
 @nexa_task(
-    auto_shortflags=False,
     help={
         "config": "Sweep file (TOML), or any TOML file with a [resources] table (one task). Required.",
         "project": PROJECT_HELP,
@@ -51,7 +50,10 @@ def _runs_dir(project, runs_dir):
     },
 )
 def estimate(c, config=None, project=None, provider=None, tasks=None, json=False, dry_run=False):
-    """Print what a sweep would cost (tasks x nodes x GPUs x hours x rate), without planning a run."""
+    """Estimate a sweep's cost, without planning a run.
+
+    tasks x nodes x GPUs x hours x rate, per provider.
+    """
     import json as _json
 
     from ..config import load_config
@@ -69,7 +71,6 @@ def estimate(c, config=None, project=None, provider=None, tasks=None, json=False
 
 
 @nexa_task(
-    auto_shortflags=False,
     iterable=["run"],
     help={
         "project": PROJECT_HELP,
@@ -81,15 +82,16 @@ def estimate(c, config=None, project=None, provider=None, tasks=None, json=False
     },
 )
 def reconcile(c, project=None, runs_dir=None, run=None, all=False, no_sacct=False, dry_run=False):
-    """Turn finished tasks into actual GPU-hours and cost, written into each cost manifest."""
-    from tabulate import tabulate
+    """Turn finished tasks into actual GPU-hours and cost.
 
+    Written into each cost manifest.
+    """
     from ..cost.reconcile import reconcile as do_reconcile
 
     folder = _runs_dir(project, runs_dir)
     results = do_reconcile(folder, run or None, force=all, use_sacct=False if no_sacct else None, dry_run=dry_run)
     rows = [[r.run_id, r.status, f"{r.done}/{r.tasks}", _money(r.estimated_usd), _money(r.actual_usd), r.source or "-"] for r in results]
-    echo(tabulate(rows, headers=["RUN", "STATUS", "DONE", "EST $", "ACTUAL $", "FROM"], disable_numparse=True))
+    echo(table(["run", "status", "done", "est $", "actual $", "from"], rows, right=[2, 3, 4]))
     echo(f"{len(results)} run(s) in {folder}" + (" (dry run: nothing written)" if dry_run else ""))
 
 
@@ -98,7 +100,6 @@ def _money(value):
 
 
 @nexa_task(
-    auto_shortflags=False,
     help={
         "project": PROJECT_HELP,
         "runs_dir": RUNS_HELP,
@@ -132,7 +133,10 @@ def report(
     dry_run=False,
     allow_empty=False,
 ):
-    """Estimated and actual cost by campaign, user, GPU or run; made for cron."""
+    """Estimated and actual cost by campaign, user, GPU or run.
+
+    Made for cron: --output writes atomically, --budget exits 3 when overspent.
+    """
     from ..cost.report import FORMATS, check_budget, check_not_empty, cost_report, write_report
     from ..errors import ConfigError
 

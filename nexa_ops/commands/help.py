@@ -3,21 +3,22 @@
 import sys
 from typing import Any, List, Optional, Sequence
 
-from invoke import Task
 from invoke.parser import Argument
 
-from .common import echo, nexa_task
+from .common import NexaTask, echo, nexa_task
 
-TOPIC_FLAGS = ("--topic", "-t")
+TOPIC_FLAGS = ("--topic",)
 
 
-class OptionalTopic(Task):
+class OptionalTopic(NexaTask):
     """A task whose TOPIC may be given as a word or left out (the list of topics).
 
     Invoke only knows required positionals, so ``topic`` is positional exactly when a word
     follows ``help`` on the command line. Unlike a run id, that word may be a task name
     (``nexa help sweep``): it is the topic, not a second task.
     """
+
+    optional_positional = True
 
     def get_arguments(self, ignore_unknown_help: Optional[bool] = None) -> List[Argument]:
         args = super().get_arguments(ignore_unknown_help)
@@ -50,7 +51,10 @@ def topic_word_given(argv: Sequence[str], name: str) -> bool:
     },
 )
 def help(c, topic=None, json=False, dry_run=False):
-    """help [TOPIC]: list the documentation pages, or print one (also inside nexa.pyz)."""
+    """List the documentation pages, or print one.
+
+    Also inside nexa.pyz, without network.
+    """
     from .. import manual
 
     topics = manual.topics()

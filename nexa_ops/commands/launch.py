@@ -6,6 +6,7 @@ from .common import PROJECT_HELP, echo, nexa_task, parse_float, parse_int, remai
 
 
 @nexa_task(
+    usage="-- COMMAND...",
     help={
         "mode": "local (a subprocess here), ddp (torchrun on this node) or slurm (one multi-node job). "
         "Default: the launch file's mode, else local.",
@@ -43,7 +44,11 @@ def launch(
     after=None,
     snapshot=False,
 ):
-    """Run a training command: nexa launch [--mode local|ddp|slurm] [options] -- COMMAND..."""
+    """Run one training command: here, under torchrun, or on Slurm.
+
+    A subprocess here (local), torchrun on this node (ddp), or one multi-node Slurm job;
+    the command and its arguments go after --, word for word.
+    """
     from ..errors import LaunchFailed
     from ..launcher.run import launch as run_launch
 

@@ -39,7 +39,10 @@ def monitor_config(
     project=None,
     dry_run=False,
 ):
-    """Write a Prometheus config (dcgm, node and nexa GPU exporters), the GPU alert rules and a Grafana dashboard."""
+    """Write Prometheus config, GPU alert rules, Grafana dashboard.
+
+    Scrape jobs for the dcgm, node and nexa GPU exporters; Grafana provisioning files.
+    """
     from ..config import load_config
     from ..monitor import write_monitoring_config
 
@@ -84,7 +87,6 @@ LISTEN_HELP = (
 
 
 @nexa_task(
-    auto_shortflags=False,  # -h must stay help, not --host-label
     help={
         "port": "TCP port to serve /metrics on (default: [monitor] nexa_exporter_port, 9835).",
         "listen": LISTEN_HELP,
@@ -113,7 +115,10 @@ def gpu_exporter(
     project=None,
     dry_run=False,
 ):
-    """Serve GPU metrics from nvidia-smi in Prometheus format (nvidia_gpu_exporter names), with the Slurm job of each GPU."""
+    """Serve nvidia-smi GPU metrics for Prometheus, with their jobs.
+
+    With the names of nvidia_gpu_exporter; nexa_gpu_job_info names the Slurm job of each GPU.
+    """
     import logging
     import sys
 
@@ -170,7 +175,11 @@ def gpu_exporter(
     },
 )
 def efficiency(c, run=None, format="table", prometheus_url=None, project=None):  # noqa: A002 (the option is --format)
-    """efficiency [RUN]: seff-style CPU, memory and time efficiency per task (sacct), GPU utilisation (Prometheus), idle GPU cost."""
+    """What a run used of what it held, and its idle GPUs' cost.
+
+    seff-style CPU, memory and time efficiency per task (sacct), GPU utilisation
+    (Prometheus), idle GPU-hours and their cost.
+    """
     import json as _json
 
     from .. import efficiency as eff

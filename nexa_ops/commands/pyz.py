@@ -11,7 +11,10 @@ from .common import echo, nexa_task
     }
 )
 def build(c, config=None, output=None, dry_run=False):
-    """Build dist/nexa.pyz: nexa and its pinned dependencies in one zipapp for CPython 3.6-3.13."""
+    """Build dist/nexa.pyz: nexa in one file for CPython 3.6-3.13.
+
+    nexa and its pinned dependencies in one shiv zipapp.
+    """
     from .. import pyz
 
     settings = pyz.load_settings(config)
@@ -32,7 +35,10 @@ def build(c, config=None, output=None, dry_run=False):
     }
 )
 def cache_clean(c, root=None, keep=None, dry_run=False):
-    """Remove extractions of other nexa.pyz builds from the shiv cache; keep the current one and any in use."""
+    """Remove other builds' extractions from the shiv cache.
+
+    Keeps the current build and any extraction in use.
+    """
     from .. import pyz
 
     report = pyz.clean_cache(root, keep, dry_run=dry_run)

@@ -10,7 +10,6 @@ TOP_SHOWN = 5  # rows after `nexa sweep --local` and `--submit --wait`; curves i
 @nexa_task(
     klass=OptionalRun,
     positional=["run"],
-    auto_shortflags=False,  # long flags only: -f is the project file everywhere else, -o would be --mode
     help={
         "run": RUN_HELP,
         "metric": "Metric to rank by (default: the first metric name the tasks reported).",
@@ -39,7 +38,10 @@ def results(
     campaign=None,
     project=None,
 ):
-    """results [RUN]: the tasks of a run ranked by a metric they reported; the best marked."""
+    """Rank the tasks of a run by a metric they reported.
+
+    The best is marked; --plot draws them.
+    """
     import dataclasses
     import sys
     from pathlib import Path

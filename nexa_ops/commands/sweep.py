@@ -2,7 +2,7 @@
 
 from typing import Any, Dict, List, NamedTuple, Optional
 
-from .common import PROJECT_HELP, echo, nexa_task, parse_float
+from .common import PROJECT_HELP, echo, nexa_task, parse_float, show_value, table
 
 SHOW_ROWS = 5
 
@@ -41,7 +41,10 @@ def sweep(
     after=None,
     snapshot=False,
 ):
-    """Plan a sweep: write spec.json and the sbatch script; --submit or --local to run it."""
+    """Plan a sweep; --submit runs it on Slurm, --local here.
+
+    Writes spec.json and the sbatch script into the run folder.
+    """
     import contextlib
     import json as _json
     import sys
@@ -187,14 +190,13 @@ def _document(artifacts: Any, mode: str, dry_run: bool) -> Dict[str, Any]:
 
 
 def _print_plan(artifacts: Any, defn: Any) -> None:
-    from tabulate import tabulate
-
     tasks = artifacts.tasks
     keys: List[str] = defn.param_keys
     shown = tasks if len(tasks) <= 2 * SHOW_ROWS else tasks[:SHOW_ROWS] + [None] + tasks[-SHOW_ROWS:]
-    rows = [["..."] * (len(keys) + 1) if t is None else [t.index] + [t.params.get(k, "") for k in keys] for t in shown]
+    rows = [["..."] * (len(keys) + 1) if t is None else [t.index] + [show_value(t.params[k]) if k in t.params else "" for k in keys]
+            for t in shown]
     echo(f"Sweep {defn.name}: {len(tasks)} task(s)  ->  {artifacts.run_dir}")
-    echo(tabulate(rows, headers=["task"] + keys, disable_numparse=True))
+    echo(table(["task"] + keys, rows, right=[0]))
     res = defn.resources
     items = [
         (k, getattr(res, k))
@@ -249,7 +251,10 @@ def _print_local_plan(artifacts: Any, defn: Any, cfg: Any, slots: Optional[List[
     }
 )
 def worker(c, spec=None, task_id=None, offset="0", dry_run=False):  # offset as text: the worker checks it
-    """Run one sweep task (on a compute node): exec its program with its arguments."""
+    """Run one sweep task (on a compute node, for the job array).
+
+    Execs the task's program with its arguments.
+    """
     import sys
 
     from .. import worker as w

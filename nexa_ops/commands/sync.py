@@ -5,9 +5,7 @@ from .common import PROJECT_HELP, echo, nexa_task
 SHOW_LINES = 40
 
 
-# No auto short flags: invoke would make -n mean --no-delete, the opposite of rsync's -n.
 @nexa_task(
-    auto_shortflags=False,
     help={
         "host": "Remote host name, IPv4 or [IPv6] address, or USER@HOST (default: host in [sync] of nexa.toml).",
         "user": "Remote user (default: [sync] user, else ssh's default).",
@@ -24,7 +22,10 @@ SHOW_LINES = 40
 def sync(
     c, host=None, user=None, port=None, identity=None, dest=None, delete=False, no_delete=False, force=False, dry_run=False, project=None
 ):
-    """Copy the project to the head node with rsync over ssh (excludes runs/, caches, .git and ignored files)."""
+    """Copy the project to the cluster with rsync over ssh.
+
+    Leaves out runs/, caches, .git and ignored files.
+    """
     from ..config import load_config
     from ..errors import ConfigError
     from ..sync import sync_repository

@@ -4,7 +4,6 @@ from .common import PROJECT_HELP, echo, nexa_task
 
 
 @nexa_task(
-    auto_shortflags=False,
     help={
         "campaign": "Campaign to tear down. Required. Its folder must say so (campaign = \"C\" in terraform.tfvars) or nexa.toml map it.",
         "tf_dir": "Terraform directory (default: the campaign's in nexa.toml: [teardown] dirs, or [teardown.<campaign>] tf_dir).",
@@ -14,7 +13,10 @@ from .common import PROJECT_HELP, echo, nexa_task
     },
 )
 def teardown(c, campaign=None, tf_dir=None, yes=False, dry_run=False, project=None):
-    """Destroy a campaign's terraform resources (the plan shown is the plan applied), record a manifest, print its spend."""
+    """Destroy a campaign's terraform resources; print its spend.
+
+    The plan shown is the plan applied; a manifest records it.
+    """
     from ..campaign_teardown import teardown as run_teardown
     from ..config import load_config
     from ..errors import ConfigError

@@ -2,65 +2,168 @@
 
 import sys
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from .common import PROJECT_HELP, RUN_HELP, OptionalRun, echo, load_project, nexa_task, parse_float, parse_int
+from .common import (
+    PROJECT_HELP,
+    RUN_HELP,
+    OptionalRun,
+    color_on,
+    echo,
+    load_project,
+    nexa_task,
+    paint_state,
+    parse_float,
+    parse_int,
+    show_path,
+    show_value,
+    table,
+)
+
+#: Above this many tasks (shown), ``status`` prints one line per state unless --all is given.
+SUMMARY_ABOVE = 50
 
 
 @nexa_task(
     klass=OptionalRun,
     positional=["run"],
-    help={"run": RUN_HELP, "json": "Print the status as JSON (tasks with index, state, exit_code...).", "project": PROJECT_HELP},
+    help={
+        "run": RUN_HELP,
+        "json": "Print the status as JSON (tasks with index, state, exit_code...); --state picks the tasks.",
+        "state": "Only tasks in these states: a bucket (pending, running, done, failed) or a state "
+        "(COMPLETED, TIMEOUT...), any case, comma-separated.",
+        "summary": f"One line per state (count and task indices) instead of a row per task; the default above {SUMMARY_ABOVE} tasks.",
+        "all": f"A row per task however many there are (no summary above {SUMMARY_ABOVE} tasks).",
+        "project": PROJECT_HELP,
+    },
 )
-def status(c, run=None, json=False, project=None):
-    """status [RUN]: every task of a run (state, exit code, elapsed, node, log, restarts) and counts."""
+def status(c, run=None, json=False, state=None, summary=False, all=False, project=None):
+    """Show every task of a run: state, exit code, node, log.
+
+    Then the counts by state. Big runs get one line per state (--summary; --all for every task).
+    """
     import json as _json
 
     from .. import track
+    from ..errors import ConfigError
+    from ..results.load import parse_states
 
-    st = track.status(run, config=load_project(project))
+    if summary and all:
+        raise ConfigError("choose one of --summary and --all")
+    wanted = parse_states(state)
+    cfg = load_project(project)
+    st = track.status(run, config=cfg)
     if json:
-        echo(_json.dumps(st.to_json(), indent=2, default=str))
+        doc = st.to_json()
+        if wanted is not None:
+            doc["tasks"] = [t for t in doc["tasks"] if _wanted(t["state"], wanted)]
+        echo(_json.dumps(doc, indent=2, default=str))
         return
-    echo(render_status(st))
+    shown = render_status(
+        st, root=cfg.root, color=color_on(), states=wanted, summary=True if summary else False if all else None, ref=run and st.run_id
+    )
+    echo(shown)
 
 
-def render_status(st: Any) -> str:
-    from tabulate import tabulate
+def _wanted(state: str, wanted: Any) -> bool:
+    from ..runs import bucket
 
-    from ..track import format_seconds
+    return state in wanted or bucket(state) in wanted
 
+
+def render_status(
+    st: Any, root: Any = None, color: bool = False, states: Any = None, summary: Optional[bool] = None, ref: Optional[str] = None
+) -> str:
+    """The status as ``nexa status`` prints it (pure: data in, text out).
+
+    ``root``: paths are shown relative to it (the project root). ``ref``: how to name the
+    run on a command line (None: it is the latest run, named by nothing). ``states``: only tasks in
+    these states or buckets (``results.load.parse_states``). ``summary``: one line per state;
+    None means above ``SUMMARY_ABOVE`` tasks. Columns no task has a value for are left out."""
     head = f"Run {st.run_id} ({st.backend}"
     head += f", jobs {', '.join(st.job_ids)}" if st.job_ids else ""
     head += f", commit {st.commit[:10]}{' (dirty)' if st.dirty else ''})" if st.commit else ")"
     for entry in st.after:
         how = "waited on by Slurm" if entry.get("decided_by") == "slurm" else "already over at submission"
         head += f"\nAfter {entry.get('run_id')} ({entry.get('kind')}): {how}"
+    tasks = [t for t in st.tasks if states is None or _wanted(t.state, states)]
+    lines = [head]
+    auto = summary is None and len(tasks) > SUMMARY_ABOVE
+    if summary or auto:
+        lines.append(_summary_table(tasks, color))
+    elif tasks:
+        folder = _log_folder(tasks)
+        lines.append(_task_table(st, tasks, root, color, with_log=folder is None))
+        if folder is not None:
+            run = f" {ref}" if ref else ""
+            lines.append(f"logs in {show_path(folder, root)}/; nexa logs{run} -t N prints one")
+    else:
+        lines.append("(no task in the states asked for)")
+    counts = ", ".join(f"{n} {paint_state(state, color)}" for state, n in st.counts.items())
+    lines.append(f"{counts}  |  {st.summary()}")
+    if auto:
+        lines.append(f"({len(tasks)} tasks: one line per state; --all for every task, --state failed for the failed ones)")
+    return "\n".join(lines)
+
+
+def _log_folder(tasks: Any) -> Any:
+    """The one folder every task's log is in (the run's logs/), else None (then each task
+    shows its own log path)."""
+    import os
+
+    folders = {os.path.dirname(str(t.log)) for t in tasks if t.log}
+    return folders.pop() if len(folders) == 1 and all(t.log for t in tasks) else None
+
+
+def _task_table(st: Any, tasks: Any, root: Any, color: bool, with_log: bool = True) -> str:
+    from ..track import format_seconds
+
+    columns = ["task"] + list(st.keys) + ["state", "exit", "elapsed", "node", "restarts", "reason", "log"]
     rows = []
-    for t in st.tasks:
+    for t in tasks:
         rows.append(
             [t.index]
-            + [_short(t.params.get(k, "")) for k in st.keys]
+            + [show_value(t.params[k]) if k in t.params else "" for k in st.keys]
             + [
-                t.state,
+                paint_state(t.state, color),
                 "" if t.exit_code is None else t.exit_code,
                 format_seconds(t.elapsed),
                 t.node or "",
                 t.restarts or "",
                 t.reason,
-                t.log or "",
+                show_path(t.log, root) if t.log and with_log else "",
             ]
         )
-    table = tabulate(
-        rows, headers=["task"] + list(st.keys) + ["state", "exit", "elapsed", "node", "restarts", "reason", "log"], disable_numparse=True
-    )
-    counts = ", ".join(f"{n} {state}" for state, n in st.counts.items())
-    return f"{head}\n{table}\n{counts}  |  {st.summary()}"
+    keep = [i for i, name in enumerate(columns) if name in ("task", "state") or any(str(row[i]) != "" for row in rows)]
+    right = [keep.index(i) for i, name in enumerate(columns) if name in ("task", "exit", "elapsed", "restarts") and i in keep]
+    return table([columns[i] for i in keep], [[row[i] for i in keep] for row in rows], right=right)
 
 
-def _short(value: Any, width: int = 24) -> str:
-    text = str(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
+def _summary_table(tasks: Any, color: bool) -> str:
+    from ..runs import BUCKETS, bucket
+
+    by_state: Dict[str, List[int]] = {}
+    for t in tasks:
+        by_state.setdefault(t.state, []).append(t.index)
+    order = sorted(by_state, key=lambda s: (BUCKETS.index(bucket(s)), s))
+    rows = [[paint_state(s, color), len(by_state[s]), index_ranges(by_state[s])] for s in order]
+    return table(["state", "tasks", "which"], rows, right=[1])
+
+
+def index_ranges(indices: List[int], width: int = 60) -> str:
+    """``0-3, 7, 9-12``; cut with ``...`` past ``width`` characters."""
+    parts: List[str] = []
+    items = sorted(indices)
+    start = prev = items[0] if items else 0
+    for i in items[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    text = ", ".join(parts) if items else ""
+    return text if len(text) <= width else text[: text.rfind(", ", 0, width - 4)] + ", ..."
 
 
 def progress_printer(stream: Any = None, every: float = 60.0) -> Callable[[Any], None]:
@@ -102,10 +205,12 @@ def wait_and_report(run: Any, config: Any, poll: float = 5.0, timeout: Optional[
     print_top(st.run_dir, config, status=st)
     failed = [t for t in st.tasks if t.bucket == "failed"]
     if failed:
-        from tabulate import tabulate
-
-        rows = [[t.index, t.state, "" if t.exit_code is None else t.exit_code, t.reason, t.log or ""] for t in failed]
-        echo(tabulate(rows, headers=["task", "state", "exit", "reason", "log"], disable_numparse=True))
+        on, root = color_on(), getattr(config, "root", None)
+        rows = [
+            [t.index, paint_state(t.state, on), "" if t.exit_code is None else t.exit_code, t.reason, show_path(t.log, root)]
+            for t in failed
+        ]
+        echo(table(["task", "state", "exit", "reason", "log"], rows, right=[0, 2]))
         again = f"nexa resubmit {st.run_dir} --failed" + (" --local" if st.backend == "local" else "")
         raise Exit(f"nexa: {len(failed)} of {len(st.tasks)} task(s) failed: {again}", code=1)
     echo(f"{st.run_id}: all {len(st.tasks)} task(s) completed")
@@ -173,10 +278,12 @@ def run_ref(run_dir: Any, cfg: Any) -> str:
 
 
 def _print_local(results: List[Any]) -> int:
-    from tabulate import tabulate
-
-    rows = [[r.index, r.state, "" if r.exit_code is None else r.exit_code, f"{r.seconds:.2f}", r.log if r.ok else r.err] for r in results]
-    echo(tabulate(rows, headers=["task", "state", "exit", "seconds", "log"], disable_numparse=True))
+    on = color_on()
+    rows = [
+        [r.index, paint_state(r.state, on), "" if r.exit_code is None else r.exit_code, f"{r.seconds:.2f}", r.log if r.ok else r.err]
+        for r in results
+    ]
+    echo(table(["task", "state", "exit", "seconds", "log"], rows, right=[0, 2, 3]))
     failed = sum(1 for r in results if not r.ok)
     others = {}
     for r in results:
@@ -222,7 +329,10 @@ def _print_first_failure(results: List[Any], ref: str) -> None:
     },
 )
 def wait(c, run=None, poll=None, timeout=None, every=None, project=None):
-    """wait [RUN]: wait until every task of a run has ended, with progress; exit 1 when any failed."""
+    """Wait until every task of a run has ended, with progress.
+
+    Exits 1 when any task failed, 124 on --timeout.
+    """
     wait_and_report(
         run,
         load_project(project),
@@ -243,7 +353,10 @@ def wait(c, run=None, poll=None, timeout=None, every=None, project=None):
     },
 )
 def logs(c, run=None, task=None, follow=False, project=None):
-    """logs [RUN]: print a task's output (stdout, then stderr to stderr); --follow to stream it."""
+    """Print a task's output, or follow it as it grows.
+
+    stdout, then stderr to stderr; --follow streams both until the task ends.
+    """
     from .. import track
     from ..errors import ConfigError
 
@@ -280,7 +393,10 @@ def logs(c, run=None, task=None, follow=False, project=None):
     },
 )
 def cancel(c, run=None, task=None, dry_run=False, project=None):
-    """cancel [RUN]: cancel a run's Slurm jobs, or one task (a local run: its runner stops and records them)."""
+    """Cancel a run's Slurm jobs, or one task.
+
+    A task that already ended is not an error; a local run's runner stops and records them.
+    """
     from .. import control
 
     result = control.cancel(run, parse_int(task, "--task"), dry_run=dry_run, config=load_project(project))
@@ -311,7 +427,10 @@ def cancel(c, run=None, task=None, dry_run=False, project=None):
     },
 )
 def resubmit(c, run=None, failed=False, local=False, wait=False, dry_run=False, project=None):
-    """resubmit [RUN] --failed [--local]: submit the failed tasks again as one array (--array=3,7,9), same manifest."""
+    """Submit the failed tasks of a run again (--failed, --local).
+
+    One array of just those tasks (--array=3,7,9), recorded in the same manifest.
+    """
     import sys
 
     from .. import control
@@ -355,7 +474,10 @@ def resubmit(c, run=None, failed=False, local=False, wait=False, dry_run=False, 
     }
 )
 def runs(c, campaign=None, state=None, limit=None, json=False, project=None):
-    """The runs under the runs folder, newest first: state, tasks by state, cost so far, age."""
+    """List the runs, newest first: tasks by state, cost, age.
+
+    The runs under the runs folder, with name, campaign and backend.
+    """
     import json as _json
     import time
 

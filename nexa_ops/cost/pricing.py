@@ -222,7 +222,7 @@ class Estimate:
 
     def table(self) -> str:
         """A SkyPilot-like table: one row per provider with the chosen one starred."""
-        from tabulate import tabulate
+        from ..style import layout
 
         lines = [f"Cost estimate: {self.formula()}"]
         rows = []
@@ -242,8 +242,8 @@ class Estimate:
         if self.rate_from == FROM_CONFIG:
             rows.append([self.gpu_type, self.provider or "-", "-", "-", _money(self.rate_usd_per_gpu_hour), _money(self.total_usd), "*"])
         if rows:
-            headers = ["GPU", "PROVIDER", "SKU", "REGION", "$/GPU-H", "TOTAL ($)", "CHOSEN"]
-            lines.append(tabulate(rows, headers=headers, disable_numparse=True))
+            headers = ["gpu", "provider", "sku", "region", "$/gpu-h", "total ($)", "chosen"]
+            lines.append(layout(headers, rows, right=[4, 5]))
         lines.append(self.summary())
         return "\n".join(lines)
 

@@ -19,6 +19,7 @@ from tabulate import tabulate
 
 from ..errors import ConfigError, NexaError, Refused
 from ..fs import atomic_write_text
+from ..style import layout
 from .book import PREFIX, TERMINAL, manifest_problem, manifests_dir, scan, update_manifest, warn
 from .reconcile import SlurmAnswers, reconcile_manifest
 
@@ -95,16 +96,15 @@ class CostReport:
             return buf.getvalue()
         if fmt not in ("table", "markdown"):
             raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-        heads = [_HEADS.get(c, c.upper()) for c in cols]
+        heads = [_HEADS.get(c, c) for c in cols]
         body = [[_cell(row.get(c), c) for c in cols] for row in self.rows]
         body.append([_cell(total.get(c), c) for c in cols])
-        text = tabulate(
-            body,
-            headers=heads,
-            tablefmt="github" if fmt == "markdown" else "simple",
-            disable_numparse=True,
-            colalign=[("right" if c in FIGURES else "left") for c in cols],
-        )
+        numbers = [i for i, c in enumerate(cols) if c in FIGURES]
+        if fmt == "markdown":
+            align = [("right" if c in FIGURES else "left") for c in cols]
+            text = tabulate(body, headers=heads, tablefmt="github", disable_numparse=True, colalign=align)
+        else:
+            text = layout(heads, body, right=numbers)  # the table every nexa command prints
         title = f"Cost by {self.by}" + "".join(f", {k} {v}" for k, v in self.filters.items() if v)
         if fmt == "markdown":
             return f"### {title} (USD)\n\n{text}\n"
@@ -112,14 +112,14 @@ class CostReport:
 
 
 _HEADS = {
-    "estimated_gpu_hours": "EST GPU-H",
-    "estimated_usd": "EST $",
-    "actual_gpu_hours": "ACTUAL GPU-H",
-    "actual_usd": "ACTUAL $",
-    "idle_usd": "IDLE $",
-    "tasks_done": "DONE",
-    "gpu_type": "GPU",
-    "run_id": "RUN",
+    "estimated_gpu_hours": "est gpu-h",
+    "estimated_usd": "est $",
+    "actual_gpu_hours": "actual gpu-h",
+    "actual_usd": "actual $",
+    "idle_usd": "idle $",
+    "tasks_done": "done",
+    "gpu_type": "gpu",
+    "run_id": "run",
 }
 
 
