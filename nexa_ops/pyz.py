@@ -29,10 +29,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import proc
 from .errors import ConfigError, NexaError, ToolError, ToolMissing
+from .tools import git, pip, shiv
 
 SETTINGS_FILE = "shiv.toml"
 DEFAULT_EPOCH = 315532800  # 1980-01-01, the oldest time a zip entry can hold
-SHIV_HINT = "pip install 'shiv==1.0.8' into the build venv (the build extra)"
 #: What a build needs beyond nexa's runtime dependencies (pyproject.toml's build extra).
 BUILD_TOOLS = ("shiv==1.0.8", "setuptools>=70.1")
 #: The oldest CPython nexa.pyz runs on (RHEL 8's python3): ``python_floor`` may not be higher.
@@ -314,21 +314,16 @@ def source_date_epoch(checkout: Path) -> int:
             return int(env)
         except ValueError:
             raise ConfigError(f"expected an integer (seconds since 1970), got {env!r}", "SOURCE_DATE_EPOCH") from None
-    try:
-        out = proc.run(["git", "-C", str(checkout), "log", "-1", "--format=%ct"]).stdout or ""
-        return max(DEFAULT_EPOCH, int(out.strip()))
-    except (NexaError, ValueError):
-        return DEFAULT_EPOCH
+    when = git.last_commit_time(checkout)
+    return DEFAULT_EPOCH if when is None else max(DEFAULT_EPOCH, when)
 
 
 def project_files(checkout: Path, sources: Sequence[str]) -> List[str]:
     """Checkout files under ``sources`` that git tracks or would track (no caches, no
     scratch files); every file when the checkout is not a git repository."""
-    try:
-        out = proc.run(["git", "-C", str(checkout), "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *sources]).stdout
-        names = [n for n in (out or "").split("\0") if n]
-    except NexaError:
-        names = []
+    listed = git.listed_files(checkout, list(sources))
+    names = listed or []
+    if listed is None:
         for source in sources:
             top = checkout / source
             if top.is_file():
@@ -402,19 +397,12 @@ def replace_main(src: Path, dst: Path, main: bytes) -> None:
 
 def build_commands(settings: PyzSettings, work: Path, output: Path) -> List[List[str]]:
     """The pip and shiv command lines of a build in scratch folder ``work``."""
-    py = sys.executable
-    pip = [py, "-m", "pip", "--disable-pip-version-check"]
-    shiv = [py, "-m", "shiv", "--site-packages", str(work / "site-packages"), "--output-file", str(output)]
-    shiv += ["--entry-point", settings.entry_point, "--python", settings.shebang]
-    if settings.reproducible:
-        shiv.append("--reproducible")
-    if settings.root:
-        shiv += ["--root", settings.root]
     return [
-        pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "--wheel-dir", str(work / "wheels"), str(work / "src")],
-        pip + ["download", "--no-deps", "--only-binary=:all:", "--python-version", settings.python_floor, "--implementation", "py"]
-        + ["--abi", "none", "--platform", "any", "--require-hashes", "-r", str(work / "requirements.txt"), "--dest", str(work / "wheels")],
-        shiv,
+        pip.wheel_argv(work / "src", work / "wheels"),
+        pip.download_argv(work / "requirements.txt", work / "wheels", settings.python_floor),
+        shiv.argv(
+            work / "site-packages", output, settings.entry_point, settings.shebang, reproducible=settings.reproducible, root=settings.root
+        ),
     ]
 
 
@@ -434,7 +422,7 @@ def build(settings: PyzSettings, output: Optional[str] = None, *, dry_run: bool 
         commands = build_commands(settings, work, work / "nexa.pyz")
         print(f"# copy {len(project_files(checkout, settings.sources))} checkout files to {work / 'src'}")
         for argv in commands:
-            proc.run(argv, dry_run=True)
+            print(proc.quote(argv))
         print(f"# replace __main__.py, then move to {target}")
         return BuildResult(target, max_bytes=settings.max_bytes, commands=commands)
     check_build_tools()
@@ -447,18 +435,18 @@ def build(settings: PyzSettings, output: Optional[str] = None, *, dry_run: bool 
         raw = work / "shiv.pyz"
         commands = build_commands(settings, work, raw)
         wheel_cmd, download_cmd, shiv_cmd = commands
-        proc.run(wheel_cmd, hint="pip", explain=_explain_pip)
+        pip.run(wheel_cmd, explain=_explain_pip)
         try:
-            proc.run(download_cmd, hint="pip", explain=_explain_pip)
+            pip.run(download_cmd, explain=_explain_pip)
         except ToolError as exc:
-            refused = floor_refusal(exc.stderr, settings.python_floor)
+            refused = pip.floor_refusal(exc.stderr, settings.python_floor)
             if refused:
                 raise ConfigError(refused, str(settings.path or SETTINGS_FILE), "requirements") from None
             raise
         site = work / "site-packages"
         files = sum(unpack_wheel(w, site) for w in sorted((work / "wheels").glob("*.whl")))
         env = {"SOURCE_DATE_EPOCH": str(epoch)} if settings.reproducible else {"SOURCE_DATE_EPOCH": None}
-        proc.run(shiv_cmd, env=env, hint=SHIV_HINT)
+        shiv.run(shiv_cmd, env=env)
         target.parent.mkdir(parents=True, exist_ok=True)
         staged = target.parent / f".{target.name}.{os.getpid()}.tmp"
         try:
@@ -492,47 +480,8 @@ def _version(text: str) -> Tuple[int, ...]:
     return tuple(int(part) for part in text.split("."))
 
 
-def floor_refusal(stderr: str, floor: str) -> Optional[str]:
-    """Why pip found no wheel: a pinned version whose Requires-Python excludes the floor.
-
-    pip says "No matching distribution found for NAME==VERSION" and lists the versions it
-    ignored as "VERSION Requires-Python SPEC"; None when the failure is something else."""
-    for match in re.finditer(r"No matching distribution found for (\S+==(\S+))", stderr):
-        pin, version = match.groups()
-        spec = re.search(r"(?:: |; )" + re.escape(version) + r" Requires-Python ([^;\n]+)", stderr)
-        if spec:
-            return (
-                f"{pin} requires Python {spec.group(1).strip()}, but nexa.pyz must run on Python {floor} "
-                f"(python_floor): pin a release that supports {floor}"
-            )
-    return None
-
-
 def _explain_pip(code: int, stderr: str) -> str:
-    if "HASHES" in stderr or "hash" in stderr.lower():
-        return "a downloaded wheel does not match its --hash in shiv.toml requirements"
-    if "No matching distribution" in stderr or "Could not find a version" in stderr:
-        return "a pinned wheel was not found for this Python floor (pure-Python py3-none-any wheels only); no network?"
-    line = pip_error_line(stderr)
-    if "invalid command 'bdist_wheel'" in line:
-        return f"{line} (setuptools here cannot build wheels: {install_hint()})"
-    return line
-
-
-#: pip's own summary lines, which say that something failed but not what.
-_PIP_NOISE = re.compile(r"(subprocess-exited-with-error|metadata-generation-failed|Failed building wheel|Failed to build)")
-
-
-def pip_error_line(stderr: str) -> str:
-    """The line of pip's output that says what went wrong: the last ``error: ...`` or
-    ``ERROR: ...`` line that is not one of pip's own summaries (for a failed wheel build,
-    setuptools' message, 14 lines above pip's closing notes); "" when there is none."""
-    found = ""
-    for raw in stderr.splitlines():
-        line = raw.strip()
-        if re.match(r"(?i)error:\s", line) and not _PIP_NOISE.search(line):
-            found = line
-    return found
+    return pip.explain_failure(code, stderr, install_hint())
 
 
 def install_hint() -> str:

@@ -17,6 +17,7 @@ from typing import List, Tuple
 import pytest
 
 from nexa_ops import pyz
+from nexa_ops.tools import pip
 from tests.conftest import ROOT, require
 from tests.services.pyz import PYTHONS, clean_env, require_python
 
@@ -152,12 +153,12 @@ ERROR: No matching distribution found for tabulate==0.9.0
 
 def test_floor_refusal_reads_pips_reason():
     """pip's own words (pip 23.2 with --python-version 3.6; the version list shortened) become one line."""
-    assert pyz.floor_refusal(PIP_FLOOR_STDERR, "3.6") == (
+    assert pip.floor_refusal(PIP_FLOOR_STDERR, "3.6") == (
         "tabulate==0.9.0 requires Python >=3.7, but nexa.pyz must run on Python 3.6 (python_floor): pin a release that supports 3.6"
     )
     offline = "ERROR: Could not find a version that satisfies the requirement tabulate==0.9.0 (from versions: none)\n"
     offline += "ERROR: No matching distribution found for tabulate==0.9.0\n"
-    assert pyz.floor_refusal(offline, "3.6") is None  # no network: pip's own message stays
+    assert pip.floor_refusal(offline, "3.6") is None  # no network: pip's own message stays
 
 
 def snapshot(dest: Path) -> Path:

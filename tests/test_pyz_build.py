@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from nexa_ops import proc, pyz
+from nexa_ops.tools import pip
 from tests.conftest import ROOT
 
 #: pip 23.2's output when setuptools 65.5 is asked for a wheel (as captured on this machine).
@@ -37,9 +38,9 @@ hint: See above for details.
 
 
 def test_pips_real_error_line_is_found():
-    assert pyz.pip_error_line(PIP_BDIST_WHEEL) == "error: invalid command 'bdist_wheel'"
-    assert pyz.pip_error_line("ERROR: Could not install packages due to an OSError: [Errno 28] No space left\n").startswith("ERROR: Could")
-    assert pyz.pip_error_line("note: nothing to see\n") == ""
+    assert pip.error_line(PIP_BDIST_WHEEL) == "error: invalid command 'bdist_wheel'"
+    assert pip.error_line("ERROR: Could not install packages due to an OSError: [Errno 28] No space left\n").startswith("ERROR: Could")
+    assert pip.error_line("note: nothing to see\n") == ""
     cause = pyz._explain_pip(1, PIP_BDIST_WHEEL)
     assert cause.startswith("error: invalid command 'bdist_wheel' (setuptools here cannot build wheels: ")
     assert "-m pip install shiv==1.0.8 'setuptools>=70.1'" in cause

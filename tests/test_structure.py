@@ -24,9 +24,6 @@ OWN_PROCESSES = {
     "nexa_ops.sweep.local": "runs nexa's own worker for each local task",
     "nexa_ops.launcher.run": "runs the user's training command",
 }
-#: Still calling tools directly (git, pip, shiv): being moved behind tools/ wrappers in the
-#: zipapp work; this set only shrinks.
-NOT_YET = {"nexa_ops.pyz"}
 
 
 def module_name(path: Path) -> str:
@@ -156,7 +153,7 @@ def test_only_the_slurm_module_names_slurm_programs():
 
 def test_only_the_git_module_names_git():
     for name, (_path, tree) in MODULES.items():
-        if name == "nexa_ops.tools.git" or name in NOT_YET:
+        if name == "nexa_ops.tools.git":
             continue
         named = [line for line, word in string_argv_heads(tree) if word == "git"]
         assert not named, f"{name} runs git at lines {named}: only nexa_ops/tools/git.py may"
@@ -171,7 +168,7 @@ def proc_calls(tree: ast.Module) -> Iterator[int]:
 
 def test_only_tools_run_external_programs():
     for name, (_path, tree) in MODULES.items():
-        if name.startswith("nexa_ops.tools.") or name in OWN_PROCESSES or name in NOT_YET or name == "nexa_ops.proc":
+        if name.startswith("nexa_ops.tools.") or name in OWN_PROCESSES or name == "nexa_ops.proc":
             continue
         lines = list(proc_calls(tree))
         assert not lines, f"{name} calls proc.run/spawn at lines {lines}: go through a wrapper in nexa_ops/tools/"

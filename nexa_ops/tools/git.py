@@ -99,3 +99,22 @@ def describe(folder: Path) -> Tuple[Optional[GitState], Optional[str], str]:
         return None, None, "git not found on PATH"
     except ToolError as exc:
         return None, None, f"git failed: {exc.cause or exc.tail(1) or exc.returncode}"
+
+
+def last_commit_time(folder: Path) -> Optional[int]:
+    """The committer time of HEAD (seconds since 1970), or None (no git, no repository, no commit)."""
+    try:
+        out = _git(folder, "log", "-1", "--format=%ct").stdout or ""
+        return int(out.strip())
+    except (ToolMissing, ToolError, ValueError):
+        return None
+
+
+def listed_files(folder: Path, paths: List[str]) -> Optional[List[str]]:
+    """Files under ``paths`` that git tracks or would track (not ignored), relative to
+    ``folder``; None when ``folder`` is not in a git repository (or there is no git)."""
+    try:
+        out = _git(folder, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *paths).stdout or ""
+    except (ToolMissing, ToolError):
+        return None
+    return [name for name in out.split("\0") if name]
