@@ -67,3 +67,13 @@ def layout(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequenc
         out.append("  ".join(cells).rstrip())
     out.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(out)
+
+
+def format_seconds(seconds: Optional[float]) -> str:
+    """A duration as the tables show it: ``M:SS``, or ``H:MM:SS`` from an hour; "" when unknown."""
+    if seconds is None:
+        return ""
+    total = int(seconds)
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -22,6 +22,7 @@ from . import runs
 from .config import NexaConfig
 from .errors import ConfigError, WaitTimeout
 from .runs import BUCKETS, RunRef, Slot, bucket, current_records, load_run, record_state, resolve_run
+from .style import format_seconds  # noqa: F401 - part of this module's API (status tables)
 from .tools import slurm
 from .tools.slurm import SlurmInfo
 
@@ -503,12 +504,3 @@ def task_finished(run: RunRef, index: int, *, config: Optional[NexaConfig] = Non
         return st.tasks[index].bucket in ("done", "failed") if index < len(st.tasks) else True
 
     return done
-
-
-def format_seconds(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

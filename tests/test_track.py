@@ -467,6 +467,7 @@ def test_stale_end_record_is_removed_when_a_new_attempt_starts(script):
 def test_run_is_positional_only_when_a_word_is_given():
     from invoke import Task
 
+    import nexa_ops.cli  # noqa: F401 - loading the program sets the one commands ask (common.PROGRAM)
     from nexa_ops.commands.common import run_word_given
     from nexa_ops.commands.track import logs
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ConfigError
-from ..style import layout
+from ..style import format_seconds, layout
 
 MODES = ("min", "max")
 REDUCES = ("last", "best")
@@ -144,13 +144,6 @@ def short(value: Any, width: int = 24) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def seconds(value: Optional[float]) -> str:
-    if value is None:
-        return ""
-    total = int(value)
-    h, rest = divmod(total, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def metric_header(results: Results) -> str:
@@ -175,7 +168,7 @@ def grid(results: Results) -> List[List[str]]:
         if results.metric:
             cells.append(number(row.value))
         cells += [number(row.metrics.get(m)) for m in results.others]
-        cells += [str(row.steps) if row.steps else "", seconds(row.elapsed)]
+        cells += [str(row.steps) if row.steps else "", format_seconds(row.elapsed)]
         lines.append(cells)
     return lines
 
