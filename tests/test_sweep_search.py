@@ -204,3 +204,12 @@ def test_status_decided_but_next_rung_never_submitted():
 def test_status_local_runs_have_no_promotion_jobs():
     st = status([entry(0, range(9), jobs=(), promote=None)], buckets={i: "done" for i in range(9)}, local=True)
     assert st.state == "running" and st.rungs[0].state == "deciding"
+
+
+def test_status_names_the_error_of_a_promotion_job_that_decided_then_failed():
+    d0 = search.decide(plan(), 0, outcomes([(x - 3) ** 2 + 1.0 for x in range(9)]))
+    error = {"job_id": "101", "error": "sbatch exited with 1: Unable to open file"}
+    st = status([entry(0, range(9))], {0: d0}, errors={0: error}, states={"101": "FAILED"})
+    assert st.state == "failed"
+    why = "sbatch exited with 1: Unable to open file"
+    assert st.message == f"promotion job 101 decided rung 0, then failed: {why} (nexa resume submits rung 1)"

@@ -486,10 +486,14 @@ def schedule_status(
     if state == "running" and last is not None and last in decisions and not decisions[last].final and last + 1 not in by_rung:
         # Decided, the next rung not recorded yet: its promotion job is submitting it, or died.
         job = str(by_rung[last].get("promote_job_id") or "")
+        error = errors.get(last)
         if cancelled:
             state, message = "cancelled", "cancelled before the next rung was submitted (nexa resume continues)"
         elif not local and promote_states.get(job) not in _ALIVE:
             state, message = "failed", f"rung {last + 1} was never submitted (nexa resume submits it)"
+            if error is not None and str(error.get("job_id") or "") == job:
+                why = error.get("error", "?")
+                message = f"promotion job {job} decided rung {last}, then failed: {why} (nexa resume submits rung {last + 1})"
         rows[last + 1].note = message or "being submitted"
     return ScheduleStatus(schedule, rows, state, winner, message)
 
