@@ -33,6 +33,8 @@ TASKS = "tasks"
 ATTEMPTS = "attempts"
 LOGS = "logs"
 METRICS = "metrics"  # <index>.jsonl: what each task reported ($NEXA_METRICS_FILE)
+RUNGS = "rungs"  # halving sweeps: <k>.json, the decision of rung k (sweep/promote.py)
+TRIALS = "trials"  # halving sweeps: <id>/, each trial's own folder ($NEXA_TRIAL_DIR)
 
 RunRef = Union[None, str, Path]
 
@@ -163,6 +165,8 @@ RUN_MANIFEST_FIELDS = {
     "job_ids": LIST,
     "chunks": LIST,
     "resubmits": LIST,
+    "search": nullable(OBJECT),  # halving sweeps: the schedule and what the promotion job needs
+    "rungs": LIST,  # halving sweeps: one entry per submitted rung (set_rung)
 }
 SPEC_FIELDS = {"name": nullable(STRING), "count": nullable(INTEGER), "tasks": LIST}
 SPEC_TASK_FIELDS = {"index": INTEGER, "params": OBJECT}
@@ -226,9 +230,17 @@ SPEC_SCHEMA = 1
 
 
 def spec_document(
-    name: str, campaign: Optional[str], command: Sequence[str], workdir: Path, run_dir: Path, tasks: Sequence[Any]
+    name: str,
+    campaign: Optional[str],
+    command: Sequence[str],
+    workdir: Path,
+    run_dir: Path,
+    tasks: Sequence[Any],
+    search: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """``spec.json``: the planned tasks (objects with ``index``, ``params`` and ``argv``)."""
+    """``spec.json``: the planned tasks (objects with ``index``, ``params`` and ``argv``), and
+    for a halving sweep its ``search`` schedule (task ``rung * n + trial``)."""
+    extra = {"search": search} if search is not None else {}
     return {
         "schema": SPEC_SCHEMA,
         "name": name,
@@ -237,6 +249,7 @@ def spec_document(
         "workdir": str(workdir),
         "run_dir": str(run_dir),
         "count": len(tasks),
+        **extra,
         "tasks": [{"index": t.index, "params": t.params, "argv": t.argv} for t in tasks],
     }
 
@@ -277,6 +290,20 @@ def add_submission(run_dir: Path, manifest: Dict[str, Any], chunk: Dict[str, Any
         entries = manifest.setdefault("resubmits", [])
         if resubmit not in entries:
             entries.append(resubmit)
+    write_manifest(run_dir, manifest)
+
+
+def set_rung(run_dir: Path, manifest: Dict[str, Any], entry: Dict[str, Any]) -> None:
+    """Record (or update) a halving sweep's rung ``entry`` (``rung``, ``budget``, ``trials``,
+    ``job_ids``, ``promote_job_id``...) in ``rungs`` and write the manifest at once. Its
+    array submissions go through ``add_submission`` like any other."""
+    rungs = manifest.setdefault("rungs", [])
+    for i, old in enumerate(rungs):
+        if old.get("rung") == entry["rung"]:
+            rungs[i] = entry
+            break
+    else:
+        rungs.append(entry)
     write_manifest(run_dir, manifest)
 
 
@@ -336,6 +363,20 @@ def task_records(run_dir: Path) -> Dict[int, Dict[str, Any]]:
     ignored like one being written: the writers replace records atomically, so such a file
     was put there by someone else."""
     return _merged(Path(run_dir) / TASKS, lambda name: int(name.split(".", 1)[0]))
+
+
+def task_record(run_dir: Path, index: int) -> Dict[str, Any]:
+    """One task's merged record, as ``task_records`` has it, reading only its two files."""
+    record: Dict[str, Any] = {}
+    for kind in ("start", "end"):
+        try:
+            with open(Path(run_dir) / TASKS / f"{index}.{kind}.json", encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (ValueError, OSError):
+            continue
+        if type(data) is dict and _is_record(data):
+            record.update(data)
+    return record
 
 
 def attempt_records(run_dir: Path) -> List[Dict[str, Any]]:

@@ -6,7 +6,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .. import proc, runs
 from ..fs import atomic_write_json
@@ -27,9 +27,18 @@ def worker_argv(spec_path: Path, index: int) -> List[str]:
 
 
 def run_local(
-    spec_path: Path, run_dir: Path, count: int, max_parallel: Optional[int] = None, log_dir: Optional[Path] = None
+    spec_path: Path,
+    run_dir: Path,
+    count: int,
+    max_parallel: Optional[int] = None,
+    log_dir: Optional[Path] = None,
+    *,
+    indices: Optional[Sequence[int]] = None,
+    env_of: Optional[Callable[[int], Dict[str, str]]] = None,
 ) -> List[TaskResult]:
-    """Run tasks 0..count-1, at most ``max_parallel`` at a time (default: CPU count).
+    """Run tasks 0..count-1 (or just ``indices``), at most ``max_parallel`` at a time
+    (default: CPU count); ``env_of(index)`` adds variables to a task's environment (a halving
+    sweep's trial variables, as its array script sets them).
 
     Output goes to ``logs/local_<i>.out|err``; each task's end is recorded like the sbatch
     script does. Ctrl-C stops launching and terminates the running tasks.
@@ -40,7 +49,7 @@ def run_local(
     (run_dir / runs.TASKS).mkdir(parents=True, exist_ok=True)
     (run_dir / runs.METRICS).mkdir(exist_ok=True)  # the worker gives each task $NEXA_METRICS_FILE in it
     env = {"NEXA_RUN_DIR": str(run_dir)}
-    pending = list(range(count))
+    pending = list(range(count)) if indices is None else list(indices)
     pending.reverse()
     running: Dict[int, tuple] = {}
     results: List[TaskResult] = []
@@ -50,7 +59,8 @@ def run_local(
                 index = pending.pop()
                 out = open(log_dir / f"local_{index}.out", "wb")
                 err = open(log_dir / f"local_{index}.err", "wb")
-                popen = proc.spawn(worker_argv(spec_path, index), env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+                task_env = dict(env, **env_of(index)) if env_of else env
+                popen = proc.spawn(worker_argv(spec_path, index), env=task_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
                 running[index] = (popen, time.monotonic(), out, err)
             for index, (popen, started, out, err) in list(running.items()):
                 code = popen.poll()
