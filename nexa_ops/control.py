@@ -14,6 +14,7 @@ from .config import NexaConfig, load_config
 from .cost.book import record_resubmission
 from .errors import ConfigError, Refused
 from .runs import RunRef
+from .sweep.halving import cancel_schedule
 from .tools import slurm
 
 
@@ -26,6 +27,8 @@ class CancelResult:
 
 def cancel(run: RunRef, task: Optional[int] = None, dry_run: bool = False, *, config: Optional[NexaConfig] = None) -> CancelResult:
     """``scancel`` every job of the run, or one task's array element. Finished is not an error.
+    A halving run is marked cancelled first, then its current rung and pending promotion job
+    are cancelled: no later rung starts (``nexa resume`` continues it).
 
     Args:
         run: a run folder, a run id under the runs directory, or None for the latest run.
@@ -42,6 +45,8 @@ def cancel(run: RunRef, task: Optional[int] = None, dry_run: bool = False, *, co
     """
     st = track.status(run, config=config)
     _need_slurm(st, "cancel")
+    if task is None and st.schedule is not None:  # a halving run: stop the schedule too
+        return CancelResult(st.run_id, cancel_schedule(st.run_dir, dry_run=dry_run))
     if task is None:
         ids = list(st.job_ids)
         slurm.scancel(ids, dry_run=dry_run)
@@ -84,6 +89,8 @@ def resubmit_failed(run: RunRef, dry_run: bool = False, *, config: Optional[Nexa
     cfg = config or load_config()
     st = track.status(run, config=cfg)
     _need_slurm(st, "resubmit")
+    if st.schedule is not None:
+        raise ConfigError(f"{st.run_id}: a halving run: its failed trials are never promoted; nexa resume continues the schedule")
     indices = st.failed
     if not indices:
         return ResubmitResult(st.run_id, [], [], [])

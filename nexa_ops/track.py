@@ -22,6 +22,8 @@ from . import runs
 from .config import NexaConfig
 from .errors import ConfigError, WaitTimeout
 from .runs import BUCKETS, RunRef, Slot, bucket, current_records, load_run, record_state, resolve_run
+from .sweep import rungs
+from .sweep.search import ScheduleStatus
 from .tools import slurm
 from .tools.slurm import SlurmInfo
 
@@ -54,6 +56,7 @@ class RunStatus:
     job_ids: List[str]
     keys: List[str]  # the parameters that vary between tasks
     tasks: List[TaskRow]
+    schedule: Optional[ScheduleStatus] = None  # a halving sweep: its rungs (tasks: those submitted)
 
     @property
     def counts(self) -> Dict[str, int]:
@@ -72,7 +75,8 @@ class RunStatus:
 
     @property
     def finished(self) -> bool:
-        return all(t.bucket in ("done", "failed") for t in self.tasks)
+        """Every task has ended, and for a halving sweep no rung is still to come."""
+        return all(t.bucket in ("done", "failed") for t in self.tasks) and (self.schedule is None or self.schedule.finished)
 
     @property
     def failed(self) -> List[int]:
@@ -80,7 +84,8 @@ class RunStatus:
 
     def summary(self) -> str:
         b = self.buckets
-        return f"{b['pending']} pending, {b['running']} running, {b['done']} done, {b['failed']} failed ({len(self.tasks)} tasks)"
+        text = f"{b['pending']} pending, {b['running']} running, {b['done']} done, {b['failed']} failed ({len(self.tasks)} tasks)"
+        return f"{text}; {self.schedule.summary()}" if self.schedule is not None else text
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -94,6 +99,7 @@ class RunStatus:
             "buckets": self.buckets,
             "finished": self.finished,
             "tasks": [asdict(t) for t in self.tasks],
+            **({"schedule": self.schedule.as_json()} if self.schedule is not None else {}),
         }
 
 
@@ -210,7 +216,9 @@ def _status(path: Path, sources: _Sources) -> RunStatus:
     pattern = run.directive("output")
     rows = []
     now = time.time()
-    for index in range(run.count):
+    schedule = rungs.schedule_of(run.spec) or rungs.schedule_of(run.manifest)
+    indices = rungs.task_indices(schedule, run.manifest) if schedule is not None else range(run.count)
+    for index in indices:
         slot = where.get(index)
         element = slot.element if slot else ""
         row = merge_task(
@@ -230,6 +238,9 @@ def _status(path: Path, sources: _Sources) -> RunStatus:
         elif slot is not None:
             row.log = slurm.log_path(pattern, slot.job_id, slot.array_task_id, run.name)
         rows.append(row)
+    plan = None
+    if schedule is not None and run.manifest:
+        plan = rungs.status(path, schedule, run.manifest, {row.index: row.bucket for row in rows})
     return RunStatus(
         run_id=run.run_id,
         run_dir=path,
@@ -238,6 +249,7 @@ def _status(path: Path, sources: _Sources) -> RunStatus:
         job_ids=[str(j) for j in run.manifest.get("job_ids", [])],
         keys=varying_keys(spec_tasks),
         tasks=rows,
+        schedule=plan,
     )
 
 
@@ -305,10 +317,15 @@ def wait(
 
 
 def task_row(st: RunStatus, task: int) -> TaskRow:
-    """The row of task index ``task``, or a ConfigError naming the valid range."""
-    if not 0 <= task < len(st.tasks):
+    """The row of task index ``task``, or a ConfigError naming the valid range (a halving
+    run's rows are the tasks of its submitted rungs)."""
+    found = next((t for t in st.tasks if t.index == task), None)
+    if found is None:
+        if st.schedule is not None:
+            shown = ", ".join(str(t.index) for t in st.tasks[:20]) + (", ..." if len(st.tasks) > 20 else "")
+            raise ConfigError(f"--task: expected a task of a submitted rung ({shown}), got {task}")
         raise ConfigError(f"--task: expected 0..{len(st.tasks) - 1}, got {task}")
-    return st.tasks[task]
+    return found
 
 
 # --- logs ------------------------------------------------------------------------------------
@@ -404,7 +421,8 @@ def task_finished(run: RunRef, index: int, *, config: Optional[NexaConfig] = Non
 
     def done() -> bool:
         st = _status(path, sources)
-        return st.tasks[index].bucket in ("done", "failed") if index < len(st.tasks) else True
+        row = next((t for t in st.tasks if t.index == index), None)
+        return row.bucket in ("done", "failed") if row is not None else True
 
     return done
 

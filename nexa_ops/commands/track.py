@@ -32,10 +32,12 @@ def render_status(st: Any) -> str:
 
     head = f"Run {st.run_id} ({st.backend}"
     head += f", jobs {', '.join(st.job_ids)})" if st.job_ids else ")"
+    place = st.schedule.schedule.locate if st.schedule is not None else None
     rows = []
     for t in st.tasks:
         rows.append(
             [t.index]
+            + (list(place(t.index)) if place else [])
             + [_short(t.params.get(k, "")) for k in st.keys]
             + [
                 t.state,
@@ -47,11 +49,31 @@ def render_status(st: Any) -> str:
                 t.log or "",
             ]
         )
+    where = ["task", "rung", "trial"] if place else ["task"]
     table = tabulate(
-        rows, headers=["task"] + list(st.keys) + ["state", "exit", "elapsed", "node", "restarts", "reason", "log"], disable_numparse=True
+        rows, headers=where + list(st.keys) + ["state", "exit", "elapsed", "node", "restarts", "reason", "log"], disable_numparse=True
     )
     counts = ", ".join(f"{n} {state}" for state, n in st.counts.items())
-    return f"{head}\n{table}\n{counts}  |  {st.summary()}"
+    text = f"{head}\n{table}\n{counts}  |  {st.summary()}"
+    return text + "\n\n" + render_schedule(st.schedule) if st.schedule is not None else text
+
+
+def render_schedule(sched: Any) -> str:
+    """A halving run's rungs: budget, trials, tasks by state, and the decision made."""
+    from tabulate import tabulate
+
+    plan = sched.schedule
+    head = f"Successive halving by {plan.metric} ({plan.mode}), eta {plan.eta}, {plan.param} {plan.min} -> {plan.max}: {sched.state}"
+    rows = []
+    for r in sched.rungs:
+        b = r.buckets
+        counts = [b.get(k, "") for k in ("pending", "running", "done", "failed")] if b else ["", "", "", ""]
+        trials = f"{len(r.trials)}" if r.state != "planned" else f"({r.planned})"
+        rows.append([r.rung, r.budget, trials, *counts, r.state, r.note])
+    table = tabulate(
+        rows, headers=["rung", plan.param, "trials", "pending", "running", "done", "failed", "state", "decision"], disable_numparse=True
+    )
+    return f"{head}\n{table}" + (f"\n{sched.message}" if sched.message else "")
 
 
 def _short(value: Any, width: int = 24) -> str:
@@ -96,6 +118,8 @@ def wait_and_report(run: Any, config: Any, poll: float = 5.0, timeout: Optional[
     from .results import print_top
 
     print_top(st.run_dir, config, status=st)
+    if st.schedule is not None:
+        return _halving_report(st)
     failed = [t for t in st.tasks if t.bucket == "failed"]
     if failed:
         from tabulate import tabulate
@@ -104,6 +128,23 @@ def wait_and_report(run: Any, config: Any, poll: float = 5.0, timeout: Optional[
         echo(tabulate(rows, headers=["task", "state", "exit", "reason", "log"], disable_numparse=True))
         raise Exit(f"nexa: {len(failed)} of {len(st.tasks)} task(s) failed: nexa resubmit {st.run_dir} --failed", code=1)
     echo(f"{st.run_id}: all {len(st.tasks)} task(s) completed")
+
+
+def _halving_report(st: Any) -> None:
+    """The end of a halving run: its rungs; exit 0 with a winner, else 1. Trials that failed
+    are listed: they were never promoted, and do not fail a schedule that found its winner."""
+    from invoke import Exit
+
+    echo(render_schedule(st.schedule))
+    failed = [t for t in st.tasks if t.bucket == "failed"]
+    if failed:
+        place = st.schedule.schedule.locate
+        listed = ", ".join(f"trial {place(t.index)[1]} (rung {place(t.index)[0]}, {t.state})" for t in failed)
+        echo(f"{len(failed)} task(s) failed and were not promoted: {listed}")
+    if st.schedule.state == "finished":
+        echo(f"{st.run_id}: schedule finished: {st.schedule.message}")
+        return
+    raise Exit(f"nexa: {st.run_id}: schedule {st.schedule.state}: {st.schedule.message} (nexa resume {st.run_dir} continues it)", code=1)
 
 
 @nexa_task(
@@ -118,7 +159,7 @@ def wait_and_report(run: Any, config: Any, poll: float = 5.0, timeout: Optional[
     },
 )
 def wait(c, run=None, poll=None, timeout=None, every=None, project=None):
-    """wait [RUN]: wait until every task of a run has ended, with progress; exit 1 when any failed."""
+    """wait [RUN]: wait until every task (a halving run: every rung) has ended, with progress; exit 1 when any failed."""
     wait_and_report(
         run,
         load_project(project),
@@ -176,7 +217,7 @@ def logs(c, run=None, task=None, follow=False, project=None):
     },
 )
 def cancel(c, run=None, task=None, dry_run=False, project=None):
-    """cancel [RUN]: cancel a run's Slurm jobs, or one task; a task that already ended is not an error."""
+    """cancel [RUN]: cancel a run's Slurm jobs (a halving run: its current rung and promotion job), or one task."""
     from .. import control
 
     result = control.cancel(run, parse_int(task, "--task"), dry_run=dry_run, config=load_project(project))
@@ -217,4 +258,25 @@ def resubmit(c, run=None, failed=False, wait=False, dry_run=False, project=None)
         wait_and_report(run, cfg)
 
 
-TASKS = [status, wait, logs, cancel, resubmit]
+@nexa_task(
+    klass=OptionalRun,
+    positional=["run"],
+    help={
+        "run": RUN_HELP,
+        "wait": "Then follow the schedule to its end, as `nexa wait`.",
+        "dry_run": "Print the sbatch commands (or what would run); submit, decide and write nothing.",
+        "project": PROJECT_HELP,
+    },
+)
+def resume(c, run=None, wait=False, dry_run=False, project=None):
+    """resume [RUN]: continue a halving run from its last complete rung (after cancel, a failed promotion, Ctrl-C)."""
+    from ..sweep import halving
+
+    cfg = load_project(project)
+    result = halving.resume(run, dry_run=dry_run, config=cfg)
+    echo(f"{result.run_id}: {result.message}")
+    if wait and not dry_run and result.action != "nothing":
+        wait_and_report(run or result.run_id, cfg)
+
+
+TASKS = [status, wait, logs, cancel, resubmit, resume]

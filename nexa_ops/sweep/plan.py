@@ -16,12 +16,14 @@ from .. import runs, worker
 from ..config import NexaConfig, SweepDefinition
 from ..cost.estimate import load_prices
 from ..cost.pricing import Estimate, estimate
+from ..cost.schedule import ScheduleCost, schedule_cost
 from ..errors import ConfigError
 from ..fs import atomic_write_bytes, atomic_write_text
 from ..resources import package_root
 from ..tools import torchrun
-from .expand import Task, expand
-from .script import render_array_script
+from . import search
+from .expand import MAX_TASKS, Task, expand, rung_tasks
+from .script import render_array_script, render_promote_script
 
 
 @dataclass
@@ -48,6 +50,10 @@ class SweepArtifacts:
     local_results: List[Any] = field(default_factory=list)
     cost: Optional[Estimate] = None
     submitted: bool = False
+    schedule: Optional[search.Schedule] = None  # a halving sweep's rungs (tasks: every rung's)
+    schedule_cost: Optional[ScheduleCost] = None  # its cost table, beside the full grid
+    promote_job_ids: List[str] = field(default_factory=list)  # the promotion jobs submitted here
+    decisions: List[search.Decision] = field(default_factory=list)  # --local: each rung's
 
     @property
     def job_count(self) -> int:
@@ -73,20 +79,42 @@ def worker_path(config: NexaConfig) -> str:
 
 
 def plan_sweep(defn: SweepDefinition, config: NexaConfig, out: Optional[Path] = None) -> SweepArtifacts:
-    """Expand the sweep and write ``spec.json`` and the sbatch script into the run folder."""
+    """Expand the sweep and write ``spec.json`` and the sbatch script into the run folder (a
+    halving sweep: every rung's tasks, and the promotion script too)."""
     tasks = expand(defn, launcher_prefix(defn))
     if not tasks:
         raise ConfigError("every combination is excluded: nothing to run", str(defn.path or "sweep"), "exclude")
-    cost = estimate(defn.resources, len(tasks), load_prices(config), config.cost, where=config.where)
+    schedule, costs = None, None
+    if defn.search is not None:
+        schedule, costs = halving_plan(defn, config, len(tasks))
+        tasks = rung_tasks(defn, tasks, schedule)
+        cost = costs.estimate
+    else:
+        cost = estimate(defn.resources, len(tasks), load_prices(config), config.cost, where=config.where)
     if out is not None and not str(out).strip():
         raise ConfigError("--out: expected a folder, got ''")
     run_dir, made = _new_run_dir(config, defn.name, out)
     try:
-        return _write_plan(defn, config, tasks, run_dir, cost)
+        artifacts = _write_plan(defn, config, tasks, run_dir, cost, schedule)
     except BaseException:
         if made:
             shutil.rmtree(made, ignore_errors=True)
         raise
+    artifacts.schedule, artifacts.schedule_cost = schedule, costs
+    return artifacts
+
+
+def halving_plan(defn: SweepDefinition, config: NexaConfig, configurations: int) -> Tuple[search.Schedule, ScheduleCost]:
+    """The schedule of a sweep with ``[search]`` over its ``configurations``, and its cost."""
+    spec = defn.search
+    assert spec is not None
+    schedule = search.plan(configurations, spec.budget.param, spec.metric, spec.mode, spec.eta, spec.budget.min, spec.budget.max)
+    if schedule.task_count > MAX_TASKS:
+        rungs = len(schedule.rungs)
+        message = f"{configurations:,} configurations x {rungs} rungs: more than {MAX_TASKS:,} tasks is not a sweep nexa plans"
+        raise ConfigError(message, str(defn.path or "sweep"), "search.budget")
+    full = estimate(defn.resources, configurations, load_prices(config), config.cost, where=config.where)
+    return schedule, schedule_cost(full, schedule)
 
 
 def _new_run_dir(config: NexaConfig, name: str, out: Optional[Path]) -> Tuple[Path, Optional[Path]]:
@@ -114,8 +142,10 @@ def _first_missing(path: Path) -> Optional[Path]:
     return next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
 
 
-def _write_plan(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], run_dir: Path, cost: Estimate) -> SweepArtifacts:
-    log_dir = Path(config.cluster.log_dir).expanduser().resolve() if config.cluster.log_dir else run_dir / runs.LOGS
+def _write_plan(
+    defn: SweepDefinition, config: NexaConfig, tasks: List[Task], run_dir: Path, cost: Estimate, schedule: Optional[search.Schedule] = None
+) -> SweepArtifacts:
+    log_dir = log_dir_of(config, run_dir)
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -124,7 +154,8 @@ def _write_plan(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], ru
     (run_dir / runs.METRICS).mkdir(exist_ok=True)  # $NEXA_METRICS_FILE of every task: made once, here
     workdir = config.root
     spec_path = run_dir / runs.SPEC
-    text = json.dumps(runs.spec_document(defn.name, defn.campaign, defn.command, workdir, run_dir, tasks), ensure_ascii=False)
+    plan = schedule.as_json() if schedule else None
+    text = json.dumps(runs.spec_document(defn.name, defn.campaign, defn.command, workdir, run_dir, tasks, plan), ensure_ascii=False)
     atomic_write_text(spec_path, text + "\n")
     # The worker's fast path: one task's argv in a few reads, no json import on the node.
     index = worker.index_bytes(str(spec_path), str(workdir), str(run_dir), [t.argv for t in tasks])
@@ -140,9 +171,29 @@ def _write_plan(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], ru
         workdir=str(workdir),
         worker_path=worker_path(config),
         python=config.cluster.python,
+        trials=schedule.n if schedule else None,
     )
     script_path = atomic_write_text(run_dir / f"{defn.name}.sbatch", script, mode=0o755)
-    return SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, [script_path], tasks, cost=cost)
+    scripts = [script_path]
+    if schedule is not None and defn.search is not None:
+        (run_dir / runs.RUNGS).mkdir(exist_ok=True)
+        (run_dir / runs.TRIALS).mkdir(exist_ok=True)
+        promote = render_promote_script(
+            name=defn.name,
+            res=defn.resources,
+            cluster=config.cluster,
+            partition=defn.search.promote_partition,
+            run_dir=str(run_dir),
+            worker_path=worker_path(config),
+            python=config.cluster.python,
+        )
+        scripts.append(atomic_write_text(run_dir / f"{defn.name}.promote.sbatch", promote, mode=0o755))
+    return SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, scripts, tasks, cost=cost)
+
+
+def log_dir_of(config: NexaConfig, run_dir: Path) -> Path:
+    """Where the run's Slurm logs go: ``[cluster] log_dir``, else ``<run>/logs``."""
+    return Path(config.cluster.log_dir).expanduser().resolve() if config.cluster.log_dir else run_dir / runs.LOGS
 
 
 def launcher_prefix(defn: SweepDefinition) -> List[str]:

@@ -15,6 +15,7 @@ from ..cost.estimate import check_max_cost
 from ..cost.reconcile import reconcile_manifest
 from ..errors import ConfigError
 from ..tools import slurm
+from .halving import run_halving_locally, submit_halving
 from .local import run_local
 from .plan import Chunk, SweepArtifacts, plan_sweep
 
@@ -31,8 +32,11 @@ def submit_sweep(
     """Submit as one array, or as offset chunks when larger than the cluster's MaxArraySize.
 
     ``max_cost`` (default ``[cost] max_cost``) is checked before any Slurm call: ``Refused``
-    submits nothing.
+    submits nothing. A halving sweep submits its rung 0 and first promotion job
+    (``halving.submit_halving``).
     """
+    if artifacts.schedule is not None:
+        return submit_halving(artifacts, defn, config, dry_run=dry_run, max_cost=max_cost)
     assert artifacts.cost is not None, "plan_sweep estimates every plan"
     check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
     artifacts.chunks = chunk(len(artifacts.tasks), slurm.array_limit(config.cluster.max_array_size, dry_run))
@@ -54,7 +58,10 @@ def submit_sweep(
 
 
 def run_sweep_locally(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig) -> SweepArtifacts:
-    """Run every task here through the same worker, then reconcile the run's cost."""
+    """Run every task here through the same worker, then reconcile the run's cost (a halving
+    sweep: its rungs one after another)."""
+    if artifacts.schedule is not None:
+        return run_halving_locally(artifacts, defn, config)
     manifest = _manifest(artifacts, defn, backend="local")
     runs.write_manifest(artifacts.run_dir, manifest)
     cost_manifest = _book(config, artifacts, defn, backend="local", status="running")
@@ -107,7 +114,9 @@ def launch_slurm_sweep(
     config: Optional[Union[NexaConfig, str, Path]] = None,
     dry_run: bool = False,
 ) -> SweepArtifacts:
-    """Plan a sweep and, with ``submit``, send it to Slurm as one job array.
+    """Plan a sweep and, with ``submit``, send it to Slurm as one job array. A sweep file
+    with ``[search]`` is a halving sweep: rung 0 and its promotion job are submitted, and
+    ``artifacts.schedule`` holds the rungs (``docs/halving.md``).
 
     Args:
         path_or_definition: a sweep TOML file or an already parsed ``SweepDefinition``.
@@ -119,7 +128,9 @@ def launch_slurm_sweep(
         dry_run: print the sbatch commands instead of running them.
 
     Returns:
-        ``SweepArtifacts`` with the run folder, spec and script paths, job ids and results.
+        ``SweepArtifacts`` with the run folder, spec and script paths, job ids and results;
+        for a halving sweep also ``schedule``, ``schedule_cost``, ``promote_job_ids`` and
+        (``local``) ``decisions``.
 
     Raises:
         ConfigError: the sweep or config is invalid. ToolError: Slurm refused the job.

@@ -1,0 +1,369 @@
+"""Successive halving over a sweep's grid, on Slurm with no server, or here (``docs/halving.md``).
+
+``nexa sweep --submit`` of a sweep file with ``[search]`` submits rung 0 (every configuration
+at the smallest budget) as one job array and a promotion job that waits for it
+(``--dependency=afterany``); each promotion job decides its rung and submits the next one and
+its own successor (``promote.py``). ``--local`` runs the same rungs one after another here.
+``cancel`` stops the schedule (no later rung starts) and ``resume`` continues it from the last
+complete rung without running a finished task again.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from .. import runs, track
+from ..config import NexaConfig, SweepDefinition, load_config
+from ..cost.book import manifest_document, manifest_path, write_cost_manifest
+from ..cost.estimate import check_max_cost
+from ..cost.reconcile import reconcile_manifest
+from ..errors import ConfigError
+from ..tools import slurm
+from . import promote, rungs
+from .local import TaskResult, run_local
+from .plan import Chunk, SweepArtifacts, log_dir_of
+from .search import Decision, Schedule
+
+
+def _manifest(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig, backend: str, limit: Optional[int]) -> Dict[str, Any]:
+    """The run manifest of a halving sweep: the usual fields, the schedule and everything the
+    promotion job needs (it reads no nexa.toml): the promotion script, MaxArraySize, the array
+    throttle, the log folder and the runs folder holding the cost manifest."""
+    assert artifacts.schedule is not None
+    search = {
+        "schedule": artifacts.schedule.as_json(),
+        "promote_script": str(artifacts.script_paths[1]),
+        "array_limit": limit,
+        "max_parallel": defn.resources.max_parallel,
+        "log_dir": str(log_dir_of(config, artifacts.run_dir)),
+        "runs_dir": str(config.runs_dir),
+    }
+    return runs.new_manifest(
+        artifacts.run_id,
+        defn.name,
+        backend,
+        campaign=defn.campaign,
+        spec=str(artifacts.spec_path),
+        script=str(artifacts.script_paths[0]),
+        tasks=len(artifacts.tasks),
+        job_ids=[],
+        chunks=[],
+        search=search,
+        rungs=[],
+    )
+
+
+def _cost_document(
+    artifacts: SweepArtifacts, defn: SweepDefinition, backend: str, status: str, chunks: List[Dict[str, Any]]
+) -> Dict[str, Any]:
+    assert artifacts.cost is not None, "plan_sweep estimates every plan"
+    return manifest_document(
+        artifacts.cost,
+        run_id=artifacts.run_id,
+        name=defn.name,
+        kind="sweep",
+        campaign=defn.campaign,
+        run_dir=artifacts.run_dir,
+        job_ids=[c["job_id"] for c in chunks],
+        chunks=chunks,
+        backend=backend,
+        status=status,
+    )
+
+
+# --- on Slurm -----------------------------------------------------------------------------------
+
+
+def submit_halving(
+    artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig, *, dry_run: bool = False, max_cost: Optional[float] = None
+) -> SweepArtifacts:
+    """Submit rung 0 (chunked below MaxArraySize) and its promotion job.
+
+    ``max_cost`` (default ``[cost] max_cost``) is checked against the whole schedule before
+    any Slurm call. The run manifest and the cost manifest are written after every accepted
+    array, as for any sweep; a refused first array leaves neither.
+    """
+    schedule = artifacts.schedule
+    assert schedule is not None and artifacts.cost is not None
+    check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
+    limit = slurm.array_limit(config.cluster.max_array_size, dry_run)
+    manifest = _manifest(artifacts, defn, config, "slurm", limit)
+    billed: List[Dict[str, Any]] = []
+
+    def book(chunk: Dict[str, Any], replaced: Dict[int, Dict[str, Any]]) -> None:
+        billed.append({k: chunk[k] for k in ("offset", "count", "job_id", "array", "submitted_at") if k in chunk})
+        write_cost_manifest(config.runs_dir, _cost_document(artifacts, defn, "slurm", "submitted", billed))
+
+    entry = promote.submit_rung(artifacts.run_dir, manifest, 0, range(schedule.n), by="nexa sweep", dry_run=dry_run, on_chunk=book)
+    artifacts.job_ids = list(entry["job_ids"])
+    artifacts.chunks = [Chunk(c["offset"], c["count"], c["job_id"]) for c in manifest.get("chunks") or []]
+    if dry_run:
+        promote.submit_promotion(artifacts.run_dir, manifest, entry, artifacts.job_ids, dry_run=True)
+        return artifacts
+    artifacts.promote_job_ids = [promote.submit_promotion(artifacts.run_dir, manifest, entry, artifacts.job_ids)]
+    artifacts.submitted = True
+    return artifacts
+
+
+# --- here -----------------------------------------------------------------------------------------
+
+
+def trial_env(run_dir: Path, schedule: Schedule) -> Callable[[int], Dict[str, str]]:
+    """What the array script sets for a halving task, for local runs: rung, trial, folder."""
+
+    def env(index: int) -> Dict[str, str]:
+        rung, trial = schedule.locate(index)
+        folder = Path(run_dir) / runs.TRIALS / str(trial)
+        folder.mkdir(parents=True, exist_ok=True)
+        return {"NEXA_RUNG": str(rung), "NEXA_TRIAL_ID": str(trial), "NEXA_TRIAL_DIR": str(folder)}
+
+    return env
+
+
+def run_halving_locally(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig) -> SweepArtifacts:
+    """Run the rungs one after another here, through the same worker and the same decision;
+    then reconcile the run's cost."""
+    manifest = _manifest(artifacts, defn, config, "local", None)
+    runs.write_manifest(artifacts.run_dir, manifest)
+    cost_manifest = write_cost_manifest(config.runs_dir, _cost_document(artifacts, defn, "local", "running", []))
+    results, decisions = _local_rungs(artifacts.run_dir, manifest, 0, list(range(artifacts.schedule.n)) if artifacts.schedule else [])
+    artifacts.local_results, artifacts.decisions = results, decisions
+    reconcile_manifest(cost_manifest, config.runs_dir)
+    return artifacts
+
+
+def _local_rungs(run_dir: Path, manifest: Dict[str, Any], rung: int, trials: List[int], skip: Optional[set] = None) -> Any:
+    """Run ``rung`` with ``trials`` (but the task indices in ``skip``, already done), decide
+    it, and go on until a decision is final. Ctrl-C marks the run cancelled (``resume``
+    continues it)."""
+    schedule = promote.schedule_in(manifest)
+    search = manifest["search"]
+    env = trial_env(run_dir, schedule)
+    results: List[TaskResult] = []
+    decisions: List[Decision] = []
+    try:
+        while True:
+            entry = promote.entry_of(manifest, rung)
+            if entry is None:
+                entry = {
+                    "rung": rung,
+                    "budget": schedule.rungs[rung].budget,
+                    "trials": sorted(trials),
+                    "submitted_at": runs.now_iso(),
+                    "by": "nexa sweep --local",
+                }
+                runs.set_rung(run_dir, manifest, entry)
+            indices = [schedule.index(rung, t) for t in entry["trials"] if schedule.index(rung, t) not in (skip or ())]
+            done = run_local(Path(manifest["spec"]), run_dir, 0, search.get("max_parallel"), indices=indices, env_of=env)
+            results.extend(done)
+            manifest.setdefault("exit_codes", {}).update({str(r.index): r.exit_code for r in done})
+            runs.write_manifest(run_dir, manifest)
+            step = promote.advance(run_dir, rung, by="nexa sweep --local", submit=False)
+            assert step.decision is not None
+            decisions.append(step.decision)
+            if step.decision.final:
+                return results, decisions
+            rung, trials, skip = rung + 1, step.decision.promoted, None
+            manifest = runs.read_manifest(run_dir)
+    except KeyboardInterrupt:
+        with rungs.locked(run_dir):
+            current = runs.read_manifest(run_dir)
+            current["cancelled"] = {"at": runs.now_iso(), "user": runs.user(), "by": "interrupted (Ctrl-C)"}
+            runs.write_manifest(run_dir, current)
+        raise
+
+
+# --- cancel -------------------------------------------------------------------------------------
+
+
+def cancel_schedule(run_dir: Path, *, dry_run: bool = False) -> List[str]:
+    """Stop a halving run: mark it cancelled in the manifest (a promotion job that is already
+    running sees it under the lock and stops), then ``scancel`` the arrays and the promotion
+    job of every undecided rung. Returns the job ids given to scancel (none when the schedule
+    has already ended)."""
+    with rungs.locked(run_dir):
+        manifest = runs.read_manifest(run_dir)
+        decisions = rungs.read_decisions(run_dir)
+        if any(d.final for d in decisions.values()):
+            return []
+        ids: List[str] = []
+        for entry in manifest.get("rungs") or []:
+            if entry.get("rung") in decisions:
+                continue
+            ids.extend(str(j) for j in entry.get("job_ids") or [])
+            if entry.get("promote_job_id"):
+                ids.append(str(entry["promote_job_id"]))
+        last = max((int(e["rung"]) for e in manifest.get("rungs") or []), default=None)
+        if last is not None and last in decisions and promote.entry_of(manifest, last + 1) is None:
+            ids.append(str(promote.entry_of(manifest, last).get("promote_job_id") or ""))  # deciding: about to submit
+        ids = [i for i in dict.fromkeys(ids) if i]
+        if not dry_run:
+            manifest["cancelled"] = {"at": runs.now_iso(), "user": runs.user()}
+            runs.write_manifest(run_dir, manifest)
+        slurm.scancel(ids, dry_run=dry_run)
+        return ids
+
+
+# --- resume -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResumeResult:
+    """What ``resume`` did: ``action`` is ``nothing`` (the schedule is running or has ended),
+    ``resubmitted`` (tasks of the current rung again, and its promotion job), ``promotion``
+    (a new promotion job for the current rung), ``decided`` (the rung decided here, the next
+    one submitted) or ``local`` (the rest run here)."""
+
+    run_id: str
+    rung: Optional[int]
+    action: str
+    message: str
+    indices: List[int] = field(default_factory=list)
+    job_ids: List[str] = field(default_factory=list)
+    promote_job_id: Optional[str] = None
+    decision: Optional[Decision] = None
+
+
+def resume(run: runs.RunRef = None, *, dry_run: bool = False, config: Optional[NexaConfig] = None) -> ResumeResult:
+    """Continue a halving run from its last complete rung: after ``cancel``, a failed
+    promotion job, or an interrupted ``--local`` run.
+
+    The current rung's tasks that completed are kept; the others (failed, cancelled, never
+    started) run again, then the rung is decided and the schedule goes on. A rung already
+    decided is not decided again: its next rung is submitted if it never was.
+
+    Args:
+        run: a run folder, a run id under the runs directory, or None for the latest run.
+        dry_run: print the sbatch commands; submit, decide and write nothing.
+        config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
+
+    Returns:
+        ``ResumeResult``.
+
+    Raises:
+        ConfigError: no such run, or not a halving run. ToolError: Slurm refused a job.
+    """
+    cfg = config or load_config()
+    st = track.status(run, config=cfg)
+    sched = st.schedule
+    if sched is None:
+        raise ConfigError(f"{st.run_id}: not a halving run (its sweep file has no [search]); for a plain sweep use nexa resubmit --failed")
+    current = sched.current
+    if sched.state == "finished" or (
+        sched.state == "failed" and current is not None and current.decision is not None and current.decision.final
+    ):
+        return ResumeResult(st.run_id, current.rung if current else None, "nothing", f"the schedule has ended: {sched.message}")
+    if sched.state == "running":
+        where = (
+            f"rung {current.rung}: {current.state}" + (f" ({current.note})" if current and current.note else "") if current else "rung 0"
+        )
+        return ResumeResult(
+            st.run_id, current.rung if current else None, "nothing", f"the schedule is running ({where}): nothing to resume"
+        )
+    if st.backend == "local":
+        return _resume_local(st, dry_run)
+    return _resume_slurm(st, dry_run)
+
+
+def _clear_cancel(manifest: Dict[str, Any], rung: int) -> None:
+    entry = {"at": runs.now_iso(), "user": runs.user(), "rung": rung}
+    if manifest.get("cancelled"):
+        entry["after"] = manifest["cancelled"]
+    manifest["cancelled"] = None
+    manifest.setdefault("resumes", []).append(entry)
+
+
+def _resume_slurm(st: track.RunStatus, dry_run: bool) -> ResumeResult:
+    path = st.run_dir
+    buckets = {t.index: t for t in st.tasks}
+    with rungs.locked(path):
+        manifest = runs.read_manifest(path)
+        schedule = promote.schedule_in(manifest)
+        entries = [e for e in manifest.get("rungs") or [] if isinstance(e, dict)]
+        if not entries:
+            raise ConfigError(f"{st.run_id}: no rung was ever submitted: submit it again with nexa sweep --submit")
+        entry = max(entries, key=lambda e: int(e["rung"]))
+        rung = int(entry["rung"])
+        decision = rungs.read_decision(path, rung)
+        if decision is not None:  # decided; its next rung (or that rung's promotion job) is missing
+            if dry_run:
+                return ResumeResult(
+                    st.run_id,
+                    rung,
+                    "nothing",
+                    f"would submit rung {rung + 1} ({', '.join(map(str, decision.promoted))}) and its promotion job",
+                )
+            _clear_cancel(manifest, rung)
+            runs.write_manifest(path, manifest)
+            step = promote.step(path, manifest, rung, by="nexa resume")
+            nxt = promote.entry_of(manifest, rung + 1) or {}
+            return ResumeResult(
+                st.run_id,
+                rung + 1,
+                "decided",
+                step.text(),
+                job_ids=list(nxt.get("job_ids") or []),
+                promote_job_id=nxt.get("promote_job_id"),
+                decision=decision,
+            )
+        rows = [buckets.get(schedule.index(rung, t)) for t in entry.get("trials") or []]
+        again = [r.index for r in rows if r is not None and r.bucket == "failed"]
+        active = sorted({(r.job_id or "").split("_")[0] for r in rows if r is not None and r.bucket in ("pending", "running")} - {""})
+        if not dry_run:
+            _clear_cancel(manifest, rung)
+            runs.write_manifest(path, manifest)
+        if not again and not active:
+            if dry_run:
+                return ResumeResult(st.run_id, rung, "nothing", f"would decide rung {rung} here and submit the next rung")
+            step = promote.step(path, manifest, rung, by="nexa resume")
+            nxt = promote.entry_of(manifest, rung + 1) or {}
+            return ResumeResult(
+                st.run_id,
+                rung,
+                "decided",
+                step.text(),
+                job_ids=list(nxt.get("job_ids") or []),
+                promote_job_id=nxt.get("promote_job_id"),
+                decision=step.decision,
+            )
+        serial = len(manifest.get("resumes") or []) or 1
+        job_ids = promote.submit_indices(path, manifest, again, dry_run=dry_run, entry=entry, resubmit=serial) if again else []
+        promote_id = promote.submit_promotion(path, manifest, entry, job_ids + active, dry_run=dry_run)
+        action = "resubmitted" if again else "promotion"
+        message = (
+            f"rung {rung}: "
+            + (f"{len(again)} task(s) submitted again (job {', '.join(job_ids)}); " if again else "")
+            + f"promotion job {promote_id}"
+        )
+        return ResumeResult(st.run_id, rung, action, message, indices=again, job_ids=job_ids, promote_job_id=promote_id)
+
+
+def _resume_local(st: track.RunStatus, dry_run: bool) -> ResumeResult:
+    path = st.run_dir
+    manifest = runs.read_manifest(path)
+    schedule = promote.schedule_in(manifest)
+    entries = [e for e in manifest.get("rungs") or [] if isinstance(e, dict)]
+    entry = max(entries, key=lambda e: int(e["rung"])) if entries else None
+    rung = int(entry["rung"]) if entry else 0
+    decision = rungs.read_decision(path, rung)
+    done = {t.index for t in st.tasks if t.state == "COMPLETED"}
+    if decision is not None:
+        rung, trials, skip = rung + 1, decision.promoted, set()
+    else:
+        trials = [int(t) for t in entry["trials"]] if entry else list(range(schedule.n))
+        skip = {schedule.index(rung, t) for t in trials} & done
+    if dry_run:
+        return ResumeResult(
+            st.run_id, rung, "nothing", f"would run rung {rung} here ({len(trials) - len(skip)} task(s)) and the rungs after it"
+        )
+    with rungs.locked(path):
+        manifest = runs.read_manifest(path)
+        _clear_cancel(manifest, rung)
+        runs.write_manifest(path, manifest)
+    results, decisions = _local_rungs(path, manifest, rung, list(trials), skip)
+    cost = manifest_path(Path(manifest["search"]["runs_dir"]), st.run_id)
+    if cost.is_file():
+        reconcile_manifest(cost, cost.parent.parent)
+    last = decisions[-1] if decisions else None
+    message = f"ran {len(results)} task(s) here; " + (f"rung {last.rung}: {last.summary()}" if last else "nothing decided")
+    return ResumeResult(st.run_id, rung, "local", message, indices=[r.index for r in results], decision=last)
