@@ -150,3 +150,28 @@ def test_a_failed_promotion_job_is_reported_and_resume_continues(slurm_cluster, 
     assert "rung 1: submitted job array" in resumed.stdout
     assert_the_expected_schedule(run)
     assert read(run / "manifest.json")["rungs"][1]["by"] == "nexa resume"
+
+
+def test_status_reads_the_manifest_again_after_asking_slurm(slurm_cluster, tmp_path, monkeypatch):
+    """A status that read the manifest just before a promotion job wrote the next rung, and
+    asked Slurm just after that job ended, must not call the schedule failed."""
+    from nexa_ops import runs
+    from nexa_ops.sweep import rungs, search
+
+    monkeypatch.chdir(tmp_path)
+    project(tmp_path, slurm_cluster)
+    run = tmp_path / "run"
+    launch_slurm_sweep(write_sweep(tmp_path), local=True, out=run)
+    manifest = runs.read_manifest(run)
+    manifest["backend"] = "slurm"  # as if on Slurm, with jobs Slurm has forgotten
+    for k, entry in enumerate(manifest["rungs"]):
+        entry.update(job_ids=[str(900000 + 2 * k)], promote_job_id=str(900001 + 2 * k))
+    (run / "rungs" / "1.json").unlink()
+    (run / "rungs" / "2.json").unlink()
+    manifest["rungs"] = manifest["rungs"][:2]
+    runs.write_manifest(run, manifest)
+    schedule = search.Schedule.from_json(manifest["search"]["schedule"])
+    stale = dict(manifest, rungs=manifest["rungs"][:1])  # read before rung 1 was recorded
+    done = {i: "done" for i in range(27)}
+    assert rungs.status(run, schedule, manifest, done).state == "failed"  # rung 1's promotion job is gone
+    assert rungs.status(run, schedule, stale, done).state == "running"  # not on a stale reading

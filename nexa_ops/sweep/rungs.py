@@ -154,15 +154,30 @@ def promotion_jobs(manifest: Dict[str, Any], decisions: Dict[int, Decision]) -> 
 
 def status(run_dir: Path, schedule: Schedule, manifest: Dict[str, Any], buckets: Dict[int, str]) -> ScheduleStatus:
     """Where the schedule stands: the decisions and error records on disk, what Slurm says of
-    the promotion jobs that matter (``scontrol show job``, one call each: usually one)."""
-    decisions = read_decisions(run_dir)
+    the promotion jobs that matter (``scontrol show job``, one call each: usually one).
+
+    Slurm is asked first and the run folder read again afterwards: a promotion job writes the
+    next rung into the manifest before it ends, so a job seen ended while the manifest lacks
+    its rung really failed, and is not a manifest read a moment too early."""
     local = manifest.get("backend") != "slurm"
     states: Dict[str, Optional[str]] = {}
-    if not local:
-        for job in promotion_jobs(manifest, decisions):
+    decisions = read_decisions(run_dir)
+    seen = _entries(manifest)
+    for _ in range(5):  # until the manifest names no promotion job not asked about yet
+        wanted = [] if local else [j for j in promotion_jobs(manifest, decisions) if j not in states]
+        if not wanted:
+            break
+        for job in wanted:
             states[job] = slurm.job_outcome(job)[0]
+        try:
+            fresh = runs.read_manifest(run_dir)
+        except (OSError, ValueError):
+            fresh = None
+        if isinstance(fresh, dict) and runs.run_manifest_problem(fresh) is None:
+            manifest = fresh
+        decisions = read_decisions(run_dir)
     entries = [e for e in manifest.get("rungs") or [] if isinstance(e, dict)]
-    return schedule_status(
+    found = schedule_status(
         schedule,
         entries,
         decisions,
@@ -173,3 +188,12 @@ def status(run_dir: Path, schedule: Schedule, manifest: Dict[str, Any], buckets:
         local=local,
         now=time.time(),
     )
+    if _entries(manifest) != seen and found.finished:
+        # A rung appeared since the caller read the manifest: its tasks are not in the
+        # caller's rows yet, so the schedule cannot be called over on this reading.
+        found.state, found.message = "running", ""
+    return found
+
+
+def _entries(manifest: Dict[str, Any]) -> List[Any]:
+    return [(e.get("rung"), e.get("trials")) for e in manifest.get("rungs") or [] if isinstance(e, dict)]
