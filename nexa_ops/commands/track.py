@@ -73,7 +73,8 @@ def render_schedule(sched: Any) -> str:
     table = tabulate(
         rows, headers=["rung", plan.param, "trials", "pending", "running", "done", "failed", "state", "decision"], disable_numparse=True
     )
-    return f"{head}\n{table}" + (f"\n{sched.message}" if sched.message else "")
+    told = sched.message and any(sched.message == r.note or sched.message == r.note.split(" (")[0] for r in sched.rungs)
+    return f"{head}\n{table}" + (f"\n{sched.message}" if sched.message and not told else "")
 
 
 def _short(value: Any, width: int = 24) -> str:
