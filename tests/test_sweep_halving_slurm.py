@@ -9,14 +9,17 @@ job it did not submit.
 """
 
 import json
+import os
+import shutil
 import subprocess
 import time
 
 import pytest
 
 import nexa_ops
-from nexa_ops import launch_slurm_sweep
-from nexa_ops.sweep import promote
+from nexa_ops import launch_slurm_sweep, runs
+from nexa_ops.sweep import promote, rungs, search
+from tests.services.pyz import clean_env, require_python
 from tests.test_sweep_halving import PROMOTED, assert_the_expected_schedule, counter, read, write_sweep
 
 pytestmark = pytest.mark.slurm
@@ -155,9 +158,6 @@ def test_a_failed_promotion_job_is_reported_and_resume_continues(slurm_cluster, 
 def test_status_reads_the_manifest_again_after_asking_slurm(slurm_cluster, tmp_path, monkeypatch):
     """A status that read the manifest just before a promotion job wrote the next rung, and
     asked Slurm just after that job ended, must not call the schedule failed."""
-    from nexa_ops import runs
-    from nexa_ops.sweep import rungs, search
-
     monkeypatch.chdir(tmp_path)
     project(tmp_path, slurm_cluster)
     run = tmp_path / "run"
@@ -175,3 +175,38 @@ def test_status_reads_the_manifest_again_after_asking_slurm(slurm_cluster, tmp_p
     done = {i: "done" for i in range(27)}
     assert rungs.status(run, schedule, manifest, done).state == "failed"  # rung 1's promotion job is gone
     assert rungs.status(run, schedule, stale, done).state == "running"  # not on a stale reading
+
+
+@pytest.mark.parametrize("version", ["3.6", "3.13"])
+def test_the_schedule_from_nexa_pyz(slurm_cluster, nexa_pyz, tmp_path, version):
+    """The promotion jobs run from nexa.pyz/site-packages with `python -S`, on the compute
+    nodes' python3 3.6 (RHEL 8's: the dataclasses backport inside the zipapp) and on 3.13."""
+    python = require_python(version)
+    work = tmp_path / "cluster home"
+    work.mkdir()
+    pyz = shutil.copy(nexa_pyz, work / "nexa.pyz")
+    node_bin = tmp_path / "bin"
+    node_bin.mkdir()
+    os.symlink(python, str(node_bin / "python3"))
+    cluster = f'pyz_path = "{pyz}"\nmax_array_size = {slurm_cluster.max_array_size}\n'
+    cluster += f'python = "{python}"\n' if version != "3.6" else ""  # 3.6: the python3 on PATH
+    (work / "nexa.toml").write_text("[cluster]\n" + cluster)
+    write_sweep(work)
+    (tmp_path / "home").mkdir()
+    env = clean_env(tmp_path / "home", tmp_path)
+    env["PATH"] = f"{node_bin}:{env['PATH']}"  # sbatch hands the submitting shell's PATH to the jobs
+    out = subprocess.run(
+        [python, str(pyz), "sweep", "--config", "sweep.toml", "--submit", "--wait", "--out", "run"],
+        cwd=str(work),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr
+    run = work / "run"
+    assert f"{pyz}/site-packages" in (run / "hv.promote.sbatch").read_text()
+    assert_the_expected_schedule(run)
+    for entry in read(run / "manifest.json")["rungs"]:
+        log = (run / "logs" / f"promote-{entry['rung']}-{entry['promote_job_id']}.out").read_text()
+        assert log.startswith(f"rung {entry['rung']}: "), log
