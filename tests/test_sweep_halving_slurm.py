@@ -210,3 +210,12 @@ def test_the_schedule_from_nexa_pyz(slurm_cluster, nexa_pyz, tmp_path, version):
     for entry in read(run / "manifest.json")["rungs"]:
         log = (run / "logs" / f"promote-{entry['rung']}-{entry['promote_job_id']}.out").read_text()
         assert log.startswith(f"rung {entry['rung']}: "), log
+
+
+def test_a_promotion_job_slurm_would_refuse_submits_nothing(slurm_cluster, tmp_path, nexa_cli):
+    project(tmp_path, slurm_cluster)
+    run = tmp_path / "run"
+    out = nexa_cli("sweep", "--config", str(write_sweep(tmp_path, search='promote_partition = "nope"')), "--submit", "--out", str(run))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("nexa: error: sbatch exited with 1: invalid partition specified: nope")
+    assert not (run / "manifest.json").exists() and not (tmp_path / "runs" / "manifests").exists()

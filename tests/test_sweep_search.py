@@ -213,3 +213,11 @@ def test_status_names_the_error_of_a_promotion_job_that_decided_then_failed():
     assert st.state == "failed"
     why = "sbatch exited with 1: Unable to open file"
     assert st.message == f"promotion job 101 decided rung 0, then failed: {why} (nexa resume submits rung 1)"
+
+
+def test_status_names_the_error_of_a_promotion_job_that_submitted_a_rung_then_failed():
+    d0 = search.decide(plan(), 0, outcomes([(x - 3) ** 2 + 1.0 for x in range(9)]))
+    e = entry(1, [1, 2, 4], ("110",), None, by_job="101")
+    error = {"job_id": "101", "error": "sbatch exited with 1: Job violates accounting/QOS policy"}
+    st = status([entry(0, range(9)), e], {0: d0}, errors={0: error}, states={"101": "FAILED"})
+    assert st.state == "failed" and st.message.startswith("promotion job 101 submitted rung 1, then failed: sbatch exited with 1")

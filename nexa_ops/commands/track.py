@@ -266,16 +266,19 @@ def resubmit(c, run=None, failed=False, wait=False, dry_run=False, project=None)
         "run": RUN_HELP,
         "wait": "Then follow the schedule to its end, as `nexa wait`.",
         "dry_run": "Print the sbatch commands (or what would run); submit, decide and write nothing.",
+        "json": "Print what was done as JSON (action, message, indices, job_ids, promote_job_id, decision).",
         "project": PROJECT_HELP,
     },
 )
-def resume(c, run=None, wait=False, dry_run=False, project=None):
+def resume(c, run=None, wait=False, dry_run=False, json=False, project=None):
     """resume [RUN]: continue a halving run from its last complete rung (after cancel, a failed promotion, Ctrl-C)."""
+    import json as _json
+
     from ..sweep import halving
 
     cfg = load_project(project)
     result = halving.resume(run, dry_run=dry_run, config=cfg)
-    echo(f"{result.run_id}: {result.message}")
+    echo(_json.dumps(result.to_json(), indent=2) if json else f"{result.run_id}: {result.message}")
     if wait and not dry_run and result.action != "nothing":
         wait_and_report(run or result.run_id, cfg)
 

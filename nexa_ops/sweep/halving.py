@@ -17,7 +17,7 @@ from ..config import NexaConfig, SweepDefinition, load_config
 from ..cost.book import manifest_document, manifest_path, write_cost_manifest
 from ..cost.estimate import check_max_cost
 from ..cost.reconcile import reconcile_manifest
-from ..errors import ConfigError
+from ..errors import ConfigError, NexaError
 from ..tools import slurm
 from . import promote, rungs
 from .local import TaskResult, run_local
@@ -88,6 +88,8 @@ def submit_halving(
     check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
     limit = slurm.array_limit(config.cluster.max_array_size, dry_run)
     manifest = _manifest(artifacts, defn, config, "slurm", limit)
+    if not dry_run:  # a promotion job Slurm would refuse (say, a bad promote_partition) stops it all here
+        slurm.sbatch_test_only(str(artifacts.script_paths[1]))
     billed: List[Dict[str, Any]] = []
 
     def book(chunk: Dict[str, Any], replaced: Dict[int, Dict[str, Any]]) -> None:
@@ -100,7 +102,16 @@ def submit_halving(
     if dry_run:
         promote.submit_promotion(artifacts.run_dir, manifest, entry, artifacts.job_ids, dry_run=True)
         return artifacts
-    artifacts.promote_job_ids = [promote.submit_promotion(artifacts.run_dir, manifest, entry, artifacts.job_ids)]
+    try:
+        artifacts.promote_job_ids = [promote.submit_promotion(artifacts.run_dir, manifest, entry, artifacts.job_ids)]
+    except NexaError as exc:  # rung 0 runs: say so, and let status and resume see it at once
+        entry.pop("submitting_since", None)
+        runs.set_rung(artifacts.run_dir, manifest, entry)
+        first = str(exc).splitlines()[0]
+        raise NexaError(
+            f"rung 0 is submitted (job {', '.join(artifacts.job_ids)}) but its promotion job was refused: {first}; "
+            f"nexa resume {artifacts.run_dir} submits it"
+        ) from None
     artifacts.submitted = True
     return artifacts
 
@@ -222,6 +233,18 @@ class ResumeResult:
     job_ids: List[str] = field(default_factory=list)
     promote_job_id: Optional[str] = None
     decision: Optional[Decision] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "rung": self.rung,
+            "action": self.action,
+            "message": self.message,
+            "indices": self.indices,
+            "job_ids": self.job_ids,
+            "promote_job_id": self.promote_job_id,
+            "decision": self.decision.as_json() if self.decision else None,
+        }
 
 
 def resume(run: runs.RunRef = None, *, dry_run: bool = False, config: Optional[NexaConfig] = None) -> ResumeResult:

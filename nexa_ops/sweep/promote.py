@@ -210,9 +210,9 @@ def submit_promotion(run_dir: Path, manifest: Dict[str, Any], entry: Dict[str, A
     (``afterany``: failed and cancelled tasks count as ended), and record it."""
     search = manifest["search"]
     rung = int(entry["rung"])
-    options = [f"--output={search['log_dir']}/promote-{rung}-%j.out"]
+    options = [slurm.job_log(search["log_dir"], f"promote-{rung}")]
     if after:
-        options.insert(0, "--dependency=afterany:" + ":".join(str(j) for j in after))
+        options.insert(0, slurm.afterany(after))
     job_id = slurm.sbatch(str(search["promote_script"]), options=options, args=[str(rung)], dry_run=dry_run)
     if not dry_run:
         earlier = entry.get("promote_job_id")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 from .. import runs
+from ..errors import NexaError
 from ..fs import atomic_write_json
 from ..tools import slurm
 from .search import Decision, Schedule, ScheduleStatus, schedule_status
@@ -111,18 +112,30 @@ def write_error(run_dir: Path, rung: int, record: Dict[str, Any]) -> Path:
     return atomic_write_json(error_path(run_dir, rung), dict(record, rung=rung))
 
 
+#: How long a schedule writer waits for another (a promotion job holds the lock for the
+#: fraction of a second its decision and sbatch calls take).
+LOCK_WAIT = 120.0
+
+
 @contextlib.contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
-    """Exclusive ``flock`` on ``rungs/.lock`` for the schedule's writers (waits for it)."""
+def locked(run_dir: Path, wait: float = LOCK_WAIT) -> Iterator[None]:
+    """Exclusive ``flock`` on ``rungs/.lock`` for the schedule's writers; ``NexaError`` when
+    another holds it for more than ``wait`` seconds (a promotion job stuck in sbatch)."""
     folder = Path(run_dir) / runs.RUNGS
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(str(folder / LOCK), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        if fcntl is not None:
+        deadline = time.monotonic() + wait
+        while fcntl is not None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise NexaError(f"{folder / LOCK}: held by another nexa (a promotion job?) for {wait:g} s; try again") from None
+                time.sleep(0.05)
             except OSError:  # a filesystem without locks: the atomic writes still hold
-                pass
+                break
         yield
     finally:
         os.close(fd)

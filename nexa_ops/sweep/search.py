@@ -471,6 +471,10 @@ def schedule_status(
                 row.state, row.note = "running", "being submitted"
             else:
                 row.state, row.note = "failed", "no promotion job was submitted (nexa resume submits one)"
+                prior = errors.get(k - 1) or {}
+                if submitter and str(prior.get("job_id") or "") == submitter:
+                    why = prior.get("error", "?")
+                    row.note = f"promotion job {submitter} submitted rung {k}, then failed: {why} (nexa resume submits its promotion job)"
         else:
             job, slurm_state = row.promote_job_id, row.promote_state
             if slurm_state in _ALIVE:

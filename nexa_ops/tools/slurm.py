@@ -77,6 +77,17 @@ def group_below_limit(indices: Sequence[int], limit: int) -> List[Tuple[int, Lis
     return groups
 
 
+def afterany(job_ids: Sequence[str]) -> str:
+    """``--dependency=afterany:1:2``: start once every one of these jobs has ended, in any
+    state (an array job: all its elements)."""
+    return "--dependency=afterany:" + ":".join(str(j) for j in job_ids)
+
+
+def job_log(folder: str, stem: str) -> str:
+    """``--output=<folder>/<stem>-%j.out``: one log per job (``%j``, its id), stderr included."""
+    return f"--output={folder}/{stem}-%j.out"
+
+
 # --- #SBATCH directives -------------------------------------------------------------------
 
 
@@ -366,6 +377,12 @@ def sbatch(script: str, *, options: Sequence[str] = (), args: Sequence[str] = ()
     if not out:
         raise ToolError("sbatch", argv, 0, result.stderr or "", "no job id printed")
     return out[-1].split(";", 1)[0].strip()
+
+
+def sbatch_test_only(script: str, *, options: Sequence[str] = ()) -> None:
+    """``sbatch --test-only``: would Slurm accept the script (partition, account, limits)?
+    Submits nothing (Slurm uses up a job id); a refusal is a ``ToolError`` with its reason."""
+    proc.run(["sbatch", "--test-only", *options, script], hint=HINT, explain=_explain)
 
 
 def sbatch_argv(script: str, options: Sequence[str] = (), args: Sequence[str] = ()) -> List[str]:
