@@ -204,9 +204,8 @@ def cancel_schedule(run_dir: Path, *, dry_run: bool = False) -> List[str]:
             ids.extend(str(j) for j in entry.get("job_ids") or [])
             if entry.get("promote_job_id"):
                 ids.append(str(entry["promote_job_id"]))
-        last = max((int(e["rung"]) for e in manifest.get("rungs") or []), default=None)
-        if last is not None and last in decisions and promote.entry_of(manifest, last + 1) is None:
-            ids.append(str(promote.entry_of(manifest, last).get("promote_job_id") or ""))  # deciding: about to submit
+        # A promotion job that decided its rung has submitted the next one before releasing the
+        # lock, or has failed: holding the lock, the manifest above is the whole truth.
         ids = [i for i in dict.fromkeys(ids) if i]
         if not dry_run:
             manifest["cancelled"] = {"at": runs.now_iso(), "user": runs.user()}
