@@ -56,6 +56,7 @@ _API = {
     "wait": "track",
     "cancel": "control",
     "resubmit_failed": "control",
+    "resume": "sweep.halving",
     "logs": "track",
     # results: which configuration won
     "load_results": "results",

@@ -389,6 +389,30 @@ class Launcher:
 
 
 @dataclass(frozen=True)
+class SearchBudget:
+    """``[search.budget]``: the parameter nexa sets per rung, from ``min`` up to ``max``."""
+
+    param: str
+    min: Union[int, float]
+    max: Union[int, float]
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """``[search]``: successive halving over the grid (``docs/halving.md``)."""
+
+    method: str  # "halving", the one method there is
+    metric: str  # read from each task's metrics file (its last value)
+    budget: SearchBudget
+    mode: str = "min"  # or "max"
+    eta: int = 3  # keep the best 1/eta of each rung; the budget grows x eta
+    promote_partition: Optional[str] = None  # the promotion jobs' partition (default: the sweep's)
+
+
+SEARCH_METHODS = ("halving",)
+
+
+@dataclass(frozen=True)
 class SweepDefinition:
     """A parsed and validated sweep file."""
 
@@ -404,6 +428,7 @@ class SweepDefinition:
     launcher: Launcher = field(default_factory=Launcher)
     env: List[str] = field(default_factory=list)
     path: Optional[Path] = None
+    search: Optional[SearchSpec] = None
 
     @property
     def param_keys(self) -> List[str]:
@@ -428,6 +453,7 @@ class _SweepFile:
     resources: Resources = field(default_factory=Resources)
     launcher: Optional[Union[str, Dict[str, Any]]] = None
     env: List[str] = field(default_factory=list)
+    search: Optional[SearchSpec] = None
 
 
 SCALAR = (str, int, float, bool)
@@ -490,6 +516,8 @@ def parse_sweep(table: Dict[str, Any], where: str, path: Optional[Path] = None) 
     for i, name in enumerate(raw.env):
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\*?\Z", name):
             raise ConfigError(f"expected a variable name or a NAME_* prefix, got {name!r}", where, f"env[{i}]")
+    if raw.search is not None:
+        _check_search(raw.search, seen, where)
     return SweepDefinition(
         name=raw.name,
         command=list(raw.command),
@@ -503,6 +531,7 @@ def parse_sweep(table: Dict[str, Any], where: str, path: Optional[Path] = None) 
         launcher=_parse_launcher(raw.launcher, where),
         env=list(raw.env),
         path=path,
+        search=raw.search,
     )
 
 
@@ -590,6 +619,31 @@ def _check_dist(kind: str, args: Any, where: str, key: str) -> None:
     lo, hi = args
     if lo > hi or (kind == "log_uniform" and lo <= 0):
         raise ConfigError(expected + f", got {args!r}", where, key)
+
+
+def _check_search(search: SearchSpec, seen: Dict[str, str], where: str) -> None:
+    """``[search]``: the method, metric and mode; ``eta`` >= 2; a budget parameter of its own
+    that grows from ``min`` > 0 to a larger ``max``."""
+    if search.method not in SEARCH_METHODS:
+        raise ConfigError(f"expected {' or '.join(repr(m) for m in SEARCH_METHODS)}, got {search.method!r}", where, "search.method")
+    if not search.metric.strip() or search.metric == "step":
+        raise ConfigError(f"expected the name of a metric the tasks report (not 'step'), got {search.metric!r}", where, "search.metric")
+    if search.mode not in ("min", "max"):
+        raise ConfigError(f"expected 'min' or 'max', got {search.mode!r}", where, "search.mode")
+    if search.eta < 2:
+        raise ConfigError(f"expected an integer >= 2 (keep the best 1/eta of each rung), got {search.eta}", where, "search.eta")
+    if search.promote_partition is not None and not search.promote_partition.strip():
+        raise ConfigError("expected a partition name, got ''", where, "search.promote_partition")
+    budget = search.budget
+    if not KEY_RE.match(budget.param):
+        raise ConfigError("expected a parameter name of letters, digits, '_', '.', '-'", where, "search.budget.param")
+    if budget.param in seen:
+        message = f"parameter also set in [{seen[budget.param]}]: nexa sets the budget itself, rung by rung"
+        raise ConfigError(message, where, "search.budget.param")
+    if budget.min <= 0:
+        raise ConfigError(f"expected a number > 0, got {budget.min!r}", where, "search.budget.min")
+    if budget.max <= budget.min:
+        raise ConfigError(f"expected a number > min ({budget.min!r}), got {budget.max!r}", where, "search.budget.max")
 
 
 def _parse_launcher(value: Optional[Union[str, Dict[str, Any]]], where: str) -> Launcher:

@@ -20,7 +20,7 @@ from .cost.book import check_writable, manifest_path, record_resubmission
 from .errors import ConfigError, Refused
 from .runs import RunRef
 from .sweep import local as local_runner
-from .sweep.submit import run_tasks_here
+from .sweep.halving import cancel_schedule
 from .tools import slurm
 
 #: How long ``cancel`` of a local run waits for the runner to record the cancelled tasks.
@@ -39,6 +39,8 @@ class CancelResult:
 
 def cancel(run: RunRef, task: Optional[int] = None, dry_run: bool = False, *, config: Optional[NexaConfig] = None) -> CancelResult:
     """``scancel`` every job of the run, or one task's array element. Finished is not an error.
+    A halving run is marked cancelled first, then its current rung and pending promotion job
+    are cancelled: no later rung starts (``nexa resume`` continues it).
 
     Args:
         run: a run folder, a run id under the runs directory, or None for the latest run.
@@ -60,6 +62,8 @@ def cancel(run: RunRef, task: Optional[int] = None, dry_run: bool = False, *, co
     if st.backend == "local":
         return _cancel_local(st, task, dry_run)
     _need_slurm(st, "cancel")
+    if task is None and st.schedule is not None:  # a halving run: stop the schedule too
+        return CancelResult(st.run_id, cancel_schedule(st.run_dir, dry_run=dry_run))
     if task is None:
         ids = list(st.job_ids)
         slurm.scancel(ids, dry_run=dry_run)
@@ -103,8 +107,8 @@ def _cancel_local(st: track.RunStatus, task: Optional[int], dry_run: bool) -> Ca
     left = list(targets)
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
-        now = track.status(str(st.run_dir))
-        left = [i for i in left if now.tasks[i].bucket in ("pending", "running")]
+        now = {t.index: t for t in track.status(str(st.run_dir)).tasks}  # a halving run's indices skip
+        left = [i for i in left if i in now and now[i].bucket in ("pending", "running")]
     return CancelResult(st.run_id, [], tasks=targets, runner=pid, unrecorded=left)
 
 
@@ -154,6 +158,8 @@ def resubmit_failed(
     """
     cfg = config or load_config()
     st = track.status(run, config=cfg)
+    if st.schedule is not None:
+        raise ConfigError(f"{st.run_id}: a halving run: its failed trials are never promoted; nexa resume continues the schedule")
     if local or st.backend == "local":
         if st.backend != "local":
             kind = "was submitted to Slurm" if st.backend == "slurm" else "was not submitted"
@@ -256,7 +262,7 @@ def _rerun_here(st: track.RunStatus, cfg: NexaConfig, dry_run: bool, progress: O
                 return found
         return None
 
-    outcome = run_tasks_here(path, manifest, indices, max_parallel, slots or [], cfg, book, progress)
+    outcome = local_runner.run_tasks_here(path, manifest, indices, max_parallel, slots or [], cfg, book, progress)
     result.local_results, result.stopped_by = outcome.results, outcome.stopped_by
     return result
 

@@ -25,6 +25,7 @@ COMMAND_TOPICS = {
     "logs": "track",
     "cancel": "track",
     "resubmit": "track",
+    "resume": "halving",
     "cost.estimate": "cost",
     "cost.reconcile": "cost",
     "cost.report": "cost",

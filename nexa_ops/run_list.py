@@ -13,13 +13,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, TextIO, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, TextIO, Tuple
 
 from . import runs
 from .config import NexaConfig
 from .cost.book import manifest_path, manifest_problem, read_json
 from .errors import ConfigError, NexaError
 from .runs import BUCKETS, bucket, current_records, record_state
+from .sweep import rungs
 from .tools import slurm
 
 #: What ``--state`` selects: a run's overall state.
@@ -87,7 +88,7 @@ def task_buckets(run: runs.Run, records: Dict[int, Dict[str, Any]], queued: Opti
     out = dict.fromkeys(BUCKETS, 0)
     where = run.slots()
     gone = run.backend == "local" and runs.runner_state(run.manifest) == runs.RUNNER_GONE
-    for index in range(run.count):
+    for index in task_indices(run):
         slot = where.get(index)
         start, end = current_records(records.get(index, {}), slot)
         if end:
@@ -99,6 +100,12 @@ def task_buckets(run: runs.Run, records: Dict[int, Dict[str, Any]], queued: Opti
         else:
             out["running" if start else "pending"] += 1
     return out
+
+
+def task_indices(run: runs.Run) -> Sequence[int]:
+    """The run's tasks: a halving run's are those of its submitted rungs (as ``status`` shows)."""
+    schedule = rungs.schedule_of(run.spec) or rungs.schedule_of(run.manifest)
+    return rungs.task_indices(schedule, run.manifest) if schedule is not None else range(run.count)
 
 
 def launch_buckets(manifest: Dict[str, Any], queued: Optional[Set[str]], cost_status: Optional[str]) -> Dict[str, int]:
@@ -191,7 +198,7 @@ def list_runs(
             break
         launch = run.manifest.get("kind") == "launch"
         records = {} if launch else runs.task_records(run.path)
-        unended = launch and run.manifest.get("exit_code") is None or any("end" not in records.get(i, {}) for i in range(run.count))
+        unended = launch and run.manifest.get("exit_code") is None or any("end" not in records.get(i, {}) for i in task_indices(run))
         if run.backend == "slurm" and not asked and unended:
             asked = True  # a task may lack an end record: one squeue for the whole list
             try:

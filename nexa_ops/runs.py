@@ -38,6 +38,8 @@ METRICS = "metrics"  # <index>.jsonl: what each task reported ($NEXA_METRICS_FIL
 CODE = "code"  # the snapshot of the project the tasks run from (--snapshot)
 CODE_DIFF = "code.diff"  # the uncommitted changes at submission (git diff HEAD)
 OUT = "out"  # out/<i>: task i's own folder ($NEXA_TASK_DIR), made by the program if it wants one
+RUNGS = "rungs"  # halving sweeps: <k>.json, the decision of rung k (sweep/promote.py)
+TRIALS = "trials"  # halving sweeps: <id>/, each trial's own folder ($NEXA_TRIAL_DIR)
 
 RunRef = Union[None, str, Path]
 
@@ -227,6 +229,8 @@ RUN_MANIFEST_FIELDS = {
     "chunks": LIST,
     "resubmits": LIST,
     "runner": nullable(OBJECT),
+    "search": nullable(OBJECT),  # halving sweeps: the schedule and what the promotion job needs
+    "rungs": LIST,  # halving sweeps: one entry per submitted rung (set_rung)
 }
 SPEC_FIELDS = {"name": nullable(STRING), "count": nullable(INTEGER), "tasks": LIST}
 SPEC_TASK_FIELDS = {"index": INTEGER, "params": OBJECT}
@@ -306,9 +310,17 @@ SPEC_SCHEMA = 1
 
 
 def spec_document(
-    name: str, campaign: Optional[str], command: Sequence[str], workdir: Path, run_dir: Path, tasks: Sequence[Any]
+    name: str,
+    campaign: Optional[str],
+    command: Sequence[str],
+    workdir: Path,
+    run_dir: Path,
+    tasks: Sequence[Any],
+    search: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """``spec.json``: the planned tasks (objects with ``index``, ``params`` and ``argv``)."""
+    """``spec.json``: the planned tasks (objects with ``index``, ``params`` and ``argv``), and
+    for a halving sweep its ``search`` schedule (task ``rung * n + trial``)."""
+    extra = {"search": search} if search is not None else {}
     return {
         "schema": SPEC_SCHEMA,
         "name": name,
@@ -317,6 +329,7 @@ def spec_document(
         "workdir": str(workdir),
         "run_dir": str(run_dir),
         "count": len(tasks),
+        **extra,
         "tasks": [{"index": t.index, "params": t.params, "argv": t.argv} for t in tasks],
     }
 
@@ -357,6 +370,20 @@ def add_submission(run_dir: Path, manifest: Dict[str, Any], chunk: Dict[str, Any
         entries = manifest.setdefault("resubmits", [])
         if resubmit not in entries:
             entries.append(resubmit)
+    write_manifest(run_dir, manifest)
+
+
+def set_rung(run_dir: Path, manifest: Dict[str, Any], entry: Dict[str, Any]) -> None:
+    """Record (or update) a halving sweep's rung ``entry`` (``rung``, ``budget``, ``trials``,
+    ``job_ids``, ``promote_job_id``...) in ``rungs`` and write the manifest at once. Its
+    array submissions go through ``add_submission`` like any other."""
+    rungs = manifest.setdefault("rungs", [])
+    for i, old in enumerate(rungs):
+        if old.get("rung") == entry["rung"]:
+            rungs[i] = entry
+            break
+    else:
+        rungs.append(entry)
     write_manifest(run_dir, manifest)
 
 
@@ -450,6 +477,20 @@ def task_records(run_dir: Path) -> Dict[int, Dict[str, Any]]:
     ignored like one being written: the writers replace records atomically, so such a file
     was put there by someone else."""
     return _merged(Path(run_dir) / TASKS, lambda name: int(name.split(".", 1)[0]))
+
+
+def task_record(run_dir: Path, index: int) -> Dict[str, Any]:
+    """One task's merged record, as ``task_records`` has it, reading only its two files."""
+    record: Dict[str, Any] = {}
+    for kind in ("start", "end"):
+        try:
+            with open(Path(run_dir) / TASKS / f"{index}.{kind}.json", encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (ValueError, OSError):
+            continue
+        if type(data) is dict and _is_record(data):
+            record.update(data)
+    return record
 
 
 def attempt_records(run_dir: Path) -> List[Dict[str, Any]]:

@@ -1,4 +1,9 @@
-"""Read TOML with ``tomllib`` (3.11+) or the ``tomli`` backport; errors name the file."""
+"""Read TOML with ``tomllib`` (3.11+) or the ``tomli`` backport; errors name the file.
+
+The parser is imported on first use: modules that only import ``config`` for its
+dataclasses (the promotion job of a halving sweep runs on a compute node with the standard
+library only, see ``sweep/promote.py``) never load ``tomli``.
+"""
 
 import sys
 from pathlib import Path
@@ -6,10 +11,15 @@ from typing import Any, Dict
 
 from .errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib as _toml
-else:  # pragma: no cover - exercised on older interpreters through nexa.pyz
-    import tomli as _toml
+
+def _parser() -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli  # pragma: no cover - exercised on older interpreters through nexa.pyz
+
+    return tomli
 
 
 def load(path: Path) -> Dict[str, Any]:
@@ -29,7 +39,8 @@ def load(path: Path) -> Dict[str, Any]:
 
 def loads(text: str, where: str) -> Dict[str, Any]:
     """Parse TOML ``text`` (e.g. a file shipped inside nexa.pyz); ``where`` names it in errors."""
+    parser = _parser()
     try:
-        return _toml.loads(text)
-    except _toml.TOMLDecodeError as exc:
+        return parser.loads(text)
+    except parser.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", where) from None

@@ -23,6 +23,8 @@ from .config import NexaConfig
 from .errors import ConfigError, WaitTimeout
 from .runs import BUCKETS, RunRef, Slot, bucket, current_records, load_run, record_state, resolve_run
 from .style import format_seconds  # noqa: F401 - part of this module's API (status tables)
+from .sweep import rungs
+from .sweep.search import ScheduleStatus
 from .tools import slurm
 from .tools.slurm import SlurmInfo
 
@@ -58,6 +60,7 @@ class RunStatus:
     after: List[Dict[str, Any]] = field(default_factory=list)  # the runs it waits on (--after), from the manifest
     commit: Optional[str] = None  # the git commit it was submitted from
     dirty: bool = False  # ... with uncommitted changes (code.diff)
+    schedule: Optional[ScheduleStatus] = None  # a halving sweep: its rungs (tasks: those submitted)
 
     @property
     def counts(self) -> Dict[str, int]:
@@ -76,7 +79,8 @@ class RunStatus:
 
     @property
     def finished(self) -> bool:
-        return all(t.bucket in ("done", "failed") for t in self.tasks)
+        """Every task has ended, and for a halving sweep no rung is still to come."""
+        return all(t.bucket in ("done", "failed") for t in self.tasks) and (self.schedule is None or self.schedule.finished)
 
     @property
     def failed(self) -> List[int]:
@@ -84,7 +88,8 @@ class RunStatus:
 
     def summary(self) -> str:
         b = self.buckets
-        return f"{b['pending']} pending, {b['running']} running, {b['done']} done, {b['failed']} failed ({len(self.tasks)} tasks)"
+        text = f"{b['pending']} pending, {b['running']} running, {b['done']} done, {b['failed']} failed ({len(self.tasks)} tasks)"
+        return f"{text}; {self.schedule.summary()}" if self.schedule is not None else text
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -101,6 +106,7 @@ class RunStatus:
             "commit": self.commit,
             "dirty": self.dirty,
             "tasks": [asdict(t) for t in self.tasks],
+            **({"schedule": self.schedule.as_json()} if self.schedule is not None else {}),
         }
 
 
@@ -271,7 +277,9 @@ def _status(path: Path, sources: _Sources, explain: bool = True) -> RunStatus:
     runner_gone = ""
     if run.backend == "local" and runs.runner_state(run.manifest) == runs.RUNNER_GONE:
         runner_gone = f"its {runs.runner_text(run.manifest)} is gone"
-    for index in range(run.count):
+    schedule = rungs.schedule_of(run.spec) or rungs.schedule_of(run.manifest)
+    indices = rungs.task_indices(schedule, run.manifest) if schedule is not None else range(run.count)
+    for index in indices:
         slot = where.get(index)
         element = slot.element if slot else ""
         row = merge_task(
@@ -310,6 +318,9 @@ def _status(path: Path, sources: _Sources, explain: bool = True) -> RunStatus:
             row.reason = dependency_reason(row, after, failures)
     git = (run.manifest.get("provenance") or {}).get("git") if isinstance(run.manifest.get("provenance"), dict) else None
     commit = git.get("commit") if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
+    plan = None
+    if schedule is not None and run.manifest:
+        plan = rungs.status(path, schedule, run.manifest, {row.index: row.bucket for row in rows})
     return RunStatus(
         run_id=run.run_id,
         run_dir=path,
@@ -321,6 +332,7 @@ def _status(path: Path, sources: _Sources, explain: bool = True) -> RunStatus:
         after=after,
         commit=commit,
         dirty=bool(commit and git.get("dirty")),  # type: ignore[union-attr]
+        schedule=plan,
     )
 
 
@@ -402,10 +414,15 @@ def wait(
 
 
 def task_row(st: RunStatus, task: int) -> TaskRow:
-    """The row of task index ``task``, or a ConfigError naming the valid range."""
-    if not 0 <= task < len(st.tasks):
+    """The row of task index ``task``, or a ConfigError naming the valid range (a halving
+    run's rows are the tasks of its submitted rungs)."""
+    found = next((t for t in st.tasks if t.index == task), None)
+    if found is None:
+        if st.schedule is not None:
+            shown = ", ".join(str(t.index) for t in st.tasks[:20]) + (", ..." if len(st.tasks) > 20 else "")
+            raise ConfigError(f"--task: expected a task of a submitted rung ({shown}), got {task}")
         raise ConfigError(f"--task: expected 0..{len(st.tasks) - 1}, got {task}")
-    return st.tasks[task]
+    return found
 
 
 # --- logs ------------------------------------------------------------------------------------
@@ -501,6 +518,7 @@ def task_finished(run: RunRef, index: int, *, config: Optional[NexaConfig] = Non
 
     def done() -> bool:
         st = _status(path, sources)
-        return st.tasks[index].bucket in ("done", "failed") if index < len(st.tasks) else True
+        row = next((t for t in st.tasks if t.index == index), None)
+        return row.bucket in ("done", "failed") if row is not None else True
 
     return done

@@ -200,3 +200,69 @@ def test_a_parent_project_file_of_another_user_is_refused(tmp_path, monkeypatch)
     assert message.startswith(f"{path.resolve()}: found above the current folder but owned by uid 4242, not by you")
     assert f"--project {path.resolve()}" in message
     assert load_config(cwd=tmp_path).path == path.resolve()  # in the current folder it is your choice
+
+
+# --- [search]: successive halving ------------------------------------------------------------
+
+
+SEARCH = (
+    'name = "a"\ncommand = ["x"]\n[grid]\nlr = [1, 2]\n'
+    '[search]\nmethod = "halving"\nmetric = "val_loss"\n{extra}\n[search.budget]\nparam = "epochs"\nmin = 1\nmax = 9\n{budget}\n'
+)
+HEAD = '[search]\nmethod = "halving"\n'
+BUDGET = '[search.budget]\nparam = "{}"\nmin = 1\nmax = 3\n'
+
+
+def test_search_table_parses(tmp_path):
+    defn = load_sweep(write(tmp_path, SEARCH.format(extra='eta = 2\nmode = "max"\npromote_partition = "cpu"', budget="")))
+    assert defn.search.method == "halving" and defn.search.metric == "val_loss" and defn.search.mode == "max"
+    assert defn.search.eta == 2 and defn.search.promote_partition == "cpu"
+    assert (defn.search.budget.param, defn.search.budget.min, defn.search.budget.max) == ("epochs", 1, 9)
+    assert load_sweep(write(tmp_path, SEARCH.format(extra="", budget=""))).search.eta == 3  # the default
+    assert load_sweep(write(tmp_path, GOOD)).search is None
+
+
+@pytest.mark.parametrize(
+    "extra, budget, expected",
+    [
+        ('method = "hyperband"', "", "search.method: expected 'halving', got 'hyperband'"),
+        ('mode = "best"', "", "search.mode: expected 'min' or 'max', got 'best'"),
+        ("eta = 1", "", "search.eta: expected an integer >= 2"),
+        ("eta = 2.5", "", "search.eta: expected an integer, got float 2.5"),
+        ("etaa = 3", "", "search.etaa: unknown key (did you mean 'eta'?)"),
+        ('promote_partition = "cpu\\nrm -rf ~"', "", "search.promote_partition: expected a single line"),
+        ('promote_partition = " "', "", "search.promote_partition: expected a partition name"),
+        ("", "min = 0", "search.budget.min: expected a number > 0"),
+        ("", "max = 1", "search.budget.max: expected a number > min (1), got 1"),
+        ("", 'max = "9"', "search.budget.max: expected an integer or a number, got string '9'"),
+        ("", "max = inf", "search.budget.max: expected an integer or a number"),
+        ("", "step = 1", "search.budget.step: unknown key"),
+    ],
+)
+def test_search_errors(tmp_path, extra, budget, expected):
+    text = SEARCH.format(extra="", budget="")
+    for given, default in ((extra, 'method = "halving"'), (budget, "min = 1"), (budget, "max = 9")):
+        if given.split(" =")[0] == default.split(" =")[0]:  # the case's value replaces the default line
+            text = text.replace(default + "\n", "", 1)
+    text = text.replace("\n\n[search.budget]", f"\n{extra}\n[search.budget]").rstrip("\n") + f"\n{budget}\n"
+    path = write(tmp_path, text)
+    message = error_of(load_sweep, path)
+    assert message.startswith(f"{path}: "), message
+    assert expected in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize(
+    "table, expected",
+    [
+        (HEAD + 'metric = "m"\n', "search.budget: missing required key"),
+        (HEAD + BUDGET.format("e"), "search.metric: missing required key"),
+        (HEAD + 'metric = "step"\n' + BUDGET.format("e"), "search.metric: expected the name"),
+        (HEAD + 'metric = "m"\n' + BUDGET.format("lr"), "search.budget.param: parameter also set in [grid]"),
+        (HEAD + 'metric = "m"\n' + BUDGET.format("a b"), "search.budget.param: expected a parameter name"),
+        ("[fixed]\ne = 1\n" + HEAD + 'metric = "m"\n' + BUDGET.format("e"), "parameter also set in [fixed]"),
+    ],
+)
+def test_search_required_keys_and_the_budget_parameter(tmp_path, table, expected):
+    path = write(tmp_path, 'name = "a"\ncommand = ["x"]\n[grid]\nlr = [1, 2]\n' + table)
+    message = error_of(load_sweep, path)
+    assert expected in message and "\n" not in message, message

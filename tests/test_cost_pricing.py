@@ -20,7 +20,7 @@ def est(res=None, tasks=1, cli_provider=None, **cfg):
 
 
 def test_shipped_table_has_the_issue_figures_with_source_and_date():
-    raw = toml._toml.loads(read_text("data/prices.toml"))
+    raw = toml.loads(read_text("data/prices.toml"), "prices.toml")
     rows = {(r["gpu_type"], r["provider"], r["sku"]): r for r in raw["price"]}
     expected = {
         ("H100-80GB", "aws", "p5.48xlarge"): 6.88,

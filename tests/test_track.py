@@ -53,6 +53,11 @@ def test_expand_array_forms():
         slurm.expand_array("a-b")
 
 
+def test_dependency_and_job_log_options():
+    assert slurm.afterany(["12", 13]) == "--dependency=afterany:12:13"
+    assert slurm.job_log("/runs/x/logs", "promote-2") == "--output=/runs/x/logs/promote-2-%j.out"
+
+
 def test_resubmission_groups_respect_max_array_size():
     assert slurm.group_below_limit([3, 7, 9], 25) == [(3, [0, 4, 6])]
     # indices above the limit: a second submission with its own offset, never index >= 25

@@ -44,7 +44,7 @@ def _runs_dir(project, runs_dir):
         "config": "Sweep file (TOML), or any TOML file with a [resources] table (one task). Required.",
         "project": PROJECT_HELP,
         "provider": "Price this provider from the price table instead of [cost] provider.",
-        "tasks": "Number of tasks (default: the sweep's expanded size, or 1).",
+        "tasks": "Number of tasks (default: the sweep's expanded size, or 1; a halving sweep: its whole schedule).",
         "json": "Print the estimate as JSON (gpu_type, provider, rate_usd_per_gpu_hour, tasks, gpu_hours, total_usd...).",
         "dry_run": "Accepted for symmetry: an estimate never submits or writes anything.",
     },
@@ -52,21 +52,30 @@ def _runs_dir(project, runs_dir):
 def estimate(c, config=None, project=None, provider=None, tasks=None, json=False, dry_run=False):
     """Estimate a sweep's cost, without planning a run.
 
-    tasks x nodes x GPUs x hours x rate, per provider.
+    tasks x nodes x GPUs x hours x rate, per provider; a halving sweep per rung.
     """
     import json as _json
+    from pathlib import Path
 
     from ..config import load_config
-    from ..cost.estimate import estimate_cost
+    from ..cost.estimate import estimate_cost, halving_cost, load_target
     from ..errors import ConfigError
 
     if not config:
         raise ConfigError("--config FILE is required (the sweep file)")
     count = parse_int(tasks, "--tasks", minimum=1)
-    est = estimate_cost(config, load_config(project), tasks=count, provider=provider, strict=True)
+    cfg = load_config(project)
+    target = load_target(Path(config))
+    halving = halving_cost(target, cfg, provider=provider) if count is None and getattr(target, "search", None) else None
+    est = estimate_cost(target, cfg, tasks=count, provider=provider, strict=True)
     if json:
-        echo(_json.dumps(est.as_json(), indent=2))
+        doc = est.as_json()
+        if halving is not None:
+            doc["halving"] = halving.as_json()
+        echo(_json.dumps(doc, indent=2))
     else:
+        if halving is not None:
+            echo(halving.table())
         echo(est.table())
 
 

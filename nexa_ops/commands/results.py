@@ -12,8 +12,8 @@ TOP_SHOWN = 5  # rows after `nexa sweep --local` and `--submit --wait`; curves i
     positional=["run"],
     help={
         "run": RUN_HELP,
-        "metric": "Metric to rank by (default: the first metric name the tasks reported).",
-        "mode": "min (default: smaller is better) or max.",
+        "metric": "Metric to rank by (default: a halving run's [search] metric, else the first metric name the tasks reported).",
+        "mode": "min (default: smaller is better) or max; a halving run's default is its [search] mode.",
         "reduce": "last (default: the value at the highest step) or best (the best value over all steps, by --mode).",
         "top": "Show only the first K rows; with --plot, the curves of the top K tasks (default 5).",
         "state": "Only tasks in these states: COMPLETED, FAILED, RUNNING... or pending, running, done, failed (comma-separated).",
@@ -28,7 +28,7 @@ def results(
     c,
     run=None,
     metric=None,
-    mode="min",
+    mode=None,
     reduce="last",
     top=None,
     state=None,
@@ -52,7 +52,7 @@ def results(
     from ..results import plot as plotting
 
     k = parse_int(top, "--top", minimum=1)
-    table.check_options(mode, reduce, k)
+    table.check_options(mode or "min", reduce, k)
     if format not in table.FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(table.FORMATS)}, got {format!r}")
     for option, value in (("--output", output), ("--plot", plot), ("--metric", metric), ("--campaign", campaign)):

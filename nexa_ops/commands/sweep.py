@@ -13,12 +13,13 @@ SHOW_ROWS = 5
         "project": PROJECT_HELP,
         "out": "Run folder to write into (default: a new folder under the runs directory). One holding another plan's "
         "spec or a run's manifest, or that others may write, is refused; the same plan again is reused.",
-        "submit": "Submit to Slurm as one job array (chunked above MaxArraySize).",
+        "submit": "Submit to Slurm as one job array (chunked above MaxArraySize); with [search], rung 0 and its promotion job.",
         "local": "Run the tasks on this machine instead, max_parallel at a time (each with its own GPUs when gpus_per_node > 0), "
-        "with live progress; Ctrl-C stops and records them.",
+        "with live progress; Ctrl-C stops and records them. With [search], rung after rung.",
         "max_cost": "Refuse to submit when the estimate is above this many USD (default: [cost] max_cost).",
         "dry_run": "Plan and check, print the sbatch commands (--submit) or each task's command (--local); write and run nothing.",
-        "wait": "With --submit: wait until every task has ended, with progress (as `nexa wait`); exit 1 if any failed.",
+        "wait": "With --submit: wait until every task (with [search]: every rung) has ended, with progress (as `nexa wait`); "
+        "exit 1 if any failed.",
         "json": "Print the plan or submission as one JSON document (run_id, run_dir, job_ids, tasks, estimate...); "
         "all other output goes to stderr.",
         "after": "With --submit: start only after run RUN[:ok|any|corr] (run id, folder or id prefix): ok = all its tasks "
@@ -106,6 +107,7 @@ def _sweep(
     that a run that fails or is interrupted is still described on stdout."""
     import sys
 
+    from .. import runs
     from ..snapshot import enabled
     from ..sweep.local import gpu_slots
     from ..sweep.plan import plan_sweep
@@ -122,6 +124,8 @@ def _sweep(
     if doc is not None:
         doc.update(_document(artifacts, mode, dry_run))
     _print_plan(artifacts, defn)
+    if artifacts.schedule_cost is not None:
+        echo(artifacts.schedule_cost.table())
     if artifacts.cost is not None:
         echo(artifacts.cost.table())
     if submit:
@@ -132,7 +136,12 @@ def _sweep(
             echo("Dry run: nothing written, nothing submitted.")
             return
         ids = ", ".join(artifacts.job_ids)
-        echo(f"Submitted job array {ids} ({artifacts.job_count} tasks); manifest: {artifacts.run_dir / 'manifest.json'}")
+        manifest = artifacts.run_dir / runs.MANIFEST
+        if artifacts.schedule is not None:
+            promoter = ", ".join(artifacts.promote_job_ids)
+            echo(f"Submitted rung 0: job array {ids} ({artifacts.schedule.n} tasks) and promotion job {promoter}; manifest: {manifest}")
+        else:
+            echo(f"Submitted job array {ids} ({artifacts.job_count} tasks); manifest: {manifest}")
         if wait:
             from .track import wait_and_report
 
@@ -141,12 +150,15 @@ def _sweep(
         if dry_run:
             _print_local_plan(artifacts, defn, cfg, slots)
             return
-        from .track import finish_local, local_progress
+        from .track import finish_halving, finish_local, local_progress
 
         run_sweep_locally(artifacts, defn, cfg, gpus=slots or [], progress=local_progress(sys.stderr))
         if doc is not None:
             doc.update(_document(artifacts, mode, dry_run))
-        finish_local(artifacts.local_results, artifacts.stopped_by, artifacts.run_dir, cfg)
+        if artifacts.schedule is not None:
+            finish_halving(artifacts.local_results, artifacts.decisions, artifacts.stopped_by, artifacts.run_dir, cfg)
+        else:
+            finish_local(artifacts.local_results, artifacts.stopped_by, artifacts.run_dir, cfg)
     elif dry_run:
         echo(f"Dry run: nothing written (a plan goes into {artifacts.run_dir}).")
     else:
@@ -186,17 +198,31 @@ def _document(artifacts: Any, mode: str, dry_run: bool) -> Dict[str, Any]:
             {"index": r.index, "state": r.state, "exit_code": r.exit_code, "seconds": round(r.seconds, 3), "out": r.log, "err": r.err}
             for r in artifacts.local_results
         ]
+    if artifacts.schedule_cost is not None:  # a halving sweep: its rungs, promotion jobs, decisions
+        doc["halving"] = artifacts.schedule_cost.as_json()
+        doc["promote_job_ids"] = list(artifacts.promote_job_ids)
+        if mode == "local" and not dry_run:
+            doc["decisions"] = [d.as_json() for d in artifacts.decisions]
     return doc
 
 
 def _print_plan(artifacts: Any, defn: Any) -> None:
     tasks = artifacts.tasks
     keys: List[str] = defn.param_keys
+    label = "task"
+    if artifacts.schedule is not None:  # the configurations (trials); their rungs are in the schedule table
+        schedule, label = artifacts.schedule, "trial"
+        tasks = tasks[: schedule.n]
+        echo(
+            f"Sweep {defn.name}: {schedule.n} configuration(s), successive halving in {len(schedule.rungs)} rungs "
+            f"({schedule.most_tasks} tasks at most)  ->  {artifacts.run_dir}"
+        )
+    else:
+        echo(f"Sweep {defn.name}: {len(tasks)} task(s)  ->  {artifacts.run_dir}")
     shown = tasks if len(tasks) <= 2 * SHOW_ROWS else tasks[:SHOW_ROWS] + [None] + tasks[-SHOW_ROWS:]
     rows = [["..."] * (len(keys) + 1) if t is None else [t.index] + [show_value(t.params[k]) if k in t.params else "" for k in keys]
             for t in shown]
-    echo(f"Sweep {defn.name}: {len(tasks)} task(s)  ->  {artifacts.run_dir}")
-    echo(table(["task"] + keys, rows, right=[0]))
+    echo(table([label] + keys, rows, right=[0]))
     res = defn.resources
     items = [
         (k, getattr(res, k))
@@ -206,6 +232,8 @@ def _print_plan(artifacts: Any, defn: Any) -> None:
     if artifacts.written:
         echo(f"Spec: {artifacts.spec_path}")
         echo(f"Script: {artifacts.script_paths[0]}")
+        if len(artifacts.script_paths) > 1:
+            echo(f"Promotion script: {artifacts.script_paths[1]}")
     for up in artifacts.upstreams:
         echo(f"After: {up.run_id} ({up.kind}), {_upstream_state(up)}")
     if artifacts.snapshot is not None:

@@ -1,4 +1,4 @@
-"""``nexa status``, ``wait``, ``logs``, ``cancel``, ``resubmit``: follow a submitted run."""
+"""``nexa status``, ``wait``, ``logs``, ``cancel``, ``resubmit``, ``runs``, ``resume``: follow a submitted run."""
 
 import sys
 import time
@@ -103,6 +103,8 @@ def render_status(
     lines.append(f"{counts}  |  {st.summary()}")
     if auto:
         lines.append(f"({len(tasks)} tasks: one line per state; --all for every task, --state failed for the failed ones)")
+    if st.schedule is not None:
+        lines += ["", render_schedule(st.schedule)]
     return "\n".join(lines)
 
 
@@ -118,11 +120,14 @@ def _log_folder(tasks: Any) -> Any:
 def _task_table(st: Any, tasks: Any, root: Any, color: bool, with_log: bool = True) -> str:
     from ..track import format_seconds
 
-    columns = ["task"] + list(st.keys) + ["state", "exit", "elapsed", "node", "restarts", "reason", "log"]
+    place = st.schedule.schedule.locate if st.schedule is not None else None  # a halving run: task -> (rung, trial)
+    where = ["task", "rung", "trial"] if place else ["task"]
+    columns = where + list(st.keys) + ["state", "exit", "elapsed", "node", "restarts", "reason", "log"]
     rows = []
     for t in tasks:
         rows.append(
             [t.index]
+            + (list(place(t.index)) if place else [])
             + [show_value(t.params[k]) if k in t.params else "" for k in st.keys]
             + [
                 paint_state(t.state, color),
@@ -135,8 +140,26 @@ def _task_table(st: Any, tasks: Any, root: Any, color: bool, with_log: bool = Tr
             ]
         )
     keep = [i for i, name in enumerate(columns) if name in ("task", "state") or any(str(row[i]) != "" for row in rows)]
-    right = [keep.index(i) for i, name in enumerate(columns) if name in ("task", "exit", "elapsed", "restarts") and i in keep]
+    numbers = ("task", "rung", "trial", "exit", "elapsed", "restarts")
+    right = [keep.index(i) for i, name in enumerate(columns) if name in numbers and i in keep]
     return table([columns[i] for i in keep], [[row[i] for i in keep] for row in rows], right=right)
+
+
+def render_schedule(sched: Any) -> str:
+    """A halving run's rungs: budget, trials, tasks by state, and the decision made."""
+    plan = sched.schedule
+    head = f"Successive halving by {plan.metric} ({plan.mode}), eta {plan.eta}, {plan.param} {plan.min} -> {plan.max}: {sched.state}"
+    rows = []
+    for r in sched.rungs:
+        b = r.buckets
+        counts = [b.get(k, "") for k in ("pending", "running", "done", "failed")] if b else ["", "", "", ""]
+        trials = f"{len(r.trials)}" if r.state != "planned" else f"({r.planned})"
+        rows.append([r.rung, r.budget, trials, *counts, r.state, r.note])
+    text = table(
+        ["rung", plan.param, "trials", "pending", "running", "done", "failed", "state", "decision"], rows, right=[0, 1, 2, 3, 4, 5, 6]
+    )
+    told = sched.message and any(sched.message == r.note or sched.message == r.note.split(" (")[0] for r in sched.rungs)
+    return f"{head}\n{text}" + (f"\n{sched.message}" if sched.message and not told else "")
 
 
 def _summary_table(tasks: Any, color: bool) -> str:
@@ -203,6 +226,8 @@ def wait_and_report(run: Any, config: Any, poll: float = 5.0, timeout: Optional[
     from .results import print_top
 
     print_top(st.run_dir, config, status=st)
+    if st.schedule is not None:
+        return _halving_report(st)
     failed = [t for t in st.tasks if t.bucket == "failed"]
     if failed:
         on, root = color_on(), getattr(config, "root", None)
@@ -317,6 +342,70 @@ def _print_first_failure(results: List[Any], ref: str) -> None:
     err.flush()
 
 
+# --- a halving run's end (wait, sweep --local, resume) -----------------------------------------
+
+
+def finish_halving(
+    results: List[Any], decisions: List[Any], stopped_by: Optional[str], run_dir: Any, cfg: Any, quiet: bool = False
+) -> None:
+    """The end of a halving run's rungs here (sweep --local, resume): the tasks, each rung's
+    decision, the top results; exit 0 with a winner (failed trials are never promoted and do
+    not fail it), 128 + N when signal N stopped it, else 1. ``quiet``: no text on stdout (--json)."""
+    import signal
+    from pathlib import Path
+
+    from invoke import Exit
+
+    from .. import runs
+    from ..errors import Interrupted
+    from ..sweep import rungs
+    from ..sweep.local import STOP_SIGNALS
+
+    run_dir = Path(run_dir)
+    ref = run_ref(run_dir, cfg)
+    schedule = rungs.schedule_of(runs.load_run(run_dir).spec)
+    param = schedule.param if schedule is not None else "budget"
+    if not quiet:
+        _print_local(results)
+        for d in decisions:
+            echo(f"rung {d.rung} ({param}={d.budget}): {d.summary()}")
+    if stopped_by in STOP_SIGNALS:
+        stopped = sum(1 for r in results if r.state == "INTERRUPTED")
+        message = f"interrupted by SIG{stopped_by}: {stopped} task(s) interrupted and recorded; continue here: nexa resume {ref}"
+        raise Interrupted(message, int(getattr(signal, f"SIG{stopped_by}")))
+    if stopped_by == "cancel":
+        raise Exit(f"nexa: {ref}: cancelled (nexa cancel); nexa resume {ref} continues it", code=1)
+    if not quiet:
+        from .results import print_top
+
+        print_top(run_dir, cfg)
+    last = decisions[-1] if decisions else None
+    if last is not None and last.winner is not None:
+        if not quiet:
+            echo(f"{run_dir.name}: {last.summary()} at {param}={last.budget}")
+        return
+    _print_first_failure(results, ref)
+    why = last.summary() if last is not None else "no rung was decided"
+    raise Exit(f"nexa: {run_dir.name}: the schedule ended without a winner: {why}", code=1)
+
+
+def _halving_report(st: Any) -> None:
+    """The end of a halving run: its rungs; exit 0 with a winner, else 1. Trials that failed
+    are listed: they were never promoted, and do not fail a schedule that found its winner."""
+    from invoke import Exit
+
+    echo(render_schedule(st.schedule))
+    failed = [t for t in st.tasks if t.bucket == "failed"]
+    if failed:
+        place = st.schedule.schedule.locate
+        listed = ", ".join(f"trial {place(t.index)[1]} (rung {place(t.index)[0]}, {t.state})" for t in failed)
+        echo(f"{len(failed)} task(s) failed and were not promoted: {listed}")
+    if st.schedule.state == "finished":
+        echo(f"{st.run_id}: schedule finished: {st.schedule.message}")
+        return
+    raise Exit(f"nexa: {st.run_id}: schedule {st.schedule.state}: {st.schedule.message} (nexa resume {st.run_dir} continues it)", code=1)
+
+
 @nexa_task(
     klass=OptionalRun,
     positional=["run"],
@@ -331,7 +420,8 @@ def _print_first_failure(results: List[Any], ref: str) -> None:
 def wait(c, run=None, poll=None, timeout=None, every=None, project=None):
     """Wait until every task of a run has ended, with progress.
 
-    Exits 1 when any task failed, 124 on --timeout.
+    A halving run: every rung. Exits 1 when any task failed (a halving run: when it ends
+    without a winner), 124 on --timeout.
     """
     wait_and_report(
         run,
@@ -396,6 +486,7 @@ def cancel(c, run=None, task=None, dry_run=False, project=None):
     """Cancel a run's Slurm jobs, or one task.
 
     A task that already ended is not an error; a local run's runner stops and records them.
+    A halving run: its current rung and promotion job (nexa resume continues it).
     """
     from .. import control
 
@@ -518,4 +609,38 @@ def _cost_text(r: Any) -> str:
     return "-"
 
 
-TASKS = [status, wait, logs, cancel, resubmit, runs]
+@nexa_task(
+    klass=OptionalRun,
+    positional=["run"],
+    help={
+        "run": RUN_HELP,
+        "wait": "Then follow the schedule to its end, as `nexa wait`.",
+        "dry_run": "Print the sbatch commands (or what would run); submit, decide and write nothing.",
+        "json": "Print what was done as JSON (action, message, indices, job_ids, promote_job_id, decision).",
+        "project": PROJECT_HELP,
+    },
+)
+def resume(c, run=None, wait=False, dry_run=False, json=False, project=None):
+    """Continue a halving run from its last complete rung.
+
+    After cancel, a failed promotion job, or an interrupted --local run.
+    """
+    import json as _json
+    import sys
+
+    from ..sweep import halving
+
+    cfg = load_project(project)
+    progress = None if dry_run else local_progress(sys.stderr)
+    result = halving.resume(run, dry_run=dry_run, config=cfg, progress=progress)
+    if json:
+        echo(_json.dumps(result.to_json(), indent=2))
+    if result.action == "local":  # the rungs ran here: their tasks, decisions and end, as sweep --local
+        finish_halving(result.results, [result.decision] if result.decision else [], result.stopped_by, result.run_dir, cfg, quiet=json)
+    elif not json:
+        echo(f"{result.run_id}: {result.message}")
+    if wait and not dry_run and result.action not in ("nothing", "local"):
+        wait_and_report(run or result.run_id, cfg)
+
+
+TASKS = [status, wait, logs, cancel, resubmit, runs, resume]

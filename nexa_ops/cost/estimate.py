@@ -12,8 +12,10 @@ from ..config import NexaConfig, Resources, SweepDefinition, load_config, parse_
 from ..errors import ConfigError, Refused
 from ..resources import read_text
 from ..schema import from_table
+from ..sweep import search
 from ..sweep.expand import count
 from .pricing import Estimate, PriceTable, estimate, merge_tables, parse_price_table
+from .schedule import ScheduleCost, schedule_cost
 
 ConfigLike = Union[NexaConfig, str, Path, None]
 
@@ -50,11 +52,15 @@ def estimate_cost(
 ) -> Estimate:
     """The cost estimate of a sweep (file or definition) or of ``tasks`` jobs of ``Resources``.
 
+    A sweep with ``[search]`` (successive halving) is estimated over its whole schedule, each
+    rung's hours scaled by its budget (``halving_cost`` has the table).
+
     Args:
         what: a sweep file, a ``SweepDefinition``, a ``Resources``, or any TOML file with a
             ``[resources]`` table (counted as one task).
         config: ``NexaConfig`` or the path of nexa.toml (default: found as the CLI does).
-        tasks: the number of tasks (default: the sweep's expanded size, or 1).
+        tasks: the number of tasks (default: the sweep's expanded size, or 1; with it, a
+            halving sweep is priced as ``tasks`` plain tasks).
         provider: price this provider instead of ``[cost] provider``.
         strict: raise ``ConfigError`` when no figure can be made (no GPU type, hours, price)
             (default False: return the estimate with ``problem`` set).
@@ -71,9 +77,12 @@ def estimate_cost(
     """
     cfg = _config(config)
     if isinstance(what, (str, Path)):
-        what = _load_target(Path(what))
+        what = load_target(Path(what))
     if isinstance(what, SweepDefinition):
         res = what.resources
+        if tasks is None and what.search is not None:
+            found = halving_cost(what, cfg, provider=provider)
+            return found.estimate.require() if strict else found.estimate
         if tasks is None:
             tasks = count(what)
     else:
@@ -82,7 +91,21 @@ def estimate_cost(
     return est.require() if strict else est
 
 
-def _load_target(path: Path) -> Union[SweepDefinition, Resources]:
+def halving_cost(defn: SweepDefinition, config: ConfigLike = None, *, provider: Optional[str] = None) -> ScheduleCost:
+    """A halving sweep's cost: per rung (trials x hours x budget / max), the whole schedule,
+    and the full grid at the largest budget beside it."""
+    spec = defn.search
+    if spec is None:
+        raise ConfigError("not a halving sweep: no [search] table", str(defn.path or "sweep"), "search")
+    cfg = _config(config)
+    n = count(defn)
+    plan = search.plan(n, spec.budget.param, spec.metric, spec.mode, spec.eta, spec.budget.min, spec.budget.max)
+    full = estimate(defn.resources, n, load_prices(cfg), cfg.cost, provider=provider, where=cfg.where)
+    return schedule_cost(full, plan)
+
+
+def load_target(path: Path) -> Union[SweepDefinition, Resources]:
+    """A sweep file, or any TOML file with a ``[resources]`` table."""
     table = toml.load(path)
     if "command" in table or "name" in table or "grid" in table:
         return parse_sweep(table, str(path), path)

@@ -28,7 +28,7 @@ def load_results(
     run: runs.RunRef = None,
     *,
     metric: Optional[str] = None,
-    mode: str = "min",
+    mode: Optional[str] = None,
     reduce: str = "last",
     state: States = None,
     top: Optional[int] = None,
@@ -38,12 +38,16 @@ def load_results(
     """A run's tasks ranked by a metric its tasks reported in ``$NEXA_METRICS_FILE``.
 
     Works while the run is going (tasks without the metric yet sort last), for local and
-    Slurm runs and launch runs, and across every run of a campaign.
+    Slurm runs and launch runs, and across every run of a campaign. A halving run has one
+    row per trial: its task at the highest rung it reached (``TaskResult.rung``), ranked by
+    rung first, so the best row is the winner of the last rung.
 
     Args:
         run: a run folder, a run id under the runs directory, or None for the latest run.
-        metric: the metric to rank by (default: the first metric name seen).
-        mode: ``min`` (default: smaller is better) or ``max``.
+        metric: the metric to rank by (default: a halving run's ``[search] metric``, else the
+            first metric name seen).
+        mode: ``min`` (smaller is better) or ``max`` (default: a halving run's ``[search]
+            mode``, else ``min``).
         reduce: ``last`` (default: the value at the highest step) or ``best`` (the best
             value over all steps, by ``mode``).
         state: keep only tasks in this state or these states: Slurm states (``COMPLETED``,
@@ -63,7 +67,7 @@ def load_results(
         ConfigError: no such run or campaign, an unknown metric (the message lists the names
             seen), a bad ``mode``, ``reduce``, ``state`` or ``top``.
     """
-    check_options(mode, reduce, top)
+    check_options(mode or "min", reduce, top)
     wanted = parse_states(state)
     cfg = config or load_config()
     if campaign is not None:
@@ -72,13 +76,25 @@ def load_results(
         data = [read_run(track.status(path, config=cfg)) for path in campaign_runs(cfg.runs_dir, campaign)]
     else:
         data = [read_run(track.status(run, config=cfg))]
-    return combine(data, metric=metric, mode=mode, reduce=reduce, states=wanted, top=top, campaign=campaign)
+        metric, mode = search_defaults(data[0].status, metric, mode)
+    return combine(data, metric=metric, mode=mode or "min", reduce=reduce, states=wanted, top=top, campaign=campaign)
+
+
+def search_defaults(st: track.RunStatus, metric: Optional[str], mode: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """A halving run's ``[search]`` metric and mode where none was asked for: the winner of
+    ``nexa results`` is then the schedule's own."""
+    if st.schedule is None:
+        return metric, mode
+    plan = st.schedule.schedule
+    if metric is None or metric == plan.metric:
+        return plan.metric, mode or plan.mode
+    return metric, mode
 
 
 def best_config(
     run: runs.RunRef = None,
     metric: Optional[str] = None,
-    mode: str = "min",
+    mode: Optional[str] = None,
     *,
     reduce: str = "last",
     campaign: Optional[str] = None,
@@ -88,8 +104,8 @@ def best_config(
 
     Args:
         run: a run folder, a run id under the runs directory, or None for the latest run.
-        metric: the metric to rank by (default: the first metric name seen).
-        mode: ``min`` (default: smaller is better) or ``max``.
+        metric: the metric to rank by (default: a halving run's, else the first name seen).
+        mode: ``min`` or ``max`` (default: a halving run's, else ``min``).
         reduce: ``last`` (default) or ``best`` over the steps, as in ``load_results``.
         campaign: look over every run of this campaign instead (``run`` must be None).
         config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
@@ -135,11 +151,12 @@ def combine(
     rows: List[TaskResult] = []
     for run in data:
         label = run.status.run_id if campaign is not None else ""
-        for task in run.status.tasks:
+        for task, trial, rung in _rows_of(run.status):
             if states is not None and task.state not in states and task.bucket not in states:
                 continue
             found = run.metrics.get(task.index)
-            row = TaskResult(task.index, task.state, dict(task.params), elapsed=task.elapsed, run=label)
+            index = task.index if trial is None else trial
+            row = TaskResult(index, task.state, dict(task.params), elapsed=task.elapsed, run=label, rung=rung)
             if found is not None:
                 row.steps, row.text = found.steps, dict(found.text)
                 if chosen in found.last:
@@ -164,6 +181,20 @@ def combine(
         campaign=campaign,
         run_dirs={st.run_id: st.run_dir for st in statuses},
     )
+
+
+def _rows_of(st: track.RunStatus) -> List[Tuple[track.TaskRow, Optional[int], Optional[int]]]:
+    """``(task row, trial, rung)`` per result row: every task; for a halving run, each
+    trial's task at the highest rung it was submitted to."""
+    if st.schedule is None:
+        return [(task, None, None) for task in st.tasks]
+    plan = st.schedule.schedule
+    latest: Dict[int, Tuple[track.TaskRow, Optional[int], Optional[int]]] = {}
+    for task in st.tasks:
+        rung, trial = plan.locate(task.index)
+        if trial not in latest or (latest[trial][2] or 0) <= rung:
+            latest[trial] = (task, trial, rung)
+    return [latest[trial] for trial in sorted(latest)]
 
 
 def parse_states(state: States) -> Optional[frozenset]:
@@ -279,4 +310,5 @@ def any_metrics(run_dir: Path) -> bool:
 
 def results_of(st: track.RunStatus, **options: Any) -> Results:
     """``combine`` for a status already in hand (``nexa sweep`` and ``wait`` have one)."""
-    return combine([read_run(st)], **options)
+    metric, mode = search_defaults(st, options.pop("metric", None), options.pop("mode", None))
+    return combine([read_run(st)], metric=metric, mode=mode or "min", **options)

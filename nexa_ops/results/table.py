@@ -35,6 +35,7 @@ class TaskResult:
     run: str = ""  # the run id: tells the runs of a campaign apart
     text: Dict[str, str] = field(default_factory=dict)  # the last text value of each other key
     best: bool = False
+    rung: Optional[int] = None  # a halving run: the row is trial ``index`` at its highest rung
 
 
 @dataclass
@@ -95,9 +96,10 @@ def choose_metric(names: Sequence[str], metric: Optional[str]) -> Optional[str]:
 def rank(rows: List[TaskResult], mode: str) -> List[TaskResult]:
     """Rows by value (smallest first for min, largest for max); tasks without the metric
     last. Ties, and the tasks without it, keep the order they came in (run, then task
-    index). The first row is marked best when it has a value."""
+    index). The first row is marked best when it has a value. Trials of a halving run rank
+    by their highest rung first: a value at a larger budget beats any at a smaller one."""
     sign = 1.0 if mode == "min" else -1.0
-    ordered = sorted(rows, key=lambda r: (r.value is None, 0.0 if r.value is None else sign * r.value))
+    ordered = sorted(rows, key=lambda r: (r.value is None, -(r.rung or 0), 0.0 if r.value is None else sign * r.value))
     for row in ordered:
         row.best = False
     if ordered and ordered[0].value is not None:
@@ -154,16 +156,24 @@ def _campaign(results: Results) -> bool:
     return results.campaign is not None
 
 
+def _trials(results: Results) -> bool:
+    """A halving run's results: one row per trial, with its highest rung."""
+    return any(row.rung is not None for row in results.rows)
+
+
 def grid(results: Results) -> List[List[str]]:
-    """Header and rows of the human table (and markdown): mark, [run], task, state, the
-    varying parameters, the chosen metric, the other metrics, steps, elapsed."""
-    head = [""] + (["run"] if _campaign(results) else []) + ["task", "state"] + list(results.keys)
+    """Header and rows of the human table (and markdown): mark, [run], task (a halving run:
+    trial and rung), state, the varying parameters, the chosen metric, the other metrics,
+    steps, elapsed."""
+    trials = _trials(results)
+    head = [""] + (["run"] if _campaign(results) else []) + (["trial", "rung"] if trials else ["task"]) + ["state"] + list(results.keys)
     if results.metric:
         head.append(metric_header(results))
     head += results.others + ["steps", "elapsed"]
     lines = [head]
     for row in results.rows:
-        cells = ["*" if row.best else ""] + ([row.run] if _campaign(results) else []) + [str(row.index), row.state]
+        where = [str(row.index)] + (["" if row.rung is None else str(row.rung)] if trials else [])
+        cells = ["*" if row.best else ""] + ([row.run] if _campaign(results) else []) + where + [row.state]
         cells += [short(row.params[k]) if k in row.params else "" for k in results.keys]
         if results.metric:
             cells.append(number(row.value))
@@ -185,7 +195,11 @@ def summary(results: Results) -> List[str]:
         lines.append(f"{who}: no task reported {results.metric} yet")
     else:
         b = results.best
-        where = f"run {b.run} task {b.index}" if _campaign(results) else f"task {b.index}"
+        row = next((r for r in results.rows if r.best), None)
+        noun = "trial" if row is not None and row.rung is not None else "task"
+        where = f"run {b.run} {noun} {b.index}" if _campaign(results) else f"{noun} {b.index}"
+        if row is not None and row.rung is not None:
+            where += f" at rung {row.rung}"
         params = ", ".join(f"{k}={short(b.params[k])}" for k in results.keys if k in b.params)
         lines.append(f"best: {where}" + (f" ({params})" if params else "") + f": {results.metric} = {number(b.value)} ({b.state})")
     if results.skipped_lines:
@@ -230,11 +244,15 @@ def render_csv(results: Results) -> str:
     metrics = ([results.metric] if results.metric else []) + results.others
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow((["run"] if _campaign(results) else []) + ["index", "state"] + keys + metrics + ["steps", "elapsed"])
+    trials = _trials(results)
+    where = ["index"] + (["rung"] if trials else [])
+    writer.writerow((["run"] if _campaign(results) else []) + where + ["state"] + keys + metrics + ["steps", "elapsed"])
     for row in results.rows:
         writer.writerow(
             ([row.run] if _campaign(results) else [])
-            + [row.index, row.state]
+            + [row.index]
+            + ([exact(row.rung)] if trials else [])
+            + [row.state]
             + [exact(row.params.get(k)) for k in keys]
             + [exact(row.metrics.get(m)) for m in metrics]
             + [row.steps, exact(row.elapsed)]
@@ -249,6 +267,8 @@ def to_json(results: Results) -> Dict[str, Any]:
     for row in results.rows:
         item: Dict[str, Any] = {"run": row.run} if campaign else {}
         item.update(index=row.index, state=row.state, params=row.params, metrics=row.metrics, steps=row.steps, elapsed=row.elapsed)
+        if row.rung is not None:
+            item["rung"] = row.rung
         rows.append(item)
     best = None
     if results.best is not None:

@@ -153,3 +153,18 @@ def plan_warnings(defn: SweepDefinition, used: Sequence[bool]) -> List[str]:
         what = "with no arguments" if not defn.fixed else "with the [fixed] values only"
         out.append(f"{where}: grid: no [grid] (or [random]) values: the sweep is one task {what}")
     return out
+def rung_tasks(defn: SweepDefinition, configs: Sequence[Task], schedule: Any) -> List[Task]:
+    """A halving sweep's tasks: every configuration at every rung's budget, task
+    ``rung * n + trial`` (``search.Schedule.index``). The budget parameter comes last in the
+    params and in argv, formatted like any value."""
+    fmt = ArgFormatter(defn.arg_format)
+    param = schedule.param
+    tasks = []
+    for rung in schedule.rungs:
+        items = fmt(param, format_value(rung.budget))
+        base = rung.rung * schedule.n
+        for task in configs:
+            params = dict(task.params)
+            params[param] = rung.budget
+            tasks.append(Task(base + task.index, params, task.argv + items))
+    return tasks

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import pids, proc, runs
+from ..config import NexaConfig
+from ..cost.reconcile import reconcile_manifest
 from ..errors import ConfigError, ToolError, ToolMissing
 from ..fs import atomic_write_json
 from ..resources import package_root
@@ -258,9 +260,12 @@ def run_local(
     gpus: Optional[Sequence[str]] = None,
     progress: Optional[Callable[[Progress], None]] = None,
     signals: Optional[Signals] = None,
+    env_of: Optional[Callable[[int], Dict[str, str]]] = None,
 ) -> LocalOutcome:
     """Run the tasks ``indices``, at most ``max_parallel`` at a time (default: CPU count; with
     ``gpus``, the ``CUDA_VISIBLE_DEVICES`` slices, at most one task per slice).
+    ``env_of(index)`` adds variables to a task's environment (a halving sweep's trial
+    variables, as its array script sets them).
 
     Output goes to ``logs/local_<i>.out|err``; each task's end is recorded in
     ``tasks/<i>.end.json`` like the sbatch script does, interrupted and cancelled ones included
@@ -344,9 +349,15 @@ def run_local(
                     task.send("KILL")
             while pending and len(running) < parallel and outcome.stopped_by is None:
                 index = pending.pop()
+                try:
+                    extra = env_of(index) if env_of is not None else {}
+                except BaseException:
+                    pending.append(index)  # recorded below, like every task not started
+                    raise
                 slot = free.pop(0) if gpus else None
                 files = [open(log_dir / f"local_{index}.{ext}", "wb") for ext in ("out", "err")]
                 env = {"NEXA_RUN_DIR": str(run_dir)}
+                env.update(extra)
                 if slot is not None:
                     env["CUDA_VISIBLE_DEVICES"] = slot
                 try:
@@ -397,6 +408,47 @@ def run_local(
         if own:
             sig.restore()
     outcome.results.sort(key=lambda r: r.index)
+    return outcome
+
+
+# --- a local run, start to end ----------------------------------------------------------
+
+
+def run_tasks_here(
+    run_dir: Path,
+    manifest: Dict[str, Any],
+    indices: Sequence[int],
+    max_parallel: Optional[int],
+    gpus: Optional[List[str]],
+    config: NexaConfig,
+    book: Callable[[], Optional[Path]],
+    progress: Optional[Callable[[Progress], None]] = None,
+    env_of: Optional[Callable[[int], Dict[str, str]]] = None,
+) -> LocalOutcome:
+    """Run a local run's tasks ``indices`` with this process as the runner: recorded in the
+    manifest first (pid, host, start time), every task recorded as it ends, however the run
+    ends (Ctrl-C, SIGTERM, ``nexa cancel``); then the exit codes go into the manifest and the
+    cost manifest (``book()`` writes or reopens it and returns its path, or None) is
+    reconciled. The signal handlers cover all of it, so an interrupt cannot cut the
+    bookkeeping short: a signal before the first task starts ends them all unstarted.
+    ``env_of``: as for ``run_local`` (a halving sweep's trial variables)."""
+    spec_path = Path(manifest.get("spec") or run_dir / runs.SPEC)
+    with Signals() as signals:
+        manifest["runner"] = runs.new_runner()
+        runs.write_manifest(run_dir, manifest)
+        outcome = LocalOutcome()
+        cost_manifest = None
+        try:
+            cost_manifest = book()
+            outcome = run_local(
+                spec_path, run_dir, indices, max_parallel, gpus=gpus, progress=progress, signals=signals, env_of=env_of
+            )
+        finally:
+            codes = manifest.setdefault("exit_codes", {})
+            codes.update({str(r.index): r.exit_code for r in outcome.results})
+            runs.write_manifest(run_dir, manifest)
+            if cost_manifest is not None:
+                reconcile_manifest(cost_manifest, config.runs_dir)
     return outcome
 
 

@@ -18,13 +18,15 @@ from .. import envfile, pipeline, runs, worker
 from ..config import NexaConfig, SweepDefinition
 from ..cost.estimate import load_prices
 from ..cost.pricing import Estimate, estimate
+from ..cost.schedule import ScheduleCost, schedule_cost
 from ..errors import ConfigError
 from ..fs import atomic_write_bytes, atomic_write_text
 from ..resources import package_root
 from ..snapshot import Snapshot, take
 from ..tools import torchrun
-from .expand import Task, expand, plan_warnings
-from .script import render_array_script
+from . import search
+from .expand import MAX_TASKS, Task, expand, plan_warnings, rung_tasks
+from .script import render_array_script, render_promote_script
 
 #: The sweep's ``env`` variables and their values at planning, sourced by every task.
 ENV_FILE = "sweep.env"
@@ -68,6 +70,10 @@ class SweepArtifacts:
     upstreams: List[pipeline.Upstream] = field(default_factory=list)  # --after, as read when planned
     snapshot: Optional[Snapshot] = None
     env_names: List[str] = field(default_factory=list)  # the sweep's `env` variables carried to every task
+    schedule: Optional[search.Schedule] = None  # a halving sweep's rungs (tasks: every rung's)
+    schedule_cost: Optional[ScheduleCost] = None  # its cost table, beside the full grid
+    promote_job_ids: List[str] = field(default_factory=list)  # the promotion jobs submitted here
+    decisions: List[search.Decision] = field(default_factory=list)  # --local: each rung's
 
     @property
     def job_count(self) -> int:
@@ -108,13 +114,23 @@ def plan_sweep(
     ``upstreams`` (``--after``, read by ``pipeline.gather``) are checked against the task
     count first and give the script its ``$NEXA_UPSTREAM_*`` variables; ``snapshot`` copies
     the project into ``<run>/code`` (a dry run prints the copy command) and the tasks run
-    there."""
+    there.
+
+    A halving sweep (``[search]``) plans every rung's tasks (task ``rung * n + trial``), its
+    ``schedule`` and ``schedule_cost``, and the promotion script too; its upstreams are
+    checked against its configurations (rung 0 is what waits on them)."""
     used = [False] * len(defn.exclude)
     tasks = expand(defn, launcher_prefix(defn), used)
     if not tasks:
         raise ConfigError("every combination is excluded: nothing to run", str(defn.path or "sweep"), "exclude")
     pipeline.check(upstreams, len(tasks), "this sweep")
-    cost = estimate(defn.resources, len(tasks), load_prices(config), config.cost, where=config.where)
+    schedule, costs = None, None
+    if defn.search is not None:
+        schedule, costs = halving_plan(defn, config, len(tasks))
+        tasks = rung_tasks(defn, tasks, schedule)
+        cost = costs.estimate
+    else:
+        cost = estimate(defn.resources, len(tasks), load_prices(config), config.cost, where=config.where)
     if out is not None and not str(out).strip():
         raise ConfigError("--out: expected a folder, got ''")
     warnings = plan_warnings(defn, used)
@@ -123,18 +139,21 @@ def plan_sweep(
         warnings.append(f"{defn.path or 'sweep'}: command: {missing}")
     if dry_run:
         if out is not None:  # refused as a real plan would be; nothing is written either way
-            _holds_this_plan(Path(out).resolve(), None if snapshot else _spec_text(defn, tasks, Path(out).resolve(), config.root))
-        artifacts = _plan_in_memory(defn, config, tasks, out, cost)
+            text = None if snapshot else _spec_text(defn, tasks, Path(out).resolve(), config.root, schedule)
+            _holds_this_plan(Path(out).resolve(), text)
+        artifacts = _plan_in_memory(defn, config, tasks, out, cost, schedule)
         if snapshot:
             artifacts.snapshot = take(config, artifacts.run_dir, config.root, dry_run=True)
     else:
         target = Path(out).resolve() if out is not None else None
         # A snapshot's spec names a new copy: an --out holding any plan is then another plan.
-        reuse = target is not None and _holds_this_plan(target, None if snapshot else _spec_text(defn, tasks, target, config.root))
+        planned = None if snapshot or target is None else _spec_text(defn, tasks, target, config.root, schedule)
+        reuse = target is not None and _holds_this_plan(target, planned)
         run_dir, made = _new_run_dir(config, defn.name, out)
         try:
             snap = take(config, run_dir, config.root) if snapshot else None
-            artifacts = _write_plan(defn, config, tasks, run_dir, cost, snap.workdir if snap else config.root, upstreams, reuse)
+            workdir = snap.workdir if snap else config.root
+            artifacts = _write_plan(defn, config, tasks, run_dir, cost, workdir, upstreams, reuse, schedule)
             artifacts.snapshot = snap
         except BaseException:
             if made:
@@ -142,7 +161,21 @@ def plan_sweep(
             raise
     artifacts.upstreams = list(upstreams)
     artifacts.warnings = warnings
+    artifacts.schedule, artifacts.schedule_cost = schedule, costs
     return artifacts
+
+
+def halving_plan(defn: SweepDefinition, config: NexaConfig, configurations: int) -> Tuple[search.Schedule, ScheduleCost]:
+    """The schedule of a sweep with ``[search]`` over its ``configurations``, and its cost."""
+    spec = defn.search
+    assert spec is not None
+    schedule = search.plan(configurations, spec.budget.param, spec.metric, spec.mode, spec.eta, spec.budget.min, spec.budget.max)
+    if schedule.task_count > MAX_TASKS:
+        rungs = len(schedule.rungs)
+        message = f"{configurations:,} configurations x {rungs} rungs: more than {MAX_TASKS:,} tasks is not a sweep nexa plans"
+        raise ConfigError(message, str(defn.path or "sweep"), "search.budget")
+    full = estimate(defn.resources, configurations, load_prices(config), config.cost, where=config.where)
+    return schedule, schedule_cost(full, schedule)
 
 
 #: What a task's script looks like in its command (``train.py`` in ``python train.py``).
@@ -173,7 +206,9 @@ def missing_script(command: List[str], workdir: Path) -> Optional[str]:
     return f"{word} not found in {workdir} (the tasks' working directory, the project root): the tasks will fail to start"
 
 
-def _plan_in_memory(defn: SweepDefinition, config: NexaConfig, tasks: List[Task], out: Optional[Path], cost: Estimate) -> SweepArtifacts:
+def _plan_in_memory(
+    defn: SweepDefinition, config: NexaConfig, tasks: List[Task], out: Optional[Path], cost: Estimate, schedule: Optional[search.Schedule]
+) -> SweepArtifacts:
     """A dry run's plan: where the run folder would be, checked as a real plan would be
     (the folders can be made), with nothing created."""
     if out is None:
@@ -191,8 +226,10 @@ def _plan_in_memory(defn: SweepDefinition, config: NexaConfig, tasks: List[Task]
         problem = cannot_make(log_dir)
         if problem:
             raise ConfigError(f"cannot make the log folder {log_dir}: {problem}", config.where, "cluster.log_dir")
-    script = run_dir / f"{defn.name}.sbatch"
-    return SweepArtifacts(defn.name, run_dir.name, run_dir, run_dir / runs.SPEC, [script], tasks, cost=cost, written=False)
+    scripts = [run_dir / f"{defn.name}.sbatch"]
+    if schedule is not None:
+        scripts.append(run_dir / f"{defn.name}.promote.sbatch")
+    return SweepArtifacts(defn.name, run_dir.name, run_dir, run_dir / runs.SPEC, scripts, tasks, cost=cost, written=False)
 
 
 def cannot_make(path: Path) -> Optional[str]:
@@ -210,9 +247,11 @@ def cannot_make(path: Path) -> Optional[str]:
     return None
 
 
-def _spec_text(defn: SweepDefinition, tasks: List[Task], run_dir: Path, workdir: Path) -> str:
-    """``spec.json``'s exact content for this plan in ``run_dir``, its tasks run in ``workdir``."""
-    doc = runs.spec_document(defn.name, defn.campaign, defn.command, workdir, run_dir, tasks)
+def _spec_text(defn: SweepDefinition, tasks: List[Task], run_dir: Path, workdir: Path, schedule: Optional[search.Schedule] = None) -> str:
+    """``spec.json``'s exact content for this plan in ``run_dir``, its tasks run in ``workdir``
+    (a halving sweep's with its schedule)."""
+    plan = schedule.as_json() if schedule is not None else None
+    doc = runs.spec_document(defn.name, defn.campaign, defn.command, workdir, run_dir, tasks, plan)
     return json.dumps(doc, ensure_ascii=False) + "\n"
 
 
@@ -275,11 +314,13 @@ def _write_plan(
     workdir: Path,
     upstreams: Sequence[pipeline.Upstream],
     reuse: bool = False,
+    schedule: Optional[search.Schedule] = None,
 ) -> SweepArtifacts:
     """Write the plan into ``run_dir``, its tasks running in ``workdir``; with ``reuse``
     (the folder holds this very spec) the spec is kept as it is and the index rewritten only
-    when it does not match it."""
-    log_dir = Path(config.cluster.log_dir).expanduser().resolve() if config.cluster.log_dir else run_dir / runs.LOGS
+    when it does not match it. A halving sweep gets ``rungs/``, ``trials/`` and its
+    promotion script."""
+    log_dir = log_dir_of(config, run_dir)
     try:
         log_dir.mkdir(parents=True, exist_ok=True, mode=runs.RUN_DIR_MODE)
     except OSError as exc:
@@ -288,7 +329,7 @@ def _write_plan(
     (run_dir / runs.METRICS).mkdir(exist_ok=True, mode=runs.RUN_DIR_MODE)  # $NEXA_METRICS_FILE of every task: made once, here
     spec_path = run_dir / runs.SPEC
     if not reuse:
-        atomic_write_text(spec_path, _spec_text(defn, tasks, run_dir, workdir))
+        atomic_write_text(spec_path, _spec_text(defn, tasks, run_dir, workdir, schedule))
     if not reuse or worker.verify_index(str(spec_path)) is not None:
         # The worker's fast path: one task's argv in a few reads, no json import on the node.
         index = worker.index_bytes(str(spec_path), str(workdir), str(run_dir), [t.argv for t in tasks])
@@ -304,26 +345,49 @@ def _write_plan(
         workdir=str(workdir),
         worker_path=worker_path(config),
         python=config.cluster.python,
-        upstream=pipeline.env_lines(upstreams, '"$index"'),
+        # a halving task's upstream task (corr) is its trial's: rung 0 is what waited on it
+        upstream=pipeline.env_lines(upstreams, f'"$((index % {schedule.n}))"' if schedule else '"$index"'),
         env_file=str(run_dir / ENV_FILE) if defn.env else "",
+        trials=schedule.n if schedule else None,
     )
     script_path = run_dir / f"{defn.name}.sbatch"
+    scripts = {script_path: script}
+    if schedule is not None and defn.search is not None:
+        (run_dir / runs.RUNGS).mkdir(exist_ok=True, mode=runs.RUN_DIR_MODE)
+        (run_dir / runs.TRIALS).mkdir(exist_ok=True, mode=runs.RUN_DIR_MODE)
+        promote = render_promote_script(
+            name=defn.name,
+            res=defn.resources,
+            cluster=config.cluster,
+            partition=defn.search.promote_partition,
+            run_dir=str(run_dir),
+            worker_path=worker_path(config),
+            python=config.cluster.python,
+        )
+        scripts[run_dir / f"{defn.name}.promote.sbatch"] = promote
     env_values = envfile.select_prefixed(defn.env, os.environ)
     if reuse and (run_dir / runs.MANIFEST).exists():  # submitted: its script is what ran
-        try:
-            same = script_path.read_text(encoding="utf-8") == script
-        except (OSError, ValueError):
-            same = False
-        if not same:
-            raise ConfigError(f"--out {run_dir}: already submitted with another sbatch script ({script_path.name}): choose a new folder")
+        for path, text in scripts.items():
+            try:
+                same = path.read_text(encoding="utf-8") == text
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                raise ConfigError(f"--out {run_dir}: already submitted with another sbatch script ({path.name}): choose a new folder")
     else:
         if defn.env:  # before the script that sources it
             header = "The sweep's `env` variables, with their values when it was planned (sourced by every task)."
             atomic_write_text(run_dir / ENV_FILE, envfile.env_file(env_values, header), mode=envfile.MODE)
-        atomic_write_text(script_path, script, mode=0o755)
-    artifacts = SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, [script_path], tasks, cost=cost)
+        for path, text in scripts.items():
+            atomic_write_text(path, text, mode=0o755)
+    artifacts = SweepArtifacts(defn.name, run_dir.name, run_dir, spec_path, list(scripts), tasks, cost=cost)
     artifacts.env_names = list(env_values)
     return artifacts
+
+
+def log_dir_of(config: NexaConfig, run_dir: Path) -> Path:
+    """Where the run's Slurm logs go: ``[cluster] log_dir``, else ``<run>/logs``."""
+    return Path(config.cluster.log_dir).expanduser().resolve() if config.cluster.log_dir else run_dir / runs.LOGS
 
 
 def launcher_prefix(defn: SweepDefinition) -> List[str]:

@@ -2,6 +2,7 @@
 
 import shlex
 from string import Template
+from typing import Optional
 
 from .. import __version__
 from ..config import ClusterConfig, Resources
@@ -43,6 +44,22 @@ except Exception:  # no cache yet (first task), another Python's, damaged, or no
     main = worker.main
 sys.exit(main())
 """
+# The promotion job of a halving sweep (sweep/promote.py), also with -S from where the worker
+# is (argv[1]). That folder goes first on sys.path, as for the worker; but the promotion job
+# imports dataclasses, so the standard library's is imported before nexa.pyz's 3.6 backport
+# can shadow it (on 3.6 there is none, and the backport is found).
+PROMOTE_STUB = """\
+import sys
+path = sys.argv.pop(1)
+try:
+    import dataclasses
+except ImportError:
+    pass
+sys.path.insert(0, path)
+from nexa_ops.sweep.promote import main
+sys.exit(main())
+"""
+PROMOTE_TIME = "00:10:00"  # one CPU for a few seconds; the limit is generous
 
 
 # The sweep file's `env`: its variables, with their values when the sweep was planned, are
@@ -75,12 +92,15 @@ def render_array_script(
     python: str = "python3",
     upstream: str = "# no upstream run (--after)",
     env_file: str = "",
+    trials: Optional[int] = None,
 ) -> str:
     """The whole array script. Every value that reaches the shell is ``shlex.quote``d, every
     ``#SBATCH`` value quoted as Slurm reads it (``tools.slurm.directive_value``), a ``%`` in
     the log folder written ``%%``; a path with a control character is refused (a line break
     would end a comment or directive line and start a command). ``upstream``: the
-    ``--after`` variables' lines, quoted by ``pipeline.env_lines``."""
+    ``--after`` variables' lines, quoted by ``pipeline.env_lines``. ``trials``: a halving
+    sweep's configuration count; each task then also gets its rung, its trial id and the
+    trial's own folder (``NEXA_RUNG``, ``NEXA_TRIAL_ID``, ``NEXA_TRIAL_DIR``)."""
     for what, value in (("run folder", run_dir), ("spec", spec_path), ("[cluster] pyz_path", worker_path), ("[cluster] python", python)):
         check_line(value, what)
     lines = directives(
@@ -113,4 +133,49 @@ def render_array_script(
         max_requeues=shlex.quote(str(res.max_requeues if res.requeue else 0)),
         upstream=upstream,
         sweep_env=sweep_env,
+        trial_env=trial_env(trials) if trials else "",
+    )
+
+
+def trial_env(trials: int) -> str:
+    """The array script's lines for a halving sweep: task = rung x trials + trial."""
+    return (
+        f"# Successive halving: task = rung x {trials} + trial; a trial keeps its folder from rung to rung.\n"
+        f"export NEXA_RUNG=$((index / {trials})) NEXA_TRIAL_ID=$((index % {trials}))\n"
+        'export NEXA_TRIAL_DIR="$run_dir/trials/$NEXA_TRIAL_ID"\n'
+        '[ -d "$NEXA_TRIAL_DIR" ] || mkdir -m 755 "$NEXA_TRIAL_DIR"  # in trials/, made at planning; never writable by others\n'
+    )
+
+
+def render_promote_script(
+    *,
+    name: str,
+    res: Resources,
+    cluster: ClusterConfig,
+    partition: Optional[str],
+    run_dir: str,
+    worker_path: str,
+    python: str = "python3",
+) -> str:
+    """A halving sweep's promotion script: one CPU, a short limit, the sweep's partition and
+    account unless ``partition`` (``[search] promote_partition``) says otherwise; it runs
+    ``sweep.promote`` with ``python -S`` from where the worker runs. Its log and dependency
+    are given at each submission."""
+    for what, value in (("run folder", run_dir), ("[cluster] pyz_path", worker_path), ("[cluster] python", python)):
+        check_line(value, what)
+    small = Resources(
+        cpus_per_task=1,
+        time=PROMOTE_TIME,
+        partition=partition or res.partition,
+        account=res.account,
+    )
+    lines = directives(small, job_name=f"{name}.promote", cluster=cluster, chdir=run_dir)
+    return Template(read_text("sbatch/promote.sbatch")).substitute(
+        name=name,
+        version=__version__,
+        run_dir=shlex.quote(run_dir),
+        directives="\n".join(lines),
+        python=shlex.quote(python),
+        stub=shlex.quote(PROMOTE_STUB),
+        worker_path=shlex.quote(worker_path),
     )

@@ -6,17 +6,17 @@ refusal half-way still leaves a true record of what was submitted.
 """
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 from .. import pipeline, provenance, runs
 from ..config import NexaConfig, SweepDefinition, load_config, load_sweep
 from ..cost.book import check_writable, manifest_document, write_cost_manifest
 from ..cost.estimate import check_max_cost
-from ..cost.reconcile import reconcile_manifest
 from ..errors import ConfigError
 from ..snapshot import enabled as snapshot_enabled
 from ..tools import slurm
-from .local import LocalOutcome, Progress, Signals, gpu_slots, run_local
+from .halving import check_promotion, run_halving_locally, submit_halving
+from .local import Progress, gpu_slots, run_tasks_here
 from .plan import Chunk, SweepArtifacts, plan_sweep
 
 
@@ -28,7 +28,8 @@ def submit_sweep(
     With ``--after`` runs (``artifacts.upstreams``) each submission waits on them through a
     Slurm dependency (``pipeline.plan``: for ``corr`` the chunks are cut where the upstream's
     are). ``max_cost`` (default ``[cost] max_cost``) is checked before any Slurm call:
-    ``Refused`` submits nothing.
+    ``Refused`` submits nothing. A halving sweep submits its rung 0 (waiting on the upstreams
+    as any sweep would) and its first promotion job (``halving.submit_halving``).
     """
     assert artifacts.cost is not None, "plan_sweep estimates every plan"
     if not artifacts.written and not dry_run:
@@ -36,9 +37,14 @@ def submit_sweep(
     if not dry_run:
         _not_submitted(artifacts)
     check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
+    if artifacts.schedule is not None and not dry_run:
+        check_promotion(artifacts)  # a promotion job Slurm would refuse stops it all here, before anything is made
     if not dry_run:
         check_writable(config.runs_dir, artifacts.run_id)  # before any job exists
     limit = slurm.array_limit(config.cluster.max_array_size, dry_run)
+    if artifacts.schedule is not None:
+        manifest = _manifest(artifacts, defn, config, backend="slurm", dry_run=dry_run)
+        return submit_halving(artifacts, defn, config, manifest, limit, dry_run=dry_run)
     submissions = pipeline.plan(len(artifacts.tasks), artifacts.upstreams, limit)
     throttle = defn.resources.max_parallel
     artifacts.chunks = []
@@ -74,9 +80,10 @@ def run_sweep_locally(
     gpus: Optional[List[str]] = None,
     progress: Optional[Callable[[Progress], None]] = None,
 ) -> SweepArtifacts:
-    """Run every task here through the same worker (see ``run_tasks_here``); a run stopped by
-    a signal sets ``artifacts.stopped_by``. ``gpus``: the ``CUDA_VISIBLE_DEVICES`` slices
-    (``[]``: none; default: ``gpu_slots`` for the sweep's ``gpus_per_node``)."""
+    """Run every task here through the same worker (see ``local.run_tasks_here``); a run
+    stopped by a signal sets ``artifacts.stopped_by``. ``gpus``: the ``CUDA_VISIBLE_DEVICES``
+    slices (``[]``: none; default: ``gpu_slots`` for the sweep's ``gpus_per_node``). A
+    halving sweep runs its rungs one after another (``halving.run_halving_locally``)."""
     slots = gpus
     if slots is None:
         slots, warning = gpu_slots(defn.resources.gpus_per_node)
@@ -86,6 +93,12 @@ def run_sweep_locally(
     check_writable(config.runs_dir, artifacts.run_id)
     manifest = _manifest(artifacts, defn, config, backend="local")
     manifest.update(max_parallel=defn.resources.max_parallel, gpus_per_task=defn.resources.gpus_per_node)
+
+    def book() -> Optional[Path]:
+        return _book(config, artifacts, defn, backend="local", status="running")
+
+    if artifacts.schedule is not None:
+        return run_halving_locally(artifacts, defn, config, manifest, slots, book, progress)
     outcome = run_tasks_here(
         artifacts.run_dir,
         manifest,
@@ -93,45 +106,11 @@ def run_sweep_locally(
         defn.resources.max_parallel,
         slots,
         config,
-        lambda: _book(config, artifacts, defn, backend="local", status="running"),
+        book,
         progress,
     )
     artifacts.local_results, artifacts.stopped_by = outcome.results, outcome.stopped_by
     return artifacts
-
-
-def run_tasks_here(
-    run_dir: Path,
-    manifest: Dict[str, Any],
-    indices: Sequence[int],
-    max_parallel: Optional[int],
-    gpus: Optional[List[str]],
-    config: NexaConfig,
-    book: Callable[[], Optional[Path]],
-    progress: Optional[Callable[[Progress], None]] = None,
-) -> LocalOutcome:
-    """Run a local run's tasks ``indices`` with this process as the runner: recorded in the
-    manifest first (pid, host, start time), every task recorded as it ends, however the run
-    ends (Ctrl-C, SIGTERM, ``nexa cancel``); then the exit codes go into the manifest and the
-    cost manifest (``book()`` writes or reopens it and returns its path, or None) is
-    reconciled. The signal handlers cover all of it, so an interrupt cannot cut the
-    bookkeeping short: a signal before the first task starts ends them all unstarted."""
-    spec_path = Path(manifest.get("spec") or run_dir / runs.SPEC)
-    with Signals() as signals:
-        manifest["runner"] = runs.new_runner()
-        runs.write_manifest(run_dir, manifest)
-        outcome = LocalOutcome()
-        cost_manifest = None
-        try:
-            cost_manifest = book()
-            outcome = run_local(spec_path, run_dir, indices, max_parallel, gpus=gpus, progress=progress, signals=signals)
-        finally:
-            codes = manifest.setdefault("exit_codes", {})
-            codes.update({str(r.index): r.exit_code for r in outcome.results})
-            runs.write_manifest(run_dir, manifest)
-            if cost_manifest is not None:
-                reconcile_manifest(cost_manifest, config.runs_dir)
-    return outcome
 
 
 def _manifest(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig, backend: str, dry_run: bool = False) -> dict:
@@ -196,7 +175,9 @@ def launch_slurm_sweep(
     after: Union[None, str, Sequence[Any]] = None,
     snapshot: Optional[bool] = None,
 ) -> SweepArtifacts:
-    """Plan a sweep and, with ``submit``, send it to Slurm as one job array.
+    """Plan a sweep and, with ``submit``, send it to Slurm as one job array. A sweep file
+    with ``[search]`` is a halving sweep: rung 0 and its promotion job are submitted, and
+    ``artifacts.schedule`` holds the rungs (``docs/halving.md``).
 
     Args:
         path_or_definition: a sweep TOML file or an already parsed ``SweepDefinition``.
@@ -213,7 +194,9 @@ def launch_slurm_sweep(
             snapshot`` of nexa.toml).
 
     Returns:
-        ``SweepArtifacts`` with the run folder, spec and script paths, job ids and results.
+        ``SweepArtifacts`` with the run folder, spec and script paths, job ids and results;
+        for a halving sweep also ``schedule``, ``schedule_cost``, ``promote_job_ids`` and
+        (``local``) ``decisions``.
 
     Raises:
         ConfigError: the sweep or config is invalid; an ``after`` run that does not exist, or

@@ -102,6 +102,18 @@ def dependency_options(parts: Sequence[str]) -> List[str]:
     return [f"--dependency={','.join(parts)}", KILL_ON_INVALID_DEP]
 
 
+def afterany(job_ids: Sequence[str]) -> str:
+    """``--dependency=afterany:1:2``: start once every one of these jobs has ended, in any
+    state (an array job: all its elements). A halving run's promotion job waits so."""
+    return "--dependency=" + dependency_part("any", [str(j) for j in job_ids])
+
+
+def job_log(folder: str, stem: str) -> str:
+    """``--output=<folder>/<stem>-%j.out``: one log per job (``%j``, its id), stderr included;
+    the folder written as Slurm reads it (``filename_pattern``)."""
+    return "--output=" + filename_pattern(folder, f"{stem}-%j.out", "log folder")
+
+
 # --- #SBATCH directives -------------------------------------------------------------------
 #
 # How sbatch (22.05, src/sbatch/opt.c get_argument) reads the text after ``#SBATCH``: several
@@ -521,6 +533,12 @@ def sbatch(script: str, *, options: Sequence[str] = (), args: Sequence[str] = ()
     if not out:
         raise ToolError("sbatch", argv, 0, result.stderr or "", "no job id printed")
     return out[-1].split(";", 1)[0].strip()
+
+
+def sbatch_test_only(script: str, *, options: Sequence[str] = ()) -> None:
+    """``sbatch --test-only``: would Slurm accept the script (partition, account, limits)?
+    Submits nothing (Slurm uses up a job id); a refusal is a ``ToolError`` with its reason."""
+    proc.run(["sbatch", "--test-only", *options, script], hint=HINT, explain=_explain)
 
 
 def sbatch_argv(script: str, options: Sequence[str] = (), args: Sequence[str] = ()) -> List[str]:
