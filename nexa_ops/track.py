@@ -2,21 +2,22 @@
 
 A task's truth comes from several places, none complete on its own:
 
-- ``squeue``: what is queued or running now (forgets a job the moment it ends);
-- ``scontrol show job``: also finished jobs, for MinJobAge seconds; restart counts;
+- ``squeue -t all``: what is queued or running now, and the verdict (state, exit status,
+  restarts) on elements that ended less than MinJobAge seconds ago; one call for all of a
+  run's array jobs;
 - ``sacct``: everything, but only where the cluster has accounting (slurmdbd);
 - the run folder's records: ``tasks/<i>.start.json`` (worker) and ``tasks/<i>.end.json``
   (sbatch script: the program's exit code and the signals it was sent). They never expire.
 
 ``merge_task`` combines them (pure, see tests/test_track.py): a live Slurm state wins, then
-Slurm's verdict on a finished job, then accounting, then the records alone.
+Slurm's verdict on an ended element, then accounting, then the records alone.
 """
 
 import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Container, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from . import runs
 from .config import NexaConfig
@@ -37,7 +38,7 @@ class TaskRow:
     restarts: int = 0
     job_id: Optional[str] = None  # the array element, ``<array job>_<array index>``
     reason: str = ""
-    source: str = ""  # squeue | scontrol | sacct | record | none
+    source: str = ""  # squeue | sacct | record | none
     params: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -112,7 +113,8 @@ def merge_task(
     warn_signal: str = "USR1",
     now: Optional[float] = None,
 ) -> TaskRow:
-    """One task's row: live squeue state > scontrol > sacct > the run folder's records."""
+    """One task's row: live squeue state > Slurm's verdict on the ended element (``known``,
+    squeue -t all) > sacct > the run folder's records."""
     now = time.time() if now is None else now
     start, end = current_records(record, slot)
     info = live or known or accounted
@@ -163,8 +165,26 @@ def varying_keys(tasks: Sequence[Dict[str, Any]]) -> List[str]:
         for key in task.get("params", {}):
             if key not in keys:
                 keys.append(key)
-    varying = [k for k in keys if len({json.dumps(t.get("params", {}).get(k), sort_keys=True) for t in tasks}) > 1]
+    varying = [k for k in keys if len({_same(t.get("params", {}).get(k)) for t in tasks}) > 1]
     return varying or keys
+
+
+def _same(value: Any) -> Any:
+    """A key equal for equal JSON values (1 and 1.0 and True differ, as in the spec):
+    scalars as themselves with their type, the rest as canonical JSON (10,000 tasks)."""
+    if value is None or type(value) in (str, int, float, bool):
+        return (type(value), value)
+    return json.dumps(value, sort_keys=True)
+
+
+# --- asking Slurm -----------------------------------------------------------------------------
+#
+# Every question nexa asks about a run is ONE squeue call for all of its array jobs (chunks and
+# resubmissions together): ``squeue -r -t all -j id1,id2,...`` names the state of every queued
+# and running element, and of every ended one slurmctld still remembers (MinJobAge) with its
+# exit status and restart count, all ``scontrol show job`` would add. sacct goes to slurmdbd
+# (often the busiest daemon of a site) and is asked only for what neither Slurm nor an end
+# record explains, and, while following a run, only once nothing of it is queued any more.
 
 
 class _Sources:
@@ -174,12 +194,10 @@ class _Sources:
         self.accounting: Optional[bool] = None
 
     def scheduler(self, job_ids: List[str]) -> Tuple[Dict[str, SlurmInfo], Dict[str, SlurmInfo]]:
-        """(squeue, scontrol) information keyed by array element."""
-        live = slurm.from_squeue(slurm.squeue(job_ids, fmt=slurm.SQUEUE_FORMAT))
-        records: List[Dict[str, str]] = []
-        for job in job_ids:
-            records.extend(slurm.show_job(job))
-        return live, slurm.from_scontrol(records)
+        """(live, ended) information keyed by array element, from one squeue call."""
+        found = slurm.array_tasks(job_ids)
+        live = {k: v for k, v in found.items() if not runs.is_final(v.state)}
+        return live, {k: v for k, v in found.items() if k not in live}
 
     def accounted(self, job_ids: List[str]) -> Dict[str, SlurmInfo]:
         """sacct information, or nothing (and never asked again) without accounting."""
@@ -190,62 +208,95 @@ class _Sources:
         return slurm.from_sacct(rows or [])
 
 
-def _status(path: Path, sources: _Sources) -> RunStatus:
-    run = load_run(path)
-    spec_tasks = run.spec.get("tasks", [])
-    params = run.params()
+@dataclass
+class _Answer:
+    """What Slurm said at one poll: live elements, ended ones, accounting's."""
+
+    live: Dict[str, SlurmInfo] = field(default_factory=dict)
+    ended: Dict[str, SlurmInfo] = field(default_factory=dict)
+    accounted: Dict[str, SlurmInfo] = field(default_factory=dict)
+    slots: Optional[Dict[int, Slot]] = None  # the run's slots the question was about
+
+
+def _ask(run: runs.Run, records: Dict[int, Dict[str, Any]], sources: _Sources, *, at_end_only: bool = False) -> _Answer:
+    """One squeue call for every job of the run; sacct only for tasks that neither Slurm nor
+    an end record explains, and with ``at_end_only`` only when none of the run is queued."""
     where = run.slots()
-    records = runs.task_records(path)
-    live: Dict[str, SlurmInfo] = {}
-    known: Dict[str, SlurmInfo] = {}
-    accounted: Dict[str, SlurmInfo] = {}
     job_ids = list(dict.fromkeys(s.job_id for s in where.values()))
-    if job_ids:
-        live, known = sources.scheduler(job_ids)
-        # Accounting only for what neither the queue, scontrol nor an end record explains.
-        if any(
-            s.element not in live and s.element not in known and not current_records(records.get(i, {}), s)[1] for i, s in where.items()
-        ):
-            accounted = sources.accounted(job_ids)
+    answer = _Answer(slots=where)
+    if not job_ids:
+        return answer
+    answer.live, answer.ended = sources.scheduler(job_ids)
+    if at_end_only and answer.live:
+        return answer
+    if any(
+        s.element not in answer.live and s.element not in answer.ended and not current_records(records.get(i, {}), s)[1]
+        for i, s in where.items()
+    ):
+        answer.accounted = sources.accounted(job_ids)
+    return answer
+
+
+def _rows(run: runs.Run, records: Dict[int, Dict[str, Any]], answer: _Answer, fresh: Container[int] = ()) -> RunStatus:
+    """The run's status from Slurm's answer and the records (pure). Tasks in ``fresh`` wrote
+    records after that answer: their records alone say what they are now."""
+    where = answer.slots if answer.slots is not None else run.slots()
+    params = run.params()
     pattern = run.directive("output")
+    warn_signal = run.warn_signal
+    local = run.backend == "local"
+    log_dir = run.path / runs.LOGS
     rows = []
     now = time.time()
     for index in range(run.count):
         slot = where.get(index)
         element = slot.element if slot else ""
-        row = merge_task(
-            index,
-            slot,
-            live.get(element),
-            known.get(element),
-            accounted.get(element),
-            records.get(index, {}),
-            backend=run.backend,
-            warn_signal=run.warn_signal,
-            now=now,
-        )
+        if index in fresh:
+            # A start record means running, an end record ended, whatever Slurm said before.
+            row = merge_task(index, slot, None, None, None, records.get(index, {}), backend="local", warn_signal=warn_signal, now=now)
+        else:
+            row = merge_task(
+                index,
+                slot,
+                answer.live.get(element),
+                answer.ended.get(element),
+                answer.accounted.get(element),
+                records.get(index, {}),
+                backend=run.backend,
+                warn_signal=warn_signal,
+                now=now,
+            )
         row.params = params.get(index, {})
-        if run.backend == "local":
-            row.log = str(path / runs.LOGS / f"local_{index}.out")
+        if local:
+            row.log = str(log_dir / f"local_{index}.out")
         elif slot is not None:
             row.log = slurm.log_path(pattern, slot.job_id, slot.array_task_id, run.name)
         rows.append(row)
     return RunStatus(
         run_id=run.run_id,
-        run_dir=path,
+        run_dir=run.path,
         name=run.name,
         backend=run.backend,
         job_ids=[str(j) for j in run.manifest.get("job_ids", [])],
-        keys=varying_keys(spec_tasks),
+        keys=varying_keys(run.spec.get("tasks", [])),
         tasks=rows,
     )
+
+
+def _status(path: Path, sources: _Sources) -> RunStatus:
+    """One look at a run: its folder (one scan of ``tasks/``, one read per record) and one
+    squeue call, sacct only when needed."""
+    run = load_run(path)
+    records = runs.task_records(path)
+    return _rows(run, records, _ask(run, records, sources))
 
 
 def status(run: RunRef = None, *, config: Optional[NexaConfig] = None) -> RunStatus:
     """Every task of a run with its state, exit code, elapsed time, node, log and restarts.
 
-    States come from squeue, ``scontrol show job`` and sacct (where accounting exists), merged
-    with the worker's records, so finished tasks stay known after Slurm forgets them.
+    States come from one squeue call for all of the run's array jobs and sacct (only where
+    accounting exists and only for tasks nothing else explains), merged with the worker's
+    records, so finished tasks stay known after Slurm forgets them.
 
     Args:
         run: a run folder, a run id under the runs directory, or None for the latest run.
@@ -261,20 +312,130 @@ def status(run: RunRef = None, *, config: Optional[NexaConfig] = None) -> RunSta
     return _status(resolve_run(run, config), _Sources())
 
 
+# --- following a run: polls that back off ------------------------------------------------------
+
+FIRST_POLL = 2.0  # seconds: the first pause, and the pause after news
+DEFAULT_POLL = 60.0  # seconds: the longest pause by default (``--poll``)
+TICK = 1.0  # seconds: how often the run folder is looked at between polls (one stat)
+
+
+def next_pause(pause: Optional[float], news: bool, ceiling: float = DEFAULT_POLL, first: float = FIRST_POLL) -> float:
+    """The pause before the next Slurm poll (pure): ``first`` to begin with and after news,
+    else twice the last pause, never above ``ceiling``: 2, 4, 8, 16, 32, 60, 60... seconds."""
+    ceiling = max(ceiling, 0.1)
+    if pause is None or news:
+        return min(first, ceiling)
+    return min(pause * 2, ceiling)
+
+
+def slurm_news(before: RunStatus, after: RunStatus) -> bool:
+    """Whether a poll told what the run folder had not shown (pure): a task that ended badly
+    without an end record (cancelled, killed, its node lost, gone while pending), a requeue,
+    or a run whose tasks all wrote their end records that Slurm does not call over yet. Tasks
+    that start and end on their own write records, which nexa watches for free: no news."""
+    if before.finished and not after.finished:
+        return True
+    for old, new in zip(before.tasks, after.tasks):
+        if new.restarts > old.restarts:
+            return True
+        if new.bucket == "failed" and old.bucket in ("pending", "running"):
+            return True
+    return False
+
+
+class _Follower:
+    """A run followed over time (``wait``, ``logs --follow``).
+
+    Slurm is asked on a schedule that backs off (``next_pause``); between polls the run
+    folder is watched (one stat of ``tasks/``; a scan, and reads of the changed records only,
+    when it changed), which shows tasks starting and ending without a single RPC. When the
+    records say the run (or the task followed) is over, Slurm is asked at once to confirm.
+    sacct is asked at most once, at the end (only for tasks nothing else explains).
+    """
+
+    def __init__(self, path: Path, ceiling: float = DEFAULT_POLL) -> None:
+        self.path = path
+        self.ceiling = max(ceiling, 0.1)
+        self.sources = _Sources()
+        self.spec: Optional[Dict[str, Any]] = None
+        self.pause: Optional[float] = None
+        self.due = 0.0
+        self.polls = 0
+
+    def poll(self) -> RunStatus:
+        """Ask Slurm now (one squeue call), with every record read again."""
+        self.run = load_run(self.path, self.spec)
+        self.spec = self.run.spec
+        seen = runs.task_names(self.path)
+        self.stamp, self.names = (seen[0], set(seen[1])) if seen else (None, set())
+        self.records = runs.task_records(self.path, sorted(self.names))
+        self.answer = _ask(self.run, self.records, self.sources, at_end_only=True)
+        self.fresh: Set[int] = set()
+        self.polls += 1
+        self.latest = _rows(self.run, self.records, self.answer)
+        return self.latest
+
+    def look(self) -> bool:
+        """Look at the run folder (one stat); read the records that changed and update the
+        latest status with them. True if any did."""
+        seen = runs.task_names(self.path)
+        if seen is None or seen[0] == self.stamp:
+            return False
+        names = set(seen[1])
+        changed = {n.split(".", 1)[0] for n in names ^ self.names if n.endswith(".json")}
+        self.stamp, self.names = seen[0], names
+        indices = {int(i) for i in changed if i.isdigit()}
+        if not indices:
+            return False
+        wanted = [n for n in names if n.split(".", 1)[0] in changed]
+        found = runs.task_records(self.path, wanted)
+        for index in indices:
+            if index in found:
+                self.records[index] = found[index]
+            else:
+                self.records.pop(index, None)
+        self.fresh |= indices
+        self.latest = _rows(self.run, self.records, self.answer, self.fresh)
+        return True
+
+    def step(self, over: Callable[[RunStatus], bool]) -> RunStatus:
+        """The status now: Slurm's if a poll is due or the records say ``over``, else the last
+        poll's answer with the records written since."""
+        now = time.monotonic()
+        changed = self.look()
+        if now >= self.due or (changed and over(self.latest)):
+            before = self.latest
+            after = self.poll()
+            self.schedule(slurm_news(before, after))
+            return after
+        return self.latest
+
+    def schedule(self, news: bool) -> None:
+        self.pause = next_pause(self.pause, news, self.ceiling)
+        self.due = time.monotonic() + self.pause
+
+
 def wait(
     run: RunRef = None,
     *,
-    poll: float = 5.0,
+    poll: float = DEFAULT_POLL,
     progress: Optional[Callable[[RunStatus], None]] = None,
     timeout: Optional[float] = None,
     config: Optional[NexaConfig] = None,
 ) -> RunStatus:
-    """Poll until no task is pending or running; ``progress(status)`` after every poll.
+    """Poll until no task is pending or running; ``progress(status)`` after every look.
+
+    Slurm is asked at once, then after 2 s, and the pause doubles up to ``poll`` seconds
+    while it brings no news (back to 2 s when it does: see ``slurm_news``). Each poll is one
+    squeue call for all of the run's array jobs. In between, the run folder is looked at
+    every second (one stat, no RPC): tasks starting and ending show up at once, and when every
+    task has written its end record Slurm is asked at once to confirm.
 
     Args:
         run: a run folder, a run id under the runs directory, or None for the latest run.
-        poll: the longest pause between polls in seconds (polls start at 0.5 s and back off).
-        progress: called with the ``RunStatus`` after every poll (the CLI's progress line).
+        poll: the longest pause between Slurm polls in seconds (default 60).
+        progress: called with the ``RunStatus`` after every poll and every look at the run
+            folder, about once a second (the CLI's progress line and its clock).
         timeout: give up after this many seconds (None: wait for ever).
         config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
 
@@ -285,23 +446,23 @@ def wait(
         WaitTimeout: ``timeout`` passed first (exit code 124). ConfigError: no such run.
     """
     path = resolve_run(run, config)
-    sources = _Sources()
-    st = _status(path, sources)
+    follower = _Follower(path, poll)
+    st = follower.poll()
     if st.backend == "planned":
         raise ConfigError(f"{path}: this run was planned but not submitted (nexa sweep --submit)")
+    follower.schedule(False)
     deadline = None if timeout is None else time.monotonic() + timeout
-    interval = 0.5
+    tick = min(TICK, follower.ceiling)
     while True:
         if progress:
             progress(st)
         if st.finished:
             return st
-        if deadline is not None and time.monotonic() >= deadline:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
             raise WaitTimeout(f"{st.run_id}: still {st.summary()} after {timeout:g} s")
-        pause = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
-        time.sleep(pause)
-        interval = min(max(poll, 0.1), interval * 1.5)
-        st = _status(path, sources)
+        time.sleep(max(0.0, min(tick, follower.due - now, (deadline - now) if deadline is not None else tick)))
+        st = follower.step(lambda s: s.finished)
 
 
 def task_row(st: RunStatus, task: int) -> TaskRow:
@@ -398,13 +559,20 @@ def follow(
 
 
 def task_finished(run: RunRef, index: int, *, config: Optional[NexaConfig] = None) -> Callable[[], bool]:
-    """A ``done`` callable for ``follow``: true once the task is done or failed."""
-    path = resolve_run(run, config)
-    sources = _Sources()
+    """A ``done`` callable for ``follow``: true once the task is done or failed. Slurm is
+    asked as ``wait`` asks it (backing off, at once when the task's end record appears)."""
+    follower = _Follower(resolve_run(run, config))
+
+    def over(st: RunStatus) -> bool:
+        return st.tasks[index].bucket in ("done", "failed") if index < len(st.tasks) else True
 
     def done() -> bool:
-        st = _status(path, sources)
-        return st.tasks[index].bucket in ("done", "failed") if index < len(st.tasks) else True
+        if follower.polls == 0:
+            st = follower.poll()
+            follower.schedule(False)
+        else:
+            st = follower.step(over)
+        return over(st)
 
     return done
 

@@ -26,8 +26,7 @@ def status(c, run=None, json=False, project=None):
 
 
 def render_status(st: Any) -> str:
-    from tabulate import tabulate
-
+    from ..results.table import align  # tabulate's look at a tenth of its cost: 10,000 rows
     from ..track import format_seconds
 
     head = f"Run {st.run_id} ({st.backend}"
@@ -35,21 +34,19 @@ def render_status(st: Any) -> str:
     rows = []
     for t in st.tasks:
         rows.append(
-            [t.index]
+            [str(t.index)]
             + [_short(t.params.get(k, "")) for k in st.keys]
             + [
                 t.state,
-                "" if t.exit_code is None else t.exit_code,
+                "" if t.exit_code is None else str(t.exit_code),
                 format_seconds(t.elapsed),
                 t.node or "",
-                t.restarts or "",
+                str(t.restarts or ""),
                 t.reason,
                 t.log or "",
             ]
         )
-    table = tabulate(
-        rows, headers=["task"] + list(st.keys) + ["state", "exit", "elapsed", "node", "restarts", "reason", "log"], disable_numparse=True
-    )
+    table = align([["task"] + list(st.keys) + ["state", "exit", "elapsed", "node", "restarts", "reason", "log"]] + rows)
     counts = ", ".join(f"{n} {state}" for state, n in st.counts.items())
     return f"{head}\n{table}\n{counts}  |  {st.summary()}"
 
@@ -85,13 +82,14 @@ def progress_printer(stream: Any = None, every: float = 60.0) -> Callable[[Any],
     return show
 
 
-def wait_and_report(run: Any, config: Any, poll: float = 5.0, timeout: Optional[float] = None, every: float = 60.0) -> None:
+def wait_and_report(run: Any, config: Any, poll: Optional[float] = None, timeout: Optional[float] = None, every: float = 60.0) -> None:
     """Wait with progress, print the top 5 by their metrics (when they wrote some) and the
-    failed tasks, exit 1 when any failed (shared with sweep --wait)."""
+    failed tasks, exit 1 when any failed (shared with sweep --wait). ``poll`` None: 60 s."""
     from invoke import Exit
 
     from .. import track
 
+    poll = track.DEFAULT_POLL if poll is None else poll
     st = track.wait(run, poll=poll, timeout=timeout, progress=progress_printer(every=every), config=config)
     from .results import print_top
 
@@ -111,7 +109,7 @@ def wait_and_report(run: Any, config: Any, poll: float = 5.0, timeout: Optional[
     positional=["run"],
     help={
         "run": RUN_HELP,
-        "poll": "Longest pause between polls in seconds (polls start at 0.5 s and back off; default 5).",
+        "poll": "Longest pause between Slurm polls in seconds (they start 2 s apart and double while nothing changes; default 60).",
         "timeout": "Give up after this many seconds (exit 124).",
         "every": "Without a TTY: print a progress line at least this often, in seconds (default 60).",
         "project": PROJECT_HELP,
@@ -122,7 +120,7 @@ def wait(c, run=None, poll=None, timeout=None, every=None, project=None):
     wait_and_report(
         run,
         load_project(project),
-        poll=parse_float(poll, "--poll", minimum=0) or 5.0,
+        poll=parse_float(poll, "--poll", minimum=0) or None,
         timeout=parse_float(timeout, "--timeout", minimum=0),
         every=parse_float(every, "--every", minimum=0) or 60.0,
     )
