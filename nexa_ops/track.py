@@ -315,13 +315,13 @@ def status(run: RunRef = None, *, config: Optional[NexaConfig] = None) -> RunSta
 # --- following a run: polls that back off ------------------------------------------------------
 
 FIRST_POLL = 2.0  # seconds: the first pause, and the pause after news
-DEFAULT_POLL = 60.0  # seconds: the longest pause by default (``--poll``)
+DEFAULT_POLL = 300.0  # seconds: the longest pause by default (``--poll``); see docs/track.md
 TICK = 1.0  # seconds: how often the run folder is looked at between polls (one stat)
 
 
 def next_pause(pause: Optional[float], news: bool, ceiling: float = DEFAULT_POLL, first: float = FIRST_POLL) -> float:
     """The pause before the next Slurm poll (pure): ``first`` to begin with and after news,
-    else twice the last pause, never above ``ceiling``: 2, 4, 8, 16, 32, 60, 60... seconds."""
+    else twice the last pause, never above ``ceiling``: 2, 4, 8, ..., 256, 300, 300... s."""
     ceiling = max(ceiling, 0.1)
     if pause is None or news:
         return min(first, ceiling)
@@ -433,7 +433,7 @@ def wait(
 
     Args:
         run: a run folder, a run id under the runs directory, or None for the latest run.
-        poll: the longest pause between Slurm polls in seconds (default 60).
+        poll: the longest pause between Slurm polls in seconds (default 300).
         progress: called with the ``RunStatus`` after every poll and every look at the run
             folder, about once a second (the CLI's progress line and its clock).
         timeout: give up after this many seconds (None: wait for ever).

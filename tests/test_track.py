@@ -377,9 +377,14 @@ def test_cli_damaged_run_is_one_line(tmp_path, nexa_cli):
 def test_polls_back_off_from_2_s_to_the_ceiling_and_start_again_on_news():
     pauses, pause = [], None
     for news in [False] * 8 + [True] + [False] * 2:
-        pause = track.next_pause(pause, news)
+        pause = track.next_pause(pause, news, ceiling=60)
         pauses.append(pause)
     assert pauses == [2, 4, 8, 16, 32, 60, 60, 60, 2, 4, 8]
+    pause, pauses = None, []
+    for _ in range(10):
+        pause = track.next_pause(pause, False)
+        pauses.append(pause)
+    assert pauses == [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]  # the default ceiling, --poll 300
     assert track.next_pause(8, False, ceiling=10) == 10
     assert track.next_pause(None, False, ceiling=1) == 1 and track.next_pause(1, False, ceiling=1) == 1  # --poll 1
     assert track.next_pause(None, False, ceiling=0) == 0.1  # never a busy loop

@@ -84,7 +84,7 @@ def progress_printer(stream: Any = None, every: float = 60.0) -> Callable[[Any],
 
 def wait_and_report(run: Any, config: Any, poll: Optional[float] = None, timeout: Optional[float] = None, every: float = 60.0) -> None:
     """Wait with progress, print the top 5 by their metrics (when they wrote some) and the
-    failed tasks, exit 1 when any failed (shared with sweep --wait). ``poll`` None: 60 s."""
+    failed tasks, exit 1 when any failed (shared with sweep --wait). ``poll`` None: 300 s."""
     from invoke import Exit
 
     from .. import track
@@ -109,7 +109,7 @@ def wait_and_report(run: Any, config: Any, poll: Optional[float] = None, timeout
     positional=["run"],
     help={
         "run": RUN_HELP,
-        "poll": "Longest pause between Slurm polls in seconds (they start 2 s apart and double while nothing changes; default 60).",
+        "poll": "Longest pause between Slurm polls in seconds (they start 2 s apart and double while Slurm brings no news; default 300).",
         "timeout": "Give up after this many seconds (exit 124).",
         "every": "Without a TTY: print a progress line at least this often, in seconds (default 60).",
         "project": PROJECT_HELP,
