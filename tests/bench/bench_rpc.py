@@ -109,8 +109,8 @@ class Users:
         return name
 
     def env(self, name: str, path: str = "/usr/bin:/bin") -> List[str]:
-        home = self.base / f"home-{name.split('-')[2]}"
-        return ["runuser", "-u", name, "--", "env", "-i", f"PATH={path}", f"HOME={home}", "LANG=C.UTF-8"]
+        home = self.base / f"home-{name.split('-')[2]}"  # nexa.pyz extracts there too (SHIV_ROOT), removed at the end
+        return ["runuser", "-u", name, "--", "env", "-i", f"PATH={path}", f"HOME={home}", f"SHIV_ROOT={home}/shiv", "LANG=C.UTF-8"]
 
     def remove(self) -> None:
         for name in self.names:
