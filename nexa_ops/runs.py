@@ -11,10 +11,8 @@ manifest, the state vocabulary every reader shares (status, wait, cost, results)
 mapping of task indices to the array elements that ran them (``slots``).
 """
 
-import getpass
 import json
 import os
-import secrets
 import signal as _signal
 import time
 from dataclasses import dataclass
@@ -23,7 +21,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .config import NexaConfig, load_config
 from .errors import ConfigError
-from .fs import atomic_write_json
 from .schema import INTEGER, LIST, NUMBER, OBJECT, STRING, field_problem, nullable, shown
 from .tools.slurm import expand_array, script_directive, warn_signal_of
 
@@ -92,6 +89,8 @@ def record_state(end: Dict[str, Any], warn_signal: str = "USR1") -> str:
 
 def new_run_id(name: str) -> str:
     """``<name>-<UTC yyyymmdd-HHMMSS>-<4 hex>``: sortable by time, unique without a lock."""
+    import secrets  # lazy, as getpass and fs below: only making a run needs them, and every status loads this module
+
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
@@ -108,6 +107,8 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
 
 def user() -> str:
     try:
+        import getpass
+
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - no passwd entry in some containers
         return str(os.getuid())
@@ -260,6 +261,8 @@ def new_manifest(run_id: str, name: str, backend: str, *, campaign: Optional[str
 
 
 def write_manifest(run_dir: Path, data: Dict[str, Any]) -> Path:
+    from .fs import atomic_write_json  # tempfile and shutil: for writers only
+
     return atomic_write_json(run_dir / MANIFEST, data)
 
 

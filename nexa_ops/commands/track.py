@@ -26,7 +26,7 @@ def status(c, run=None, json=False, project=None):
 
 
 def render_status(st: Any) -> str:
-    from ..results.table import align  # tabulate's look at a tenth of its cost: 10,000 rows
+    from ..text import align  # tabulate's look at a tenth of its cost: 10,000 rows
     from ..track import format_seconds
 
     head = f"Run {st.run_id} ({st.backend}"
