@@ -7,10 +7,11 @@ the library behind a task is imported when the task runs, which keeps ``--help``
 
 import gc
 
-# Start-up allocates a few hundred thousand objects (Invoke, the commands, the library behind
-# the task) and none of them is garbage, yet the collector would walk them all several times:
-# 10-20 ms of a 100 ms command. It is off until the task runs, then on again with everything
-# loaded so far frozen out of its walks (see NexaExecutor.execute).
+# Loading Invoke and the commands allocates a few hundred thousand objects and none of them is
+# garbage, yet the collector would walk them all several times: about a tenth of a short
+# command's time. It is off while this module loads, then on again (if it was) with all of
+# that frozen out of its walks, so the task's own imports and work pay for their own objects.
+_GC_WAS_ON = gc.isenabled()
 gc.disable()
 
 import copy  # noqa: E402
@@ -33,7 +34,6 @@ class NexaExecutor(Executor):
     (``tasks.py`` sets it for ``inv``)."""
 
     def execute(self, *tasks: Any) -> Any:
-        collect_garbage()
         try:
             return super().execute(*tasks)
         except NexaError as exc:
@@ -44,14 +44,6 @@ class NexaExecutor(Executor):
             raise Exit(f"nexa: error: {os_error_message(exc)}", code=1) from None
         except KeyboardInterrupt:
             raise Exit("nexa: interrupted", code=130) from None
-
-
-def collect_garbage() -> None:
-    """The collector back on for the task (``wait`` and the exporter run for hours), with the
-    start-up's objects frozen out of its walks where Python can (3.7+)."""
-    if hasattr(gc, "freeze"):
-        gc.freeze()
-    gc.enable()
 
 
 def build_namespace() -> Collection:
@@ -156,6 +148,11 @@ def hoist_project_flag(argv: List[str], namespace: Collection) -> List[str]:
 
 ns = build_namespace()
 program = NexaProgram(namespace=ns, name="nexa", binary="nexa", version=__version__, executor_class=NexaExecutor)
+
+if _GC_WAS_ON:  # back on for the task (`wait` and the exporter run for hours); freeze is 3.7+
+    if hasattr(gc, "freeze"):
+        gc.freeze()
+    gc.enable()
 
 
 def main() -> None:
