@@ -15,7 +15,7 @@ Slurm's verdict on an ended element, then accounting, then the records alone.
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Container, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
@@ -94,8 +94,11 @@ class RunStatus:
             "counts": self.counts,
             "buckets": self.buckets,
             "finished": self.finished,
-            "tasks": [asdict(t) for t in self.tasks],
+            "tasks": [{name: getattr(t, name) for name in _ROW_FIELDS} for t in self.tasks],  # asdict deep-copies: slow for 10,000
         }
+
+
+_ROW_FIELDS = [f.name for f in fields(TaskRow)]
 
 
 # --- pure: Slurm's answers and the records -> rows ------------------------------------------

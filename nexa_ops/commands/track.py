@@ -14,15 +14,26 @@ from .common import PROJECT_HELP, RUN_HELP, OptionalRun, echo, load_project, nex
 )
 def status(c, run=None, json=False, project=None):
     """status [RUN]: every task of a run (state, exit code, elapsed, node, log, restarts) and counts."""
-    import json as _json
-
     from .. import track
 
     st = track.status(run, config=load_project(project))
     if json:
-        echo(_json.dumps(st.to_json(), indent=2, default=str))
+        echo(status_json(st.to_json()))
         return
     echo(render_status(st))
+
+
+def status_json(doc: Any) -> str:
+    """The status document indented, its tasks one per line: as readable, and written by
+    json's C encoder (``indent`` makes json use its pure-Python one: 10,000 tasks)."""
+    import json
+
+    tasks = doc.pop("tasks")
+    head = json.dumps(doc, indent=2, default=str)
+    if not tasks:
+        return head[:-2] + ',\n  "tasks": []\n}'
+    rows = ",\n".join("    " + json.dumps(task, default=str) for task in tasks)
+    return head[:-2] + ',\n  "tasks": [\n' + rows + "\n  ]\n}"
 
 
 def render_status(st: Any) -> str:
