@@ -18,6 +18,7 @@ import copy  # noqa: E402
 import importlib  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
+import sys  # noqa: E402
 from typing import Any, List, Optional  # noqa: E402
 
 from invoke import Argument, Collection, Executor, Exit, ParseError, Program  # noqa: E402
@@ -83,10 +84,16 @@ class NexaProgram(Program):
         self.argv = hoist_project_flag(list(self.argv), self.namespace)
 
     def parse_core(self, argv: Optional[List[str]]) -> None:
+        keep = sys.dont_write_bytecode
         try:
             super().parse_core(argv)
         except ParseError as exc:
             raise usage_error(exc) from None
+        finally:
+            # Invoke turns .pyc writing off here (its --write-pyc: no .pyc beside a user's
+            # tasks.py). nexa loads no tasks.py, and without .pyc every module a task imports
+            # would be compiled again on every run: about 10 ms of each `nexa status`.
+            sys.dont_write_bytecode = keep
 
     def parse_tasks(self) -> None:
         try:
@@ -159,9 +166,6 @@ def main() -> None:
     try:
         program.run()
     except BrokenPipeError:  # `nexa ... | head`: the reader left early; not a failure to report
-        import os
-        import sys
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         sys.exit(141)
 

@@ -18,6 +18,7 @@ medians. Fixed cost = command - its tool; the target is within 1.3x of the floor
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -28,6 +29,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
+# Measured as in a user's shell, which does not set PYTHONDONTWRITEBYTECODE: with it, the
+# modules nexa.pyz loads after start-up would be compiled again on every run.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
 

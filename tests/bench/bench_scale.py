@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
+# Measured as in a user's shell, which does not set PYTHONDONTWRITEBYTECODE: with it, the
+# modules nexa.pyz loads after start-up would be compiled again on every run.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.path.insert(0, str(ROOT))
 
 from nexa_ops import pyz, runs  # noqa: E402
