@@ -341,15 +341,21 @@ def task_records(run_dir: Path, names: Optional[Sequence[str]] = None) -> Dict[i
     return _merged(Path(run_dir) / TASKS, lambda name: int(name.split(".", 1)[0]), names)
 
 
-def task_names(run_dir: Path) -> Optional[Tuple[int, List[str]]]:
-    """``(mtime_ns of tasks/, the file names in it)``: one stat and one scan, no file read;
-    None when there is no ``tasks/`` folder. A follower reads only the names that changed."""
-    folder = Path(run_dir) / TASKS
+def tasks_stamp(run_dir: Path) -> Optional[int]:
+    """The mtime of ``tasks/`` in ns (one stat; None without the folder): it changes when a
+    record is added, replaced or removed, so a follower scans the folder only then."""
     try:
-        stamp = os.stat(folder).st_mtime_ns
-        return stamp, [entry.name for entry in os.scandir(folder)]
+        return os.stat(Path(run_dir) / TASKS).st_mtime_ns
     except OSError:
         return None
+
+
+def task_names(run_dir: Path) -> List[str]:
+    """The file names in ``tasks/`` (one scan, no stat of each, no read); [] without it."""
+    try:
+        return [entry.name for entry in os.scandir(Path(run_dir) / TASKS)]
+    except OSError:
+        return []
 
 
 def attempt_records(run_dir: Path) -> List[Dict[str, Any]]:

@@ -369,8 +369,8 @@ class _Follower:
         """Ask Slurm now (one squeue call), with every record read again."""
         self.run = load_run(self.path, self.spec)
         self.spec = self.run.spec
-        seen = runs.task_names(self.path)
-        self.stamp, self.names = (seen[0], set(seen[1])) if seen else (None, set())
+        self.stamp = runs.tasks_stamp(self.path)  # before the scan: a change after it shows next time
+        self.names = set(runs.task_names(self.path))
         self.records = runs.task_records(self.path, sorted(self.names))
         self.answer = _ask(self.run, self.records, self.sources, at_end_only=True)
         self.fresh: Set[int] = set()
@@ -381,12 +381,12 @@ class _Follower:
     def look(self) -> bool:
         """Look at the run folder (one stat); read the records that changed and update the
         latest status with them. True if any did."""
-        seen = runs.task_names(self.path)
-        if seen is None or seen[0] == self.stamp:
+        stamp = runs.tasks_stamp(self.path)
+        if stamp is None or stamp == self.stamp:
             return False
-        names = set(seen[1])
+        names = set(runs.task_names(self.path))
         changed = {n.split(".", 1)[0] for n in names ^ self.names if n.endswith(".json")}
-        self.stamp, self.names = seen[0], names
+        self.stamp, self.names = stamp, names
         indices = {int(i) for i in changed if i.isdigit()}
         if not indices:
             return False

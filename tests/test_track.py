@@ -427,14 +427,15 @@ def test_the_follower_reads_only_what_changed_in_the_run_folder(tmp_path, monkey
     follower = track._Follower(run_dir)
     assert [t.state for t in follower.poll().tasks] == ["RUNNING", "PENDING", "PENDING"]
     follower.schedule(news=False)  # the next poll 2 s from now
-    read = []
-    real = runs.read_small
+    read, scans = [], []
+    real, real_names = runs.read_small, runs.task_names
     monkeypatch.setattr(runs, "read_small", lambda path: read.append(os.path.basename(path)) or real(path))
-    assert not follower.look()  # nothing changed: one stat, nothing read
+    monkeypatch.setattr(runs, "task_names", lambda run: scans.append(run) or real_names(run))
+    assert not follower.look() and not scans  # nothing changed: one stat, no scan, nothing read
     (tasks / "0.end.json").write_text(json.dumps({"exit_code": 0, "end": NOW}))
     (tasks / "1.start.json").write_text(json.dumps({"start": NOW - 1, "host": "h"}))
     os.utime(tasks, ns=(time.time_ns(), time.time_ns() + 10**9))  # a coarse-clock file system: the folder did change
-    assert follower.look() and sorted(read) == ["0.end.json", "0.start.json", "1.start.json"]
+    assert follower.look() and sorted(read) == ["0.end.json", "0.start.json", "1.start.json"] and len(scans) == 1
     st = follower.step(lambda s: s.finished)
     assert [t.state for t in st.tasks] == ["COMPLETED", "RUNNING", "PENDING"] and follower.polls == 1
     (tasks / "0.end.json").unlink()  # a new attempt starts: the script removes the old end record
