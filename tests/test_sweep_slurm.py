@@ -156,3 +156,20 @@ def test_project_defaults_reach_the_script(slurm_cluster, tmp_path, probe_dir):
     assert "#SBATCH --partition=debug" in artifacts.script_paths[0].read_text()
     slurm_cluster.wait(artifacts.job_ids)
     assert read_probes(probe_dir)[0]["argv"] == ["--i=0"]
+
+
+def test_a_sweep_that_fits_is_one_sbatch_and_no_scontrol(slurm_cluster, tmp_path, probe_dir, monkeypatch):
+    """MaxArraySize is asked of Slurm (scontrol show config) only when it refuses the array."""
+    from nexa_ops import proc
+
+    calls = []
+    real = proc.run
+    monkeypatch.setattr(proc, "run", lambda argv, *a, **k: calls.append(argv[0]) or real(argv, *a, **k))
+    path = write_sweep(tmp_path, {"i": [0, 1, 2]}, "cpus_per_task = 1")
+    artifacts = launch_slurm_sweep(path, submit=True, out=tmp_path / "small")
+    assert calls == ["sbatch"] and len(artifacts.chunks) == 1
+    calls.clear()
+    path = write_sweep(tmp_path, {"i": list(range(30))}, "cpus_per_task = 1")
+    artifacts = launch_slurm_sweep(path, submit=True, out=tmp_path / "large")
+    assert calls == ["sbatch", "scontrol", "sbatch", "sbatch"] and [c.count for c in artifacts.chunks] == [25, 5]
+    slurm_cluster.wait(artifacts.job_ids)

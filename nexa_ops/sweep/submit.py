@@ -13,7 +13,7 @@ from ..config import NexaConfig, SweepDefinition, load_config, load_sweep
 from ..cost.book import manifest_document, write_cost_manifest
 from ..cost.estimate import check_max_cost
 from ..cost.reconcile import reconcile_manifest
-from ..errors import ConfigError
+from ..errors import ConfigError, ToolError
 from ..tools import slurm
 from .local import run_local
 from .plan import Chunk, SweepArtifacts, plan_sweep
@@ -35,22 +35,45 @@ def submit_sweep(
     """
     assert artifacts.cost is not None, "plan_sweep estimates every plan"
     check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
-    artifacts.chunks = chunk(len(artifacts.tasks), slurm.array_limit(config.cluster.max_array_size, dry_run))
-    script = str(artifacts.script_paths[0])
+    count = len(artifacts.tasks)
+    limit = config.cluster.max_array_size
+    if limit is None and dry_run:
+        limit = slurm.array_limit(None, dry_run)  # a read-only query: show the chunks a submission makes
     manifest = _manifest(artifacts, defn, backend="slurm")
+    if limit is None:
+        # Most sweeps fit in one array: submit it as planned, and ask Slurm for MaxArraySize
+        # (scontrol show config: one more process and RPC) only when it refuses the array.
+        artifacts.chunks = [Chunk(0, count)]
+        try:
+            _submit_chunk(artifacts, defn, config, manifest, artifacts.chunks[0], dry_run)
+        except ToolError as exc:
+            if "Invalid job array specification" not in exc.stderr or count == 1:
+                raise
+            artifacts.chunks = chunk(count, slurm.array_limit(None))
+            if len(artifacts.chunks) == 1:
+                raise  # the array fits: Slurm refused it for another reason
+    else:
+        artifacts.chunks = chunk(count, limit)
     for part in artifacts.chunks:
-        options = []
-        if len(artifacts.chunks) > 1:
-            options.append(f"--array={slurm.array_spec(part.count, defn.resources.max_parallel)}")
-        part.job_id = slurm.sbatch(script, options=options, args=[str(part.offset)], dry_run=dry_run)
-        artifacts.job_ids.append(part.job_id)
-        if not dry_run:
-            manifest["chunks"] = [vars(c) for c in artifacts.chunks if c.job_id]
-            manifest["job_ids"] = list(artifacts.job_ids)
-            runs.write_manifest(artifacts.run_dir, manifest)
-            _book(config, artifacts, defn, backend="slurm")
+        if part.job_id is None:
+            _submit_chunk(artifacts, defn, config, manifest, part, dry_run)
     artifacts.submitted = not dry_run
     return artifacts
+
+
+def _submit_chunk(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig, manifest: dict, part: Chunk, dry_run: bool) -> None:
+    """``sbatch`` one chunk (``--array`` only when there are several), then record it in the
+    run and cost manifests at once: a refusal later still leaves a true record."""
+    options = []
+    if len(artifacts.chunks) > 1:
+        options.append(f"--array={slurm.array_spec(part.count, defn.resources.max_parallel)}")
+    part.job_id = slurm.sbatch(str(artifacts.script_paths[0]), options=options, args=[str(part.offset)], dry_run=dry_run)
+    artifacts.job_ids.append(part.job_id)
+    if not dry_run:
+        manifest["chunks"] = [vars(c) for c in artifacts.chunks if c.job_id]
+        manifest["job_ids"] = list(artifacts.job_ids)
+        runs.write_manifest(artifacts.run_dir, manifest)
+        _book(config, artifacts, defn, backend="slurm")
 
 
 def run_sweep_locally(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig) -> SweepArtifacts:
