@@ -240,18 +240,27 @@ def _ask(run: runs.Run, records: Dict[int, Dict[str, Any]], sources: _Sources, *
     return answer
 
 
-def _rows(run: runs.Run, records: Dict[int, Dict[str, Any]], answer: _Answer, fresh: Container[int] = ()) -> RunStatus:
+def _rows(
+    run: runs.Run,
+    records: Dict[int, Dict[str, Any]],
+    answer: _Answer,
+    fresh: Container[int] = (),
+    base: Optional[RunStatus] = None,
+    only: Sequence[int] = (),
+) -> RunStatus:
     """The run's status from Slurm's answer and the records (pure). Tasks in ``fresh`` wrote
-    records after that answer: their records alone say what they are now."""
+    records after that answer: their records alone say what they are now. With ``base`` (an
+    earlier result for the same answer) only the rows of ``only`` are made again: a follower
+    of 10,000 tasks redoes the few whose records changed."""
     where = answer.slots if answer.slots is not None else run.slots()
-    params = run.params()
+    params = run.params() if base is None else {i: base.tasks[i].params for i in only}
     pattern = run.directive("output")
     warn_signal = run.warn_signal
     local = run.backend == "local"
     log_dir = run.path / runs.LOGS
-    rows = []
+    rows: List[TaskRow] = [] if base is None else list(base.tasks)
     now = time.time()
-    for index in range(run.count):
+    for index in range(run.count) if base is None else only:
         slot = where.get(index)
         element = slot.element if slot else ""
         if index in fresh:
@@ -274,14 +283,17 @@ def _rows(run: runs.Run, records: Dict[int, Dict[str, Any]], answer: _Answer, fr
             row.log = str(log_dir / f"local_{index}.out")
         elif slot is not None:
             row.log = slurm.log_path(pattern, slot.job_id, slot.array_task_id, run.name)
-        rows.append(row)
+        if base is None:
+            rows.append(row)
+        else:
+            rows[index] = row
     return RunStatus(
         run_id=run.run_id,
         run_dir=run.path,
         name=run.name,
         backend=run.backend,
         job_ids=[str(j) for j in run.manifest.get("job_ids", [])],
-        keys=varying_keys(run.spec.get("tasks", [])),
+        keys=varying_keys(run.spec.get("tasks", [])) if base is None else base.keys,
         tasks=rows,
     )
 
@@ -398,7 +410,8 @@ class _Follower:
             else:
                 self.records.pop(index, None)
         self.fresh |= indices
-        self.latest = _rows(self.run, self.records, self.answer, self.fresh)
+        changed_rows = sorted(i for i in indices if i < self.run.count)
+        self.latest = _rows(self.run, self.records, self.answer, self.fresh, base=self.latest, only=changed_rows)
         return True
 
     def step(self, over: Callable[[RunStatus], bool]) -> RunStatus:

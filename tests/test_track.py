@@ -418,6 +418,10 @@ def test_records_written_after_a_poll_say_what_a_task_is_now(tmp_path):
     assert [t.state for t in track._rows(run, records, answer).tasks] == ["RUNNING", "RUNNING", "PENDING"]  # Slurm's word
     fresh = track._rows(run, records, answer, fresh={0, 2})
     assert [(t.state, t.source) for t in fresh.tasks] == [("COMPLETED", "record"), ("RUNNING", "squeue"), ("RUNNING", "record")]
+    before = track._rows(run, records, answer)
+    again = track._rows(run, records, answer, fresh={0, 2}, base=before, only=[0, 2])  # only the changed rows redone
+    assert [(t.state, t.source, t.params) for t in again.tasks] == [(t.state, t.source, t.params) for t in fresh.tasks]
+    assert again.tasks[1] is before.tasks[1] and again.keys == before.keys
 
 
 def test_the_follower_reads_only_what_changed_in_the_run_folder(tmp_path, monkeypatch):
