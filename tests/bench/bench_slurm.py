@@ -146,7 +146,9 @@ def latency(tmp: Path, app: Path, sub_python: str, count: int, tag: str) -> Tupl
     interpreter start included, both run by /usr/bin/python3; the jobs are cancelled at once."""
     folder = project(tmp, count, f"latency-{tag}")
     env = dict(os.environ, SHIV_ROOT=str(tmp / "shiv"))
-    subprocess.run([SYSTEM_PYTHON, str(app), "--help"], env=env, capture_output=True)  # extracted once, as on a login node
+    # Warm, as on a login node after the first use: extracted, and the .pyc of what a sweep
+    # imports written (a plan without --submit), as submitit's come compiled from pip.
+    subprocess.run([SYSTEM_PYTHON, str(app), "sweep", "--config", "sweep.toml", "--out", "warm"], cwd=folder, env=env, capture_output=True)
     start = time.perf_counter()
     out = subprocess.run([SYSTEM_PYTHON, str(app), "sweep", "--config", "sweep.toml", "--submit"], capture_output=True, text=True,
                          cwd=folder, env=env, check=True)
@@ -170,7 +172,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--local-tasks", type=int, default=300)
     parser.add_argument("--pyz", help="an existing nexa.pyz (default: build one now)")
+    parser.add_argument("--parts", default="latency,task,arrays", help="which parts to run (default: all three)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     limit = max_array_size()
     sub_python = submitit_python()
     results = {"raw": [], "nexa": []}
@@ -185,27 +189,31 @@ def main() -> None:
 
             app = pyz.build(pyz.load_settings(str(ROOT / "shiv.toml")), str(tmp / "nexa.pyz")).path
         one = min(limit - 1, args.tasks)
-        lat_small = latency(tmp, app, sub_python, one, "small")
-        lat_full = latency(tmp, app, sub_python, args.tasks, "full")
-        raw_task, nexa_task, bare = per_task(tmp, app, args.local_tasks)
-        for i in range(args.rounds):
+        if "latency" in parts:
+            lat_small = latency(tmp, app, sub_python, one, "small")
+            lat_full = latency(tmp, app, sub_python, args.tasks, "full")
+        if "task" in parts:
+            raw_task, nexa_task, bare = per_task(tmp, app, args.local_tasks)
+        for i in range(args.rounds if "arrays" in parts else 0):
             (tmp / f"r{i}").mkdir()
             (tmp / f"n{i}").mkdir()
             for name in ("raw", "nexa"):
                 results[name].append(raw(tmp / f"r{i}", args.tasks, limit) if name == "raw" else nexa(tmp / f"n{i}", app, args.tasks))
                 print(f"  {name}: submit {results[name][-1][0]:.2f} s, all done {results[name][-1][1]:.1f} s", flush=True)
     chunks = -(-args.tasks // limit)
-    best = {k: min(v, key=lambda r: r[1]) for k, v in results.items()}
-    print(f"{args.tasks}-task array on the local Slurm (MaxArraySize {limit}: {chunks} arrays each way), best of {args.rounds}:")
-    print(f"  raw sbatch : submit {best['raw'][0]:.2f} s, finished {best['raw'][1]:.1f} s"
-          f" ({best['raw'][1] / args.tasks * 1000:.1f} ms per task)")
-    print(f"  nexa sweep : submit {best['nexa'][0]:.2f} s, finished {best['nexa'][1]:.1f} s"
-          f" ({best['nexa'][1] / args.tasks * 1000:.1f} ms per task)")
-    print(f"  ratio nexa / raw: {best['nexa'][1] / best['raw'][1]:.2f}x (end to end, shared cluster)")
-    print(f"per task on the node ({args.local_tasks} tasks each, median): raw script {raw_task * 1000:.1f} ms,"
-          f" nexa's array script + worker {nexa_task * 1000:.1f} ms: +{(nexa_task - raw_task) * 1000:.1f} ms,"
-          f" {nexa_task / raw_task:.2f}x (target <= 1.05x); one `python -S -c pass` here: {bare * 1000:.1f} ms")
-    for count, (nexa_s, sub_s, outcome) in ((one, lat_small), (args.tasks, lat_full)):
+    if "arrays" in parts:
+        best = {k: min(v, key=lambda r: r[1]) for k, v in results.items()}
+        print(f"{args.tasks}-task array on the local Slurm (MaxArraySize {limit}: {chunks} arrays each way), best of {args.rounds}:")
+        print(f"  raw sbatch : submit {best['raw'][0]:.2f} s, finished {best['raw'][1]:.1f} s"
+              f" ({best['raw'][1] / args.tasks * 1000:.1f} ms per task)")
+        print(f"  nexa sweep : submit {best['nexa'][0]:.2f} s, finished {best['nexa'][1]:.1f} s"
+              f" ({best['nexa'][1] / args.tasks * 1000:.1f} ms per task)")
+        print(f"  ratio nexa / raw: {best['nexa'][1] / best['raw'][1]:.2f}x (end to end, shared cluster)")
+    if "task" in parts:
+        print(f"per task on the node ({args.local_tasks} tasks each, median): raw script {raw_task * 1000:.1f} ms,"
+              f" nexa's array script + worker {nexa_task * 1000:.1f} ms: +{(nexa_task - raw_task) * 1000:.1f} ms,"
+              f" {nexa_task / raw_task:.2f}x (target <= 1.05x); one `python -S -c pass` here: {bare * 1000:.1f} ms")
+    for count, (nexa_s, sub_s, outcome) in ((one, lat_small), (args.tasks, lat_full)) if "latency" in parts else ():
         print(f"submission latency, {count} tasks, /usr/bin/python3, start included: nexa.pyz sweep --submit {nexa_s:.2f} s;"
               f" submitit import + map_array {sub_s:.2f} s ({outcome})")
 
