@@ -156,9 +156,10 @@ def hoist_project_flag(argv: List[str], namespace: Collection) -> List[str]:
 ns = build_namespace()
 program = NexaProgram(namespace=ns, name="nexa", binary="nexa", version=__version__, executor_class=NexaExecutor)
 
-if _GC_WAS_ON:  # back on for the task (`wait` and the exporter run for hours); freeze is 3.7+
-    if hasattr(gc, "freeze"):
-        gc.freeze()
+if _GC_WAS_ON:  # back on for the task (`wait` and the exporter run for hours)
+    freeze = getattr(gc, "freeze", None)  # Python 3.7+
+    if freeze is not None:
+        freeze()
     gc.enable()
 
 
