@@ -15,7 +15,6 @@ import json
 import math
 import os
 import pwd
-import secrets
 import signal as _signal
 import time
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from . import pids
 from .config import NexaConfig, load_config
 from .errors import ConfigError
-from .fs import atomic_write_json
 from .schema import INTEGER, LIST, NUMBER, OBJECT, STRING, field_problem, nullable, shown
 from .tools.slurm import expand_array, script_directive, warn_signal_of
 
@@ -105,6 +103,8 @@ def record_state(end: Dict[str, Any], warn_signal: str = "USR1") -> str:
 
 def new_run_id(name: str) -> str:
     """``<name>-<UTC yyyymmdd-HHMMSS>-<4 hex>``: sortable by time, unique without a lock."""
+    import secrets  # lazy, as getpass and fs below: only making a run needs them, and every status loads this module
+
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
@@ -353,12 +353,13 @@ def new_manifest(run_id: str, name: str, backend: str, *, campaign: Optional[str
 
 
 def write_manifest(run_dir: Path, data: Dict[str, Any]) -> Path:
+    from .fs import atomic_write_json  # tempfile and shutil: for writers only
+
     return atomic_write_json(run_dir / MANIFEST, data)
 
 
 def read_manifest(run_dir: Path) -> Dict[str, Any]:
-    with open(run_dir / MANIFEST, encoding="utf-8") as fh:
-        return json.load(fh)
+    return json.loads(read_small(str(run_dir / MANIFEST)).decode("utf-8"))
 
 
 def add_submission(run_dir: Path, manifest: Dict[str, Any], chunk: Dict[str, Any], resubmit: Optional[Dict[str, Any]] = None) -> None:
@@ -470,13 +471,31 @@ def job_offsets(manifest: Dict[str, Any]) -> Dict[str, int]:
 # --- what ran: task and attempt records ----------------------------------------------------
 
 
-def task_records(run_dir: Path) -> Dict[int, Dict[str, Any]]:
-    """The worker's ``<i>.start.json`` and the script's ``<i>.end.json`` merged per task.
+def task_records(run_dir: Path, names: Optional[Sequence[str]] = None) -> Dict[int, Dict[str, Any]]:
+    """The worker's ``<i>.start.json`` and the script's ``<i>.end.json`` merged per task;
+    with ``names`` (file names in ``tasks/``) only those files are read.
 
     A file that is not a task record (not a JSON object, or a field of the wrong type) is
     ignored like one being written: the writers replace records atomically, so such a file
     was put there by someone else."""
-    return _merged(Path(run_dir) / TASKS, lambda name: int(name.split(".", 1)[0]))
+    return _merged(Path(run_dir) / TASKS, lambda name: int(name.split(".", 1)[0]), names)
+
+
+def tasks_stamp(run_dir: Path) -> Optional[int]:
+    """The mtime of ``tasks/`` in ns (one stat; None without the folder): it changes when a
+    record is added, replaced or removed, so a follower scans the folder only then."""
+    try:
+        return os.stat(Path(run_dir) / TASKS).st_mtime_ns
+    except OSError:
+        return None
+
+
+def task_names(run_dir: Path) -> List[str]:
+    """The file names in ``tasks/`` (one scan, no stat of each, no read); [] without it."""
+    try:
+        return [entry.name for entry in os.scandir(Path(run_dir) / TASKS)]
+    except OSError:
+        return []
 
 
 def task_record(run_dir: Path, index: int) -> Dict[str, Any]:
@@ -500,22 +519,46 @@ def attempt_records(run_dir: Path) -> List[Dict[str, Any]]:
     return list(_merged(Path(run_dir) / TASKS / ATTEMPTS, lambda name: name.rsplit(".", 2)[0]).values())
 
 
-def _merged(folder: Path, key: Callable[[str], Any]) -> Dict[Any, Dict[str, Any]]:
-    """Every visible ``*.json`` task record in ``folder``, merged by ``key(file name)``. A file
-    that cannot be read or parsed (one being written) is skipped."""
-    records: Dict[Any, Dict[str, Any]] = {}
+def read_small(path: str) -> bytes:
+    """A whole small file with the fewest file-system calls: open, one read, close.
+
+    Python's ``open()`` adds an fstat, an ioctl and lseeks, and a second read to see the end:
+    on a network file system each is a round trip, paid for every one of thousands of task
+    records. A read that fills the buffer is followed by more, so a large file still comes
+    back whole."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return records
-    for entry in entries:
-        name = entry.name
+        data = os.read(fd, 65536)
+        if len(data) == 65536:
+            parts = [data]
+            while True:
+                more = os.read(fd, 1 << 20)
+                if not more:
+                    break
+                parts.append(more)
+            data = b"".join(parts)
+        return data
+    finally:
+        os.close(fd)
+
+
+def _merged(folder: Path, key: Callable[[str], Any], names: Optional[Sequence[str]] = None) -> Dict[Any, Dict[str, Any]]:
+    """Every visible ``*.json`` task record in ``folder`` (or the ones in ``names``), merged
+    by ``key(file name)``: one scan of the folder and one read per record. A file that cannot
+    be read or parsed (one being written) is skipped."""
+    records: Dict[Any, Dict[str, Any]] = {}
+    if names is None:
+        try:
+            names = [entry.name for entry in os.scandir(folder)]
+        except OSError:
+            return records
+    base = str(folder) + os.sep
+    for name in names:
         if name.startswith(".") or not name.endswith(".json"):
             continue
         try:
             k = key(name)
-            with open(entry.path, encoding="utf-8") as fh:
-                data = json.load(fh)
+            data = json.loads(read_small(base + name).decode("utf-8"))
         except (ValueError, OSError):
             continue
         if type(data) is dict and _is_record(data):
@@ -601,24 +644,25 @@ class Run:
         return slots(self.manifest) if self.backend == "slurm" else {}
 
 
-def load_run(path: Path) -> Run:
-    """The run folder's manifest, spec and sbatch script.
+def load_run(path: Path, spec: Optional[Dict[str, Any]] = None) -> Run:
+    """The run folder's manifest, spec and sbatch script; a ``spec`` already read is taken
+    as it is (it never changes once planned: a follower reads only the manifest again).
 
     Raises:
         ConfigError: a manifest or spec that cannot be read, or is not a nexa run manifest or
             spec (the message names the file and the first wrong field).
     """
     manifest: Dict[str, Any] = {}
-    spec: Dict[str, Any] = {}
+    known = spec is not None
+    spec = spec or {}
     try:
         if (path / MANIFEST).exists():
             manifest = read_manifest(path)
             problem = run_manifest_problem(manifest)
             if problem:
                 raise ConfigError(f"not a nexa run manifest: {problem}", str(path / MANIFEST))
-        if (path / SPEC).exists():
-            with open(path / SPEC, encoding="utf-8") as fh:
-                spec = json.load(fh)
+        if not known and (path / SPEC).exists():
+            spec = json.loads(read_small(str(path / SPEC)).decode("utf-8"))
             problem = spec_problem(spec)
             if problem:
                 raise ConfigError(f"not a nexa run spec: {problem}", str(path / SPEC))

@@ -14,9 +14,9 @@ Slurm's verdict on a finished job, then accounting, then the records alone.
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Container, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import runs
 from .config import NexaConfig
@@ -105,9 +105,12 @@ class RunStatus:
             "after": self.after,
             "commit": self.commit,
             "dirty": self.dirty,
-            "tasks": [asdict(t) for t in self.tasks],
+            "tasks": [{name: getattr(t, name) for name in _ROW_FIELDS} for t in self.tasks],  # asdict deep-copies: slow for 10,000
             **({"schedule": self.schedule.as_json()} if self.schedule is not None else {}),
         }
+
+
+_ROW_FIELDS = [f.name for f in fields(TaskRow)]
 
 
 # --- pure: Slurm's answers and the records -> rows ------------------------------------------
@@ -231,6 +234,26 @@ def _upstream_name(entry: Dict[str, Any], index: int) -> str:
     return f"{entry.get('run_id')} ({entry.get('kind')})"
 
 
+# --- asking Slurm -----------------------------------------------------------------------------
+#
+# Every look at a run asks Slurm ONE question for all of its array jobs (chunks, resubmissions
+# and rungs together): ``squeue -r -t all -j id1,id2,...`` names the state of every queued and
+# running element, and of every ended one slurmctld still remembers (MinJobAge) with its exit
+# status and restart count: all ``scontrol show job`` would add, without one call per job.
+# sacct goes to slurmdbd (often a site's busiest daemon) and is asked only for what neither
+# Slurm nor an end record explains; while following a run, only once none of it is queued.
+
+
+@dataclass
+class _Answer:
+    """What Slurm said at one look: elements it has queued or running, ended ones it still
+    remembers, and accounting's word on the rest."""
+
+    live: Dict[str, SlurmInfo] = field(default_factory=dict)
+    known: Dict[str, SlurmInfo] = field(default_factory=dict)
+    accounted: Dict[str, SlurmInfo] = field(default_factory=dict)
+
+
 class _Sources:
     """Slurm queries for one run; remembers across polls whether accounting exists."""
 
@@ -238,12 +261,12 @@ class _Sources:
         self.accounting: Optional[bool] = None
 
     def scheduler(self, job_ids: List[str]) -> Tuple[Dict[str, SlurmInfo], Dict[str, SlurmInfo]]:
-        """(squeue, scontrol) information keyed by array element."""
-        live = slurm.from_squeue(slurm.squeue(job_ids, fmt=slurm.SQUEUE_FORMAT))
-        records: List[Dict[str, str]] = []
-        for job in job_ids:
-            records.extend(slurm.show_job(job))
-        return live, slurm.from_scontrol(records)
+        """(queued or running, ended) elements of these jobs: one squeue call."""
+        live: Dict[str, SlurmInfo] = {}
+        known: Dict[str, SlurmInfo] = {}
+        for element, info in slurm.array_tasks(job_ids).items():
+            (known if runs.is_final(info.state) else live)[element] = info
+        return live, known
 
     def accounted(self, job_ids: List[str]) -> Dict[str, SlurmInfo]:
         """sacct information, or nothing (and never asked again) without accounting."""
@@ -253,24 +276,47 @@ class _Sources:
         self.accounting = rows is not None
         return slurm.from_sacct(rows or [])
 
+    def ask(self, run: runs.Run, records: Dict[int, Dict[str, Any]], *, at_end_only: bool = False) -> _Answer:
+        """One squeue call for every job of the run; sacct only for the tasks that neither
+        Slurm nor an end record explains, and with ``at_end_only`` only when nothing of the
+        run is queued or running any more."""
+        where = run.slots()
+        answer = _Answer()
+        job_ids = list(dict.fromkeys(s.job_id for s in where.values()))
+        if not job_ids:
+            return answer
+        answer.live, answer.known = self.scheduler(job_ids)
+        if at_end_only and answer.live:
+            return answer
+        if any(
+            s.element not in answer.live and s.element not in answer.known and not current_records(records.get(i, {}), s)[1]
+            for i, s in where.items()
+        ):
+            answer.accounted = self.accounted(job_ids)
+        return answer
 
-def _status(path: Path, sources: _Sources, explain: bool = True) -> RunStatus:
-    run = load_run(path)
+
+def _status(
+    path: Path,
+    sources: _Sources,
+    explain: bool = True,
+    *,
+    run: Optional[runs.Run] = None,
+    records: Optional[Dict[int, Dict[str, Any]]] = None,
+    answer: Optional[_Answer] = None,
+    fresh: Container[int] = (),
+) -> RunStatus:
+    """One look at a run: its folder (one scan of ``tasks/``, one read per record) and, unless
+    an earlier ``answer`` is given, one squeue call (sacct only when needed). Tasks in
+    ``fresh`` wrote records after that answer: their records alone say what they are now."""
+    run = load_run(path) if run is None else run
     spec_tasks = run.spec.get("tasks", [])
     params = run.params()
     where = run.slots()
-    records = runs.task_records(path)
-    live: Dict[str, SlurmInfo] = {}
-    known: Dict[str, SlurmInfo] = {}
-    accounted: Dict[str, SlurmInfo] = {}
-    job_ids = list(dict.fromkeys(s.job_id for s in where.values()))
-    if job_ids:
-        live, known = sources.scheduler(job_ids)
-        # Accounting only for what neither the queue, scontrol nor an end record explains.
-        if any(
-            s.element not in live and s.element not in known and not current_records(records.get(i, {}), s)[1] for i, s in where.items()
-        ):
-            accounted = sources.accounted(job_ids)
+    records = runs.task_records(path) if records is None else records
+    if answer is None:
+        answer = sources.ask(run, records)
+    live, known, accounted = answer.live, answer.known, answer.accounted
     pattern = run.directive("output")
     rows = []
     now = time.time()
@@ -282,14 +328,15 @@ def _status(path: Path, sources: _Sources, explain: bool = True) -> RunStatus:
     for index in indices:
         slot = where.get(index)
         element = slot.element if slot else ""
+        fresh_row = index in fresh  # its start or end record is newer than Slurm's answer
         row = merge_task(
             index,
             slot,
-            live.get(element),
-            known.get(element),
-            accounted.get(element),
+            None if fresh_row else live.get(element),
+            None if fresh_row else known.get(element),
+            None if fresh_row else accounted.get(element),
             records.get(index, {}),
-            backend=run.backend,
+            backend="local" if fresh_row else run.backend,
             warn_signal=run.warn_signal,
             now=now,
             runner_gone=runner_gone,
@@ -370,20 +417,155 @@ def status(run: RunRef = None, *, config: Optional[NexaConfig] = None) -> RunSta
     return _status(resolve_run(run, config), _Sources())
 
 
+#: Following a run: the first pause between Slurm polls, the default longest one (``--poll``),
+#: and how often the run folder is looked at in between (one stat of ``tasks/``).
+FIRST_POLL = 2.0
+DEFAULT_POLL = 300.0
+FOLDER_EVERY = 1.0
+#: States a task's own records show as soon as Slurm does: Slurm saying so first is no news.
+_FOLDER_SHOWS = frozenset({"RUNNING", "COMPLETING", "COMPLETED"})
+
+
+def next_pause(pause: Optional[float], news: bool, ceiling: float = DEFAULT_POLL) -> float:
+    """The pause before the next Slurm poll (pure): ``FIRST_POLL`` at first and after news,
+    doubling while there is none, never above ``ceiling`` nor below 0.1 s."""
+    ceiling = max(ceiling, 0.1)
+    if pause is None or news:
+        return min(FIRST_POLL, ceiling)
+    return min(pause * 2, ceiling)
+
+
+def slurm_news(before: RunStatus, after: RunStatus) -> bool:
+    """Whether a poll told what the run folder did not and will not show (pure): a task that
+    ended without its end record (cancelled, lost with its node), vanished or was requeued;
+    or a run over by its records that Slurm does not call over yet (ask again soon).
+    ``before``: the status just before the poll, with the folder's news in it."""
+    if before.finished and not after.finished:
+        return True
+    was = {t.index: t for t in before.tasks}
+    for task in after.tasks:
+        old = was.get(task.index)
+        if old is None:
+            continue
+        if task.restarts != old.restarts or (task.state != old.state and task.state not in _FOLDER_SHOWS):
+            return True
+    return False
+
+
+class _Follower:
+    """Follows one run asking Slurm as little as it can.
+
+    Slurm is polled (one squeue call) at the start, then after pauses that double from
+    ``FIRST_POLL`` to ``ceiling`` while its answers bring no news (``slurm_news``) and start
+    again at ``FIRST_POLL`` when they do. In between, ``tasks/`` is stat-ed once a second and
+    scanned only when its mtime changed, reading only the records that appeared: tasks that
+    start and end are seen there at no cost to the scheduler, and the moment every task has
+    its end record Slurm is asked at once to confirm. sacct is asked only once nothing of
+    the run is queued (``_Sources.ask(at_end_only=True)``)."""
+
+    def __init__(self, path: Path, ceiling: float = DEFAULT_POLL) -> None:
+        self.path = path
+        self.ceiling = ceiling
+        self.pause: Optional[float] = None
+        self.sources = _Sources()
+        self.polls = 0  # Slurm polls so far
+        self.next_poll = 0.0  # monotonic time of the next one
+        self.run: Optional[runs.Run] = None
+        self.answer: Optional[_Answer] = None
+        self.records: Dict[int, Dict[str, Any]] = {}
+        self.names: set = set()  # the file names in tasks/ at the last scan
+        self.answered: Dict[int, Dict[str, Any]] = {}  # the records as they were at the last poll
+        self.stamp: Optional[int] = None
+        self.status: Optional[RunStatus] = None
+        self.confirmed = False  # the status is the last poll's, not the folder's since
+
+    def _scan(self) -> None:
+        """Bring ``records`` up to date: one scan of ``tasks/``; reads only the records of
+        tasks whose files appeared or went (an attempt that starts again removes its end)."""
+        self.stamp = runs.tasks_stamp(self.path)
+        names = set(runs.task_names(self.path))
+        changed = {_record_index(n) for n in names.symmetric_difference(self.names)} - {None}
+        if not self.names:  # the first scan reads everything
+            self.records = runs.task_records(self.path, sorted(names))
+        elif changed:
+            again = runs.task_records(self.path, [n for n in names if _record_index(n) in changed])
+            for index in changed:
+                if index in again:
+                    self.records[index] = again[index]
+                else:
+                    self.records.pop(index, None)
+        self.names = names
+
+    def poll(self) -> RunStatus:
+        """Ask Slurm now (one squeue call), with the manifest read again (a resubmission or a
+        new rung changes it) and the records brought up to date."""
+        before = self.status
+        run = load_run(self.path, spec=self.run.spec if self.run is not None else None)  # a spec never changes
+        self.names = set()  # a poll reads every record again (a requeued task rewrites its start)
+        self._scan()
+        answer = self.sources.ask(run, self.records, at_end_only=True)
+        self.run, self.answer, self.answered = run, answer, dict(self.records)
+        self.status = _status(self.path, self.sources, run=run, records=self.records, answer=answer)
+        self.polls += 1
+        self.confirmed = True
+        if run.backend != "slurm":  # no scheduler to spare: the folder and manifest are the truth
+            self.pause = FOLDER_EVERY
+        else:
+            self.pause = next_pause(self.pause, before is not None and slurm_news(before, self.status), self.ceiling)
+        self.next_poll = time.monotonic() + self.pause
+        return self.status
+
+    def look(self) -> RunStatus:
+        """The run as its folder shows it now, on Slurm's last answer: one stat of ``tasks/``;
+        a scan, and the new records read, only when it changed."""
+        if self.status is None or self.run is None:
+            return self.poll()
+        if runs.tasks_stamp(self.path) == self.stamp:
+            return self.status
+        self._scan()
+        fresh = {i for i, rec in self.records.items() if rec != self.answered.get(i)}
+        fresh.update(i for i in self.answered if i not in self.records)
+        self.status = _status(self.path, self.sources, run=self.run, records=self.records, answer=self.answer, fresh=fresh)
+        self.confirmed = False
+        if self.status.finished:
+            self.next_poll = 0.0  # every task wrote its end: let Slurm confirm it now
+        return self.status
+
+    def step(self, deadline: Optional[float] = None) -> RunStatus:
+        """Sleep until the next look (at most ``FOLDER_EVERY``), then look or poll."""
+        now = time.monotonic()
+        until = min(self.next_poll, now + FOLDER_EVERY)
+        if deadline is not None:
+            until = min(until, deadline)
+        if until > now:
+            time.sleep(until - now)
+        return self.poll() if time.monotonic() >= self.next_poll else self.look()
+
+
+def _record_index(name: str) -> Optional[int]:
+    """The task index of a record file name (``12.start.json`` -> 12), None for others."""
+    head = name.split(".", 1)[0]
+    return int(head) if head.isdigit() and name.endswith(".json") else None
+
+
 def wait(
     run: RunRef = None,
     *,
-    poll: float = 5.0,
+    poll: float = DEFAULT_POLL,
     progress: Optional[Callable[[RunStatus], None]] = None,
     timeout: Optional[float] = None,
     config: Optional[NexaConfig] = None,
 ) -> RunStatus:
-    """Poll until no task is pending or running; ``progress(status)`` after every poll.
+    """Follow a run until no task is pending or running; ``progress(status)`` after every look.
+
+    Slurm is asked one squeue call per poll for all of the run's jobs, 2 s after the first,
+    then at pauses that double up to ``poll`` while it brings no news; the run folder is
+    watched in between (one stat a second), and sacct is asked only once nothing is queued.
 
     Args:
         run: a run folder, a run id under the runs directory, or None for the latest run.
-        poll: the longest pause between polls in seconds (polls start at 0.5 s and back off).
-        progress: called with the ``RunStatus`` after every poll (the CLI's progress line).
+        poll: the longest pause between Slurm polls in seconds (default 300).
+        progress: called with the ``RunStatus`` after every look (the CLI's progress line).
         timeout: give up after this many seconds (None: wait for ever).
         config: the project's ``NexaConfig`` (default: nexa.toml found as the CLI does).
 
@@ -394,23 +576,19 @@ def wait(
         WaitTimeout: ``timeout`` passed first (exit code 124). ConfigError: no such run.
     """
     path = resolve_run(run, config)
-    sources = _Sources()
-    st = _status(path, sources)
+    follower = _Follower(path, poll)
+    st = follower.poll()
     if st.backend == "planned":
         raise ConfigError(f"{path}: this run was planned but not submitted (nexa sweep --submit)")
     deadline = None if timeout is None else time.monotonic() + timeout
-    interval = 0.5
     while True:
         if progress:
             progress(st)
-        if st.finished:
+        if st.finished and follower.confirmed:
             return st
         if deadline is not None and time.monotonic() >= deadline:
             raise WaitTimeout(f"{st.run_id}: still {st.summary()} after {timeout:g} s")
-        pause = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
-        time.sleep(pause)
-        interval = min(max(poll, 0.1), interval * 1.5)
-        st = _status(path, sources)
+        st = follower.step(deadline)
 
 
 def task_row(st: RunStatus, task: int) -> TaskRow:
@@ -512,12 +690,12 @@ def follow(
 
 
 def task_finished(run: RunRef, index: int, *, config: Optional[NexaConfig] = None) -> Callable[[], bool]:
-    """A ``done`` callable for ``follow``: true once the task is done or failed."""
-    path = resolve_run(run, config)
-    sources = _Sources()
+    """A ``done`` callable for ``follow``: true once the task is done or failed. Slurm is
+    asked as ``wait`` asks it (backing off; the task's end record is seen at once)."""
+    follower = _Follower(resolve_run(run, config))
 
     def done() -> bool:
-        st = _status(path, sources)
+        st = follower.poll() if time.monotonic() >= follower.next_poll else follower.look()
         row = next((t for t in st.tasks if t.index == index), None)
         return row.bucket in ("done", "failed") if row is not None else True
 

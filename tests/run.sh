@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh Debian 12 machine (as root) and run them all:
 # Debian packages (Slurm + munge, slurmdbd + MariaDB, Docker engine, Prometheus, sshd, rsync, shellcheck,
-# headless Chromium for the `nexa results --plot` pictures), the venv with nexa and its dev
-# tools, PyTorch CPU, then lint, shellcheck and pytest. The real services (Slurm, dockerd,
+# headless Chromium for the `nexa results --plot` pictures, strace to count file-system calls), the venv
+# with nexa and its dev tools, PyTorch CPU, then lint, shellcheck and pytest. The real services (Slurm, dockerd,
 # sshd, Prometheus) are started by the tests' session fixtures.
 #
 #   bash tests/run.sh [pytest args...]
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server docker.io busybox-static prometheus openssh-server rsync shellcheck chromium-headless-shell)
+packages=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server docker.io busybox-static prometheus openssh-server rsync shellcheck chromium-headless-shell strace)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -43,22 +43,6 @@ def test_dependency_text():
     assert slurm.dependency_options(["afterok:1", "aftercorr:2"]) == ["--dependency=afterok:1,aftercorr:2", "--kill-on-invalid-dep=yes"]
 
 
-def test_a_job_cancelled_before_it_started_has_no_exit_code_nor_run_time():
-    """Slurm says ExitCode=0:0 and a RunTime counted from the epoch for it."""
-    line = (
-        "JobId=1784 ArrayJobId=1784 ArrayTaskId=0-2 JobState=CANCELLED Reason=DependencyNeverSatisfied "
-        "ExitCode=0:0 RunTime=20788-00:40:44 StartTime=Unknown EndTime=2026-12-01T00:40:44"
-    )
-    info = slurm.from_scontrol([slurm.parse_record(line)])
-    assert set(info) == {"1784_0", "1784_1", "1784_2"}
-    assert (info["1784_1"].state, info["1784_1"].reason, info["1784_1"].exit_code, info["1784_1"].elapsed) == (
-        "CANCELLED",
-        "DependencyNeverSatisfied",
-        None,
-        None,
-    )
-
-
 # --- what to wait for ----------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ specs for resubmission, and the array script's signal handling (run by bash itse
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,36 +77,41 @@ def test_resubmission_groups_respect_max_array_size():
 SCONTROL = (
     "JobId=185 ArrayJobId=184 ArrayTaskId=0 JobName=t x JobState=TIMEOUT Reason=TimeLimit Requeue=1 Restarts=1 "
     "ExitCode=0:0 RunTime=00:01:21 NodeList=n1 StdOut=/tmp/my runs/184_0.out Power=\n"
-    "JobId=186 ArrayJobId=184 ArrayTaskId=1 JobState=FAILED Reason=NonZeroExitCode Restarts=0 ExitCode=3:0 "
-    "RunTime=00:00:02 NodeList=n2\n"
-    "JobId=184 ArrayJobId=184 ArrayTaskId=2-4%2 JobState=PENDING Reason=JobArrayTaskLimit Restarts=0 ExitCode=0:0 "
-    "RunTime=00:00:00 NodeList=(null)\n"
+)
+
+# `squeue -h -r -t all -j 184,190 -O ArrayJobID:|,ArrayTaskID:|,State:|,...` as Slurm 22.05
+# prints it: exit_code is the raw wait status (768: exit 3; 9: killed by signal 9).
+SQUEUE = (
+    "184|0|TIMEOUT|TimeLimit|n1|1:21|0|1|\n"
+    "184|1|FAILED|NonZeroExitCode|n2|0:02|768|0|\n"
+    "184|2|PENDING|JobArrayTaskLimit||0:00|0|0|\n"
+    "184|5|FAILED|JobLaunchFailure|n1|0:00|9|0|\n"
+    "190|0|RUNNING|None|n2|1-02:03:04|0|2|\n"
+    "191|N/A|RUNNING|None|n1|0:05|0|0|\n"
 )
 
 
-def test_scontrol_records_keep_values_with_spaces_and_expand_ranges():
-    records = [parse_record(line) for line in SCONTROL.splitlines()]
-    assert records[0]["StdOut"] == "/tmp/my runs/184_0.out" and records[0]["JobName"] == "t x"
-    info = slurm.from_scontrol(records)
-    assert info["184_0"].state == "TIMEOUT" and info["184_0"].restarts == 1 and info["184_0"].elapsed == 81
-    assert info["184_1"].exit_code == 3 and info["184_1"].node == "n2"
-    assert [info[f"184_{i}"].state for i in (2, 3, 4)] == ["PENDING"] * 3
-    assert info["184_3"].node is None
-    # scontrol says ExitCode=0:0 for a task that has not ended: a row shows no exit code then
-    row = track.merge_task(3, slot("184", 3), None, info["184_3"], None, {}, now=NOW)
-    assert row.state == "PENDING" and row.exit_code is None
+def test_scontrol_records_keep_values_with_spaces():
+    (record,) = [parse_record(line) for line in SCONTROL.splitlines()]
+    assert record["StdOut"] == "/tmp/my runs/184_0.out" and record["JobName"] == "t x" and record["Power"] == ""
+    assert slurm.outcome([record]) == ("TIMEOUT", 0)
 
 
 def test_squeue_rows():
-    rows = [
-        ["184", "0", "RUNNING", "None", "n1", "1:02"],
-        ["184", "3", "PENDING", "Priority", "", "0:00"],
-        ["9", "N/A", "RUNNING", "", "", ""],
-    ]
-    info = slurm.from_squeue(rows)
-    assert set(info) == {"184_0", "184_3"}
-    assert info["184_0"].elapsed == 62 and info["184_0"].reason == ""
-    assert info["184_3"].reason == "Priority"
+    info = slurm.from_squeue([line.split("|") for line in SQUEUE.splitlines()])
+    assert set(info) == {"184_0", "184_1", "184_2", "184_5", "190_0"}  # plain job 191 left out
+    assert (info["184_0"].state, info["184_0"].restarts, info["184_0"].elapsed, info["184_0"].reason) == ("TIMEOUT", 1, 81, "TimeLimit")
+    assert info["184_1"].exit_code == 3 and info["184_1"].node == "n2"
+    assert info["184_2"].node is None and info["184_2"].reason == "JobArrayTaskLimit"
+    assert info["184_5"].exit_code == 137
+    assert info["190_0"].reason == "" and info["190_0"].elapsed == 93784 and info["190_0"].restarts == 2
+    # squeue says exit_code 0 for an element that has not ended: a row shows no exit code then
+    row = track.merge_task(2, slot("184", 2), info["184_2"], None, None, {}, now=NOW)
+    assert row.state == "PENDING" and row.exit_code is None
+
+
+def test_wait_status_codes():
+    assert [slurm.parse_wait_status(t) for t in ("0", "256", "768", "9", "15", "", "N/A")] == [0, 1, 3, 137, 143, None, None]
 
 
 def test_sacct_rows():
@@ -125,7 +131,7 @@ def test_exit_and_duration_formats():
 # --- merging -------------------------------------------------------------------------------
 
 
-def info(state, source="scontrol", **kw):
+def info(state, source="squeue", **kw):
     return slurm.SlurmInfo(state, source, **kw)
 
 
@@ -135,10 +141,10 @@ def test_live_state_wins_over_a_stale_end_record():
     assert row.state == "PENDING" and row.restarts == 1 and row.reason == "BeginTime"
 
 
-def test_scontrol_verdict_with_the_programs_own_exit_code():
+def test_slurm_verdict_with_the_programs_own_exit_code():
     record = {"start": NOW - 10, "host": "h", "exit_code": 3, "end": NOW - 2, "node": "n1", "signals": ""}
     row = track.merge_task(1, slot(), None, info("FAILED", exit_code=3, node="n1"), None, record, now=NOW)
-    assert (row.state, row.exit_code, row.node, row.elapsed, row.source) == ("FAILED", 3, "n1", 8, "scontrol")
+    assert (row.state, row.exit_code, row.node, row.elapsed, row.source) == ("FAILED", 3, "n1", 8, "squeue")
 
 
 def test_program_stopped_by_the_warning_is_a_timeout():
@@ -165,7 +171,7 @@ def test_records_alone_after_slurm_forgot():
     assert nothing.reason == "never started: cancelled while pending?"  # Slurm keeps no trace of that
 
 
-def test_accounting_fills_in_when_scontrol_forgot():
+def test_accounting_fills_in_when_slurmctld_forgot():
     row = track.merge_task(0, slot(), None, None, info("OUT_OF_MEMORY", "sacct", exit_code=137, elapsed=12.0), {}, now=NOW)
     assert (row.state, row.exit_code, row.elapsed, row.source) == ("OUT_OF_MEMORY", 137, 12.0, "sacct")
 
@@ -179,7 +185,7 @@ def test_resubmitted_task_ignores_the_old_attempts_records():
     assert row.state == "RUNNING" and row.elapsed == 5
 
 
-def test_restart_count_from_records_and_scontrol():
+def test_restart_count_from_records_and_squeue():
     record = {"start": NOW - 3, "restart_count": 2}
     row = track.merge_task(0, slot(), info("RUNNING", "squeue"), info("RUNNING", restarts=1), None, record, now=NOW)
     assert row.restarts == 2 and row.elapsed == 3
@@ -325,6 +331,50 @@ def test_damaged_task_records_are_ignored(tmp_path):
     assert [t.state for t in st.tasks] == ["COMPLETED", "PENDING", "PENDING", "PENDING"]
 
 
+def calls_per_file(log_text, under):
+    """``{path: [syscall names]}`` for the files under ``under``, from an ``strace -f`` log
+    (file descriptors followed from openat to close, per process)."""
+    fds, out = {}, {}
+    for line in log_text.splitlines():
+        match = re.match(r"(\d+)\s+(\w+)\((.*)\)\s+=\s+(-?\d+)", line)
+        if not match:
+            continue
+        pid, name, args, result = match.groups()
+        if name in ("openat", "open"):
+            path = re.search(r'"([^"]*)"', args).group(1)
+            if path.startswith(under) and int(result) >= 0:
+                fds[(pid, int(result))] = path
+                out.setdefault(path, []).append(name)
+            continue
+        fd = re.match(r"(\d+)", args)
+        path = fds.get((pid, int(fd.group(1)))) if fd else None
+        if path:
+            out[path].append(name)
+            if name == "close":
+                del fds[(pid, int(fd.group(1)))]
+    return out
+
+
+def test_status_reads_each_record_once_with_three_calls(tmp_path):
+    """On a network file system every call is a round trip: status scans tasks/ once and
+    reads each record with one open, one read and one close; nothing is opened twice."""
+    require_tool("strace")
+    run = make_run(tmp_path, backend="local", count=200)
+    for i in range(200):
+        (run / "tasks" / f"{i}.start.json").write_text(json.dumps({"start": NOW - 2, "host": "h"}))
+        (run / "tasks" / f"{i}.end.json").write_text(json.dumps({"exit_code": i % 2, "end": NOW}))
+    log = tmp_path / "strace.log"
+    traced = "trace=openat,open,read,close,getdents64,newfstatat,fstat,statx,lseek,ioctl,pread64"
+    argv = ["strace", "-f", "-e", traced, "-o", str(log), sys.executable, "-m", "nexa_ops", "status", str(run)]
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=str(tmp_path))
+    assert out.returncode == 0 and "100 COMPLETED, 100 FAILED" in out.stdout, out.stderr
+    files = calls_per_file(log.read_text(), str(run.resolve()))
+    records = {p: c for p, c in files.items() if p.endswith(".json") and "/tasks/" in p}
+    assert len(records) == 400 and all(c == ["openat", "read", "close"] for c in records.values()), records
+    assert files[str(run.resolve() / "tasks")].count("openat") == 1  # one scan of tasks/
+    assert all(c.count("openat") + c.count("open") == 1 for c in files.values()), files  # nothing read twice
+
+
 def test_cli_damaged_run_is_one_line(tmp_path, nexa_cli):
     run = make_run(tmp_path)
     (run / "manifest.json").write_text(json.dumps({"backend": "slurm", "chunks": [{"offset": "a"}]}))
@@ -339,6 +389,111 @@ def test_cli_damaged_run_is_one_line(tmp_path, nexa_cli):
     out = nexa_cli("status", "demo-1", "--json")
     assert out.returncode == 0, out.stderr
     assert [t["state"] for t in json.loads(out.stdout)["tasks"]] == ["PENDING"] * 3
+
+
+# --- following a run: polls that back off, the run folder watched in between -----------------
+
+
+def test_polls_back_off_from_2_s_to_the_ceiling_and_start_again_on_news():
+    pauses, pause = [], None
+    for news in [False] * 8 + [True] + [False] * 2:
+        pause = track.next_pause(pause, news, ceiling=60)
+        pauses.append(pause)
+    assert pauses == [2, 4, 8, 16, 32, 60, 60, 60, 2, 4, 8]
+    pause, pauses = None, []
+    for _ in range(10):
+        pause = track.next_pause(pause, False)
+        pauses.append(pause)
+    assert pauses == [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]  # the default ceiling, --poll 300
+    assert track.next_pause(8, False, ceiling=10) == 10
+    assert track.next_pause(None, False, ceiling=1) == 1 and track.next_pause(1, False, ceiling=1) == 1  # --poll 1
+    assert track.next_pause(None, False, ceiling=0) == 0.1  # never a busy loop
+
+
+def statuses(*rows):
+    tasks = [track.TaskRow(index=i, state=state, restarts=restarts) for i, (state, restarts) in enumerate(rows)]
+    return track.RunStatus("r", None, "n", "slurm", ["1"], [], tasks)
+
+
+def test_news_is_what_the_run_folder_did_not_show():
+    before = statuses(("RUNNING", 0), ("PENDING", 0))
+    assert not track.slurm_news(before, statuses(("COMPLETED", 0), ("RUNNING", 0)))  # the records show these
+    assert not track.slurm_news(before, statuses(("COMPLETING", 0), ("PENDING", 0)))
+    assert track.slurm_news(before, statuses(("CANCELLED", 0), ("PENDING", 0)))  # ended badly, no end record
+    assert track.slurm_news(before, statuses(("RUNNING", 0), ("UNKNOWN", 0)))  # gone while pending
+    assert track.slurm_news(before, statuses(("PENDING", 1), ("PENDING", 0)))  # requeued
+    over = statuses(("COMPLETED", 0), ("FAILED", 0))
+    assert track.slurm_news(over, statuses(("COMPLETING", 0), ("FAILED", 0)))  # over by the records, not yet by Slurm
+    assert not track.slurm_news(over, over)
+
+
+def test_records_written_after_a_poll_say_what_a_task_is_now(tmp_path):
+    run_dir = make_run(tmp_path, count=3)
+    chunks = [{"offset": 0, "count": 3, "job_id": "100"}]
+    manifest = {"run_id": "demo-1", "backend": "slurm", "tasks": 3, "job_ids": ["100"], "chunks": chunks}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    run = runs.load_run(run_dir)
+    answer = track._Answer(live={"100_0": info("RUNNING"), "100_1": info("RUNNING"), "100_2": info("PENDING")})
+    records = {0: {"start": NOW - 5, "exit_code": 0, "end": NOW}, 2: {"start": NOW - 1, "host": "n1"}}
+
+    def look(fresh=()):
+        return track._status(run_dir, track._Sources(), run=run, records=records, answer=answer, fresh=fresh)
+
+    assert [t.state for t in look().tasks] == ["RUNNING", "RUNNING", "PENDING"]  # Slurm's word
+    assert [(t.state, t.source) for t in look({0, 2}).tasks] == [("COMPLETED", "record"), ("RUNNING", "squeue"), ("RUNNING", "record")]
+
+
+def test_the_follower_reads_only_what_changed_in_the_run_folder(tmp_path, monkeypatch):
+    run_dir = make_run(tmp_path, backend="local", count=3)
+    tasks = run_dir / "tasks"
+    (tasks / "0.start.json").write_text(json.dumps({"start": NOW - 2, "host": "h"}))
+    follower = track._Follower(run_dir)
+    assert [t.state for t in follower.poll().tasks] == ["RUNNING", "PENDING", "PENDING"]
+    assert follower.confirmed and follower.pause == track.FOLDER_EVERY  # a local run: no scheduler to spare
+    read, scans = [], []
+    real, real_names = runs.read_small, runs.task_names
+    monkeypatch.setattr(runs, "read_small", lambda path: read.append(os.path.basename(path)) or real(path))
+    monkeypatch.setattr(runs, "task_names", lambda run: scans.append(run) or real_names(run))
+    follower.look()
+    assert not scans and not read  # nothing changed: one stat, no scan, nothing read
+    (tasks / "0.end.json").write_text(json.dumps({"exit_code": 0, "end": NOW}))
+    (tasks / "1.start.json").write_text(json.dumps({"start": NOW - 1, "host": "h"}))
+    os.utime(tasks, ns=(time.time_ns(), time.time_ns() + 10**9))  # a coarse-clock file system: the folder did change
+    st = follower.look()
+    assert sorted(read) == ["0.end.json", "0.start.json", "1.start.json"] and len(scans) == 1  # task 2's files are not read
+    assert [t.state for t in st.tasks] == ["COMPLETED", "RUNNING", "PENDING"] and not follower.confirmed
+    (tasks / "0.end.json").unlink()  # a new attempt starts: the script removes the old end record
+    os.utime(tasks, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    assert follower.look().tasks[0].state == "RUNNING" and follower.records[0] == {"start": NOW - 2, "host": "h"}
+
+
+def test_the_follower_asks_slurm_at_once_when_every_task_has_ended(tmp_path, monkeypatch):
+    """Between polls only the folder is looked at; when it shows every task over, the next
+    step polls at once (Slurm confirms), and wait returns that confirmed status."""
+    run_dir = make_run(tmp_path, count=2)
+    chunks = [{"offset": 0, "count": 2, "job_id": "100"}]
+    manifest = {"run_id": "demo-1", "backend": "slurm", "tasks": 2, "job_ids": ["100"], "chunks": chunks}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    asked = []
+    states = {"100_0": "RUNNING", "100_1": "RUNNING"}
+
+    def array_tasks(job_ids):
+        asked.append(list(job_ids))
+        return {e: info(s, node="n1") for e, s in states.items()}
+
+    monkeypatch.setattr(slurm, "array_tasks", array_tasks)
+    monkeypatch.setattr(slurm, "sacct", lambda ids: pytest.fail("sacct while following"))
+    follower = track._Follower(run_dir)
+    assert follower.poll().buckets["running"] == 2 and follower.pause == 2 and asked == [["100"]]
+    for i in (0, 1):
+        (run_dir / "tasks" / f"{i}.start.json").write_text(json.dumps({"start": NOW - 2, "host": "n1"}))
+        (run_dir / "tasks" / f"{i}.end.json").write_text(json.dumps({"exit_code": 0, "end": NOW}))
+    os.utime(run_dir / "tasks", ns=(time.time_ns(), time.time_ns() + 10**9))
+    st = follower.look()
+    assert st.finished and not follower.confirmed and len(asked) == 1 and follower.next_poll == 0
+    states.update({"100_0": "COMPLETED", "100_1": "COMPLETED"})
+    st = follower.step()
+    assert st.finished and follower.confirmed and len(asked) == 2
 
 
 def test_follow_prints_everything_then_stops(tmp_path):
@@ -504,14 +659,18 @@ def test_cli_run_word_is_optional(tmp_path, nexa_cli):
 
 
 def test_a_job_slurm_gave_up_before_it_started_has_no_exit_code_or_run_time():
-    """Cancelled for a dependency that can never be met: scontrol still prints ExitCode=0:0,
-    and StartTime is Unknown or the moment it gave up; no node ever held it."""
-    for start in ("Unknown", "2026-12-01T01:10:12"):
-        line = (
-            "JobId=1706 ArrayJobId=1706 ArrayTaskId=0-2 JobState=CANCELLED Reason=DependencyNeverSatisfied "
-            f"ExitCode=0:0 RunTime=00:00:00 StartTime={start} NodeList="
-        )
-        info = slurm.from_scontrol([parse_record(line)])
-        assert {(i.state, i.exit_code, i.elapsed) for i in info.values()} == {("CANCELLED", None, None)}
-    ran = "JobId=9 ArrayJobId=9 ArrayTaskId=0 JobState=FAILED ExitCode=3:0 RunTime=00:00:05 StartTime=2026-12-01T01:10:12 NodeList=n1"
-    assert slurm.from_scontrol([parse_record(ran)])["9_0"].exit_code == 3
+    """Cancelled for a dependency that can never be met: `squeue -t all` still prints exit
+    status 0 and a run time of 0:00, but no node ever held it (rows as Slurm 22.05 prints them)."""
+    rows = [
+        "321|0|CANCELLED|DependencyNeverSatisfied||0:00|0|0|",
+        "321|1|CANCELLED|DependencyNeverSatisfied||0:00|0|0|",
+        "322|0|FAILED|NonZeroExitCode|n1|0:01|768|0|",
+        "322|1|FAILED|NonZeroExitCode|n1|0:01|9|1|",
+        "320|N/A|FAILED|NonZeroExitCode|n1|0:00|768|0|",
+    ]
+    info = slurm.from_squeue([line.split("|") for line in rows])
+    assert set(info) == {"321_0", "321_1", "322_0", "322_1"}  # a plain job is not an element
+    got = info["321_0"]
+    assert (got.state, got.reason, got.exit_code, got.elapsed) == ("CANCELLED", "DependencyNeverSatisfied", None, None)
+    assert (info["322_0"].exit_code, info["322_0"].elapsed, info["322_0"].node) == (3, 1.0, "n1")
+    assert (info["322_1"].exit_code, info["322_1"].restarts) == (128 + 9, 1)  # killed by SIGKILL, requeued once

@@ -254,3 +254,40 @@ def test_logs_of_a_task(limited, nexa_cli):
     assert "task 0 done" in out.stdout and "==> task 0 (COMPLETED)" in out.stderr
     out = nexa_cli("logs", str(limited.run), "--task", "9")
     assert out.returncode == 2 and "--task: expected 0..2, got 9" in out.stderr
+
+
+def test_one_squeue_call_per_poll_whatever_the_chunk_count(slurm_cluster, tmp_path, monkeypatch):
+    """60 tasks in 3 chunks: every look at the run is ONE squeue call naming all 3 jobs;
+    scontrol never; sacct never (every task's end record explains it)."""
+    from nexa_ops import proc
+
+    (tmp_path / "nexa.toml").write_text("[cluster]\nmax_array_size = 25\n")
+    command = json.dumps([sys.executable, "-S", "-c", "import time; time.sleep(0.5)"])
+    sweep = f'name = "many"\ncommand = {command}\n[grid]\ni = {list(range(60))}\n[resources]\ncpus_per_task = 1\n'
+    (tmp_path / "many.toml").write_text(sweep)
+    cfg = load_config(cwd=tmp_path)
+    calls = []
+    real = proc.run
+    monkeypatch.setattr(proc, "run", lambda argv, *a, **k: calls.append(list(argv)) or real(argv, *a, **k))
+    artifacts = launch_slurm_sweep(tmp_path / "many.toml", submit=True, out=tmp_path / "run", config=cfg)
+    assert len(artifacts.job_ids) == 3 and [c[0] for c in calls if c[0] != "git"] == ["sbatch"] * 3  # git: provenance
+    jobs = ",".join(artifacts.job_ids)
+
+    def asked():
+        names = [c[0] for c in calls]
+        assert "scontrol" not in names and "sacct" not in names, calls
+        assert all(c[c.index("-j") + 1] == jobs for c in calls), calls  # every job of the run, each time
+        return names.count("squeue")
+
+    calls.clear()
+    track.status(str(tmp_path / "run"), config=cfg)
+    assert asked() == 1
+    calls.clear()
+    polls = []
+    started = time.monotonic()
+    st = track.wait(str(tmp_path / "run"), poll=4, config=cfg, progress=lambda s: polls.append(s.summary()))
+    seconds = time.monotonic() - started
+    assert st.finished and st.counts == {"COMPLETED": 60}
+    # At once, then 2 s, 4 s, 4 s... apart (or at once when every end record is there).
+    assert 1 <= asked() <= 2 + seconds / 2, (asked(), seconds)
+    assert len(polls) >= asked()  # the progress line also moved between polls (the run folder)

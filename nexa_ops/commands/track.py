@@ -42,7 +42,6 @@ def status(c, run=None, json=False, state=None, summary=False, all=False, projec
 
     Then the counts by state. Big runs get one line per state (--summary; --all for every task).
     """
-    import json as _json
 
     from .. import track
     from ..errors import ConfigError
@@ -57,12 +56,25 @@ def status(c, run=None, json=False, state=None, summary=False, all=False, projec
         doc = st.to_json()
         if wanted is not None:
             doc["tasks"] = [t for t in doc["tasks"] if _wanted(t["state"], wanted)]
-        echo(_json.dumps(doc, indent=2, default=str))
+        echo(status_json(doc))
         return
     shown = render_status(
         st, root=cfg.root, color=color_on(), states=wanted, summary=True if summary else False if all else None, ref=run and st.run_id
     )
     echo(shown)
+
+
+def status_json(doc: Any) -> str:
+    """The status document indented, its tasks one per line: as readable, and written by
+    json's C encoder (``indent`` makes json use its pure-Python one: 10,000 tasks)."""
+    import json
+
+    tasks = doc.pop("tasks")
+    head = json.dumps(doc, indent=2, default=str)
+    if not tasks:
+        return head[:-2] + ',\n  "tasks": []\n}'
+    rows = ",\n".join("    " + json.dumps(task, default=str) for task in tasks)
+    return head[:-2] + ',\n  "tasks": [\n' + rows + "\n  ]\n}"
 
 
 def _wanted(state: str, wanted: Any) -> bool:
@@ -134,7 +146,7 @@ def _task_table(st: Any, tasks: Any, root: Any, color: bool, with_log: bool = Tr
                 "" if t.exit_code is None else t.exit_code,
                 format_seconds(t.elapsed),
                 t.node or "",
-                t.restarts or "",
+                str(t.restarts or ""),
                 t.reason,
                 show_path(t.log, root) if t.log and with_log else "",
             ]
@@ -215,13 +227,14 @@ def progress_printer(stream: Any = None, every: float = 60.0) -> Callable[[Any],
     return show
 
 
-def wait_and_report(run: Any, config: Any, poll: float = 5.0, timeout: Optional[float] = None, every: float = 60.0) -> None:
+def wait_and_report(run: Any, config: Any, poll: Optional[float] = None, timeout: Optional[float] = None, every: float = 60.0) -> None:
     """Wait with progress, print the top 5 by their metrics (when they wrote some) and the
-    failed tasks, exit 1 when any failed (shared with sweep --wait)."""
+    failed tasks, exit 1 when any failed (shared with sweep --wait). ``poll`` None: 300 s."""
     from invoke import Exit
 
     from .. import track
 
+    poll = track.DEFAULT_POLL if poll is None else poll
     st = track.wait(run, poll=poll, timeout=timeout, progress=progress_printer(every=every), config=config)
     from .results import print_top
 
@@ -411,7 +424,7 @@ def _halving_report(st: Any) -> None:
     positional=["run"],
     help={
         "run": RUN_HELP,
-        "poll": "Longest pause between polls in seconds (polls start at 0.5 s and back off; default 5).",
+        "poll": "Longest pause between Slurm polls in seconds (they start 2 s apart and double while Slurm brings no news; default 300).",
         "timeout": "Give up after this many seconds (exit 124).",
         "every": "Without a TTY: print a progress line at least this often, in seconds (default 60).",
         "project": PROJECT_HELP,
@@ -426,7 +439,7 @@ def wait(c, run=None, poll=None, timeout=None, every=None, project=None):
     wait_and_report(
         run,
         load_project(project),
-        poll=parse_float(poll, "--poll", minimum=0) or 5.0,
+        poll=parse_float(poll, "--poll", minimum=0) or None,
         timeout=parse_float(timeout, "--timeout", minimum=0),
         every=parse_float(every, "--every", minimum=0) or 60.0,
     )

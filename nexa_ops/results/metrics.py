@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from ..runs import read_small
+
 FOLDER = "metrics"
 SUFFIX = ".jsonl"
 
@@ -206,8 +208,7 @@ def series(parsed: Parsed, metric: str) -> List[Tuple[float, float]]:
 def read(path: Path) -> Parsed:
     """One metrics file, parsed; a file that is missing or unreadable has no lines."""
     try:
-        with open(path, "rb") as fh:
-            return parse(fh.read())
+        return parse(read_small(str(path)))
     except OSError:
         return Parsed()
 
@@ -225,8 +226,7 @@ def read_run(run_dir: Path) -> Dict[int, TaskMetrics]:
         if not name.endswith(SUFFIX) or not _INDEX.match(name[: -len(SUFFIX)]):
             continue
         try:
-            with open(entry.path, "rb") as fh:
-                data = fh.read()
+            data = read_small(entry.path)  # open, read, close: thousands of files, each call a round trip on NFS
         except OSError:  # removed or unreadable meanwhile: as if not written yet
             continue
         out[int(name[: -len(SUFFIX)])] = summarise(parse(data))

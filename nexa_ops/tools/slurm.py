@@ -382,21 +382,48 @@ class SlurmInfo:
     reason: str = ""
 
 
-SQUEUE_FORMAT = "%F|%K|%T|%r|%N|%M"
 #: ``SlurmInfo.source`` values that mean slurmctld still knows the job (a dependency on it
 #: means something; on a job it has forgotten, Slurm takes a dependency as satisfied).
 LIVE_SOURCES = frozenset({"squeue", "scontrol"})
+# What ``status`` asks squeue for every array element: its state and why, where and how long
+# it ran, and (for an element that ended, which ``-t all`` keeps while slurmctld remembers
+# it: MinJobAge) its exit status and restart count, everything ``scontrol show job`` says.
+SQUEUE_FIELDS = ("ArrayJobID", "ArrayTaskID", "State", "Reason", "NodeList", "TimeUsed", "exit_code", "RestartCnt")
+
+
+def parse_wait_status(text: Optional[str]) -> Optional[int]:
+    """squeue's ``exit_code``, a raw wait status (``768``: exit 3; ``9``: killed by signal 9)
+    -> a shell-style code (128+signal when killed)."""
+    try:
+        status = int(text or "")
+    except ValueError:
+        return None
+    return 128 + (status & 0x7F) if status & 0x7F else (status >> 8) & 0xFF
 
 
 def from_squeue(rows: Sequence[Sequence[str]]) -> Dict[str, SlurmInfo]:
-    """Rows of ``squeue -r -o %F|%K|%T|%r|%N|%M`` keyed by ``<array job>_<index>``."""
+    """Rows of ``squeue -r -O`` with ``SQUEUE_FIELDS`` keyed by ``<array job>_<index>``
+    (plain jobs, whose task id is N/A, are left out)."""
     out: Dict[str, SlurmInfo] = {}
     for row in rows:
-        if len(row) < 6 or not row[1].isdigit():
+        if len(row) < len(SQUEUE_FIELDS) or not row[1].isdigit():
             continue
         node = row[4] if row[4] and not row[4].startswith("(") else None
         reason = row[3] if row[3] not in ("None", "(null)") else ""
-        out[f"{row[0]}_{row[1]}"] = SlurmInfo(row[2].split()[0], "squeue", node=node, elapsed=parse_duration(row[5]), reason=reason)
+        restarts = int(row[7]) if row[7].isdigit() else 0
+        # Never started (cancelled while pending, or for a dependency that can never be met):
+        # Slurm still reports exit status 0 and a run time counted from the epoch, but no
+        # node ever held it; none of that means anything.
+        started = node is not None
+        out[f"{row[0]}_{row[1]}"] = SlurmInfo(
+            row[2].split()[0] if row[2] else "UNKNOWN",
+            "squeue",
+            exit_code=parse_wait_status(row[6]) if started else None,
+            restarts=restarts,
+            node=node,
+            elapsed=parse_duration(row[5]) if started else None,
+            reason=reason,
+        )
     return out
 
 
@@ -412,43 +439,6 @@ def parse_record(line: str) -> Dict[str, str]:
         end = matches[i + 1].start() if i + 1 < len(matches) else len(line)
         record[match.group(1)] = line[match.end() : end].strip()
     return record
-
-
-def from_scontrol(records: Sequence[Dict[str, str]]) -> Dict[str, SlurmInfo]:
-    """``scontrol -o show job`` records keyed by ``<array job>_<index>`` (ranges expanded)."""
-    out: Dict[str, SlurmInfo] = {}
-    for rec in records:
-        job = rec.get("ArrayJobId") or rec.get("JobId")
-        task = rec.get("ArrayTaskId")
-        if not job or task is None:
-            continue
-        try:
-            indices = expand_array(task)
-        except ValueError:
-            continue
-        state = (rec.get("JobState") or "UNKNOWN").split()[0]
-        try:
-            restarts = int(rec.get("Restarts") or 0)
-        except ValueError:
-            restarts = 0
-        node = rec.get("NodeList")
-        reason = rec.get("Reason") or ""
-        # Never started (say, cancelled while pending, or for a dependency that can never be
-        # met): Slurm reports ExitCode=0:0, and a StartTime that is Unknown or the moment it
-        # gave up, with a RunTime from the epoch or 0; no node ever held it. None of it means
-        # anything.
-        started = rec.get("StartTime") not in ("Unknown", "None") and (node or "(null)") != "(null)"
-        for index in indices:
-            out[f"{job}_{index}"] = SlurmInfo(
-                state,
-                "scontrol",
-                exit_code=parse_exit(rec.get("ExitCode")) if started else None,
-                restarts=restarts,
-                node=node if node and node != "(null)" else None,
-                elapsed=parse_duration(rec.get("RunTime")) if started else None,
-                reason="" if reason in ("None", "(null)") else reason,
-            )
-    return out
 
 
 def outcome(records: Sequence[Dict[str, str]]) -> Tuple[Optional[str], Optional[int]]:
@@ -581,6 +571,22 @@ def array_limit(configured: Optional[int], dry_run: bool = False) -> int:
 def hostnames(nodelist: str) -> List[str]:
     out = proc.run(["scontrol", "show", "hostnames", nodelist], hint=HINT).stdout or ""
     return out.split()
+
+
+def array_tasks(job_ids: Sequence[str]) -> Dict[str, SlurmInfo]:
+    """Every element of these array jobs slurmctld knows, queued, running or recently ended,
+    in ONE squeue call whatever the number of jobs (one REQUEST_JOB_INFO RPC, plus the
+    partition table squeue always loads). Elements Slurm has forgotten are absent."""
+    if not job_ids:
+        return {}
+    fmt = ",".join(f"{name}:|" for name in SQUEUE_FIELDS)
+    argv = ["squeue", "-h", "-r", "-t", "all", "-j", ",".join(job_ids), "-O", fmt]
+    result = proc.run(argv, hint=HINT, explain=_explain, success_codes=(0, 1))
+    if result.returncode != 0:
+        if "Invalid job id" in (result.stderr or ""):  # one id, and Slurm has forgotten it
+            return {}
+        raise ToolError("squeue", argv, result.returncode, result.stderr or "", _explain(result.returncode, result.stderr or ""))
+    return from_squeue([line.split("|") for line in (result.stdout or "").splitlines() if line.strip()])
 
 
 def squeue(job_ids: Sequence[str], fmt: str = "%i|%T|%r|%N") -> List[List[str]]:
