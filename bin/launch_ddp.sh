@@ -12,8 +12,9 @@
 # Options (all optional; the training command goes after --):
 #   --nproc-per-node N  processes on this node (default: $SLURM_GPUS_ON_NODE, else the
 #                       devices in $CUDA_VISIBLE_DEVICES, else 1)
-#   --port P            rendezvous port on the first node (default: 20000 + job id % 20000,
-#                       so two jobs that share a first node do not collide)
+#   --port P            rendezvous port on the first node (default: 20000 + job id % 12000,
+#                       so two jobs that share a first node do not collide, and below
+#                       Linux's ephemeral ports, 32768 up, that outgoing connections take)
 #   --join-timeout S    seconds to wait for every node to join (torchrun's default: 600)
 #   --max-restarts N    restarts of the whole worker group after a failure (default: 0)
 #   --torchrun PATH     the torchrun to run (default: $NEXA_TORCHRUN, else torchrun on PATH)
@@ -62,7 +63,7 @@ if [[ -z $nproc ]]; then
   fi
   ((${nproc:-0} > 0)) || nproc=1
 fi
-port=${port:-$((20000 + SLURM_JOB_ID % 20000))}
+port=${port:-$((20000 + SLURM_JOB_ID % 12000))}
 
 # In an srun step, node 0 of the step is the first host: it serves the rendezvous store.
 # Saying so (rather than letting torchrun guess from the host name) also keeps it right

@@ -29,11 +29,18 @@ def launch_file(tmp_path, train_path, extra=""):
         'mode = "slurm"\n'
         f'command = ["python", {json.dumps(str(train_path))}, "--out", {json.dumps(str(tmp_path / "out"))}, "it\'s a b"]\n'
         'env = ["HF_HOME", "WANDB_*"]\n'
-        "join_timeout = 30\n"
+        "join_timeout = 120\n"  # slack for a loaded CI machine: both nodes' torchruns must start in time
         f"{extra}\n"
         '[resources]\nnodes = 2\ngpus_per_node = 2\ntime = "00:05:00"\n'
     )
     return path
+
+
+def log_excerpt(path):
+    """A failed job's log for the assertion message: its start (where the first rank's error
+    is) and its end (srun's verdict); the middle is the other ranks' tracebacks."""
+    text = path.read_text(errors="replace")
+    return text if len(text) <= 8000 else text[:5000] + "\n[...]\n" + text[-3000:]
 
 
 def the_run_dir(tmp_path):
@@ -102,8 +109,8 @@ def test_failing_rank_is_named_and_the_job_fails(slurm_cluster, tmp_path, torch_
 
 def test_unlisted_variables_do_not_reach_the_job(slurm_cluster, tmp_path, torch_path, train, monkeypatch):  # noqa: F811
     monkeypatch.setenv("FAIL_RANK", "0")  # would fail rank 0 if it leaked in
-    result = launch(config=launch_file(tmp_path, train), project=None, workdir=tmp_path, wait=True, wait_timeout=120)
-    assert result.exit_code == 0 and result.job_state == "COMPLETED", result.log_path.read_text()[-2000:]
+    result = launch(config=launch_file(tmp_path, train), project=None, workdir=tmp_path, wait=True, wait_timeout=300)
+    assert result.exit_code == 0 and result.job_state == "COMPLETED", log_excerpt(result.log_path)
     assert "FAIL_RANK" not in result.env_names and sorted(read_ranks(tmp_path / "out")) == [0, 1, 2, 3]
 
 
@@ -131,7 +138,7 @@ def test_launch_ddp_sh_by_hand_inside_an_allocation(slurm_cluster, tmp_path):
     job = lines[0][6].split("=")[1]
     common = [
         "torchrun", "--nnodes=2", "--nproc_per_node=2", "--max_restarts=0", "--rdzv_backend=c10d",
-        f"--rdzv_endpoint=127.0.0.1:{20000 + int(job) % 20000}", f"--rdzv_id={job}",
+        f"--rdzv_endpoint=127.0.0.1:{20000 + int(job) % 12000}", f"--rdzv_id={job}",
     ]
     tail = ["--no_python", "python", "-m", "pkg.train", "a b"]
     assert lines == [
@@ -211,8 +218,8 @@ def test_hostile_variable_names_never_reach_launch_env_or_the_script(slurm_clust
     monkeypatch.setenv("WANDB_$(touch pwned)", "1")
     monkeypatch.setenv("WANDB_A\n#SBATCH --uid 0\nWANDB_B", "2")
     monkeypatch.setenv("WANDB_MODE", "offline")
-    result = launch(config=launch_file(tmp_path, train), project=None, workdir=tmp_path, wait=True, wait_timeout=120)
-    assert result.exit_code == 0 and result.job_state == "COMPLETED", result.log_path.read_text()[-2000:]
+    result = launch(config=launch_file(tmp_path, train), project=None, workdir=tmp_path, wait=True, wait_timeout=300)
+    assert result.exit_code == 0 and result.job_state == "COMPLETED", log_excerpt(result.log_path)
     assert [n for n in result.env_names if n.startswith("WANDB_")] == ["WANDB_MODE"]
     env_text = (result.run_dir / "launch.env").read_text()
     script = result.script_path.read_text()

@@ -15,7 +15,7 @@ from .common import PROJECT_HELP, echo, nexa_task, parse_float, parse_int, remai
         "config": "Launch file (TOML): mode, command, name, env, nproc_per_node, [resources], ...",
         "project": PROJECT_HELP,
         "name": "Run name (default: the launch file's, else the script's name).",
-        "rdzv_port": "Rendezvous port (ddp default: a free port; slurm default: 20000 + job id % 20000).",
+        "rdzv_port": "Rendezvous port (ddp default: a free port; slurm default: 20000 + job id % 12000).",
         "join_timeout": "Seconds torchrun waits for every rank/node to join (torchrun's default: 600).",
         "env": "slurm: a variable (or glob like 'WANDB_*') to carry to every rank; repeatable. PATH always is.",
         "wait": "slurm: follow the job until it ends; exit with its exit code, naming a failed rank.",
