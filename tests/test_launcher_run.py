@@ -488,3 +488,37 @@ def test_sweep_task_runs_under_torchrun(nexa_cli, tmp_path, torch_path, train):
         ranks = read_ranks(Path(folder))
         assert sorted(ranks) == [0, 1] and {r["WORLD_SIZE"] for r in ranks.values()} == {"2"}
         assert {r["sum"] for r in ranks.values()} == {3.0}
+
+
+def test_waiting_for_a_slurm_launch_polls_little_and_sees_the_end_record_at_once(tmp_path, monkeypatch):
+    """`launch --wait` asks squeue at once, 2 s later, then ever more rarely; the job's end
+    record makes it ask again at once, so a job of days is not polled every half second."""
+    from nexa_ops.launcher import run as launcher_run
+    from nexa_ops.tools import slurm
+
+    (tmp_path / "tasks").mkdir()
+    asked = []
+    ended_at = []
+
+    def squeue(job_ids, fmt="%i"):
+        asked.append(time.monotonic())
+        return [["7"]] if not ended_at or time.monotonic() - ended_at[0] < 0.3 else []
+
+    def end_later():
+        time.sleep(3.2)
+        (tmp_path / "tasks" / "0.end.json").write_text('{"index": 0, "exit_code": 0, "end": 1, "job_id": "7"}')
+        ended_at.append(time.monotonic())
+
+    monkeypatch.setattr(slurm, "squeue", squeue)
+    monkeypatch.setattr(slurm, "job_outcome", lambda job: ("COMPLETED", 0))
+    result = launcher_run.LaunchResult(mode="slurm", name="t", argv=[], run_dir=tmp_path, log_path=tmp_path / "x.log", job_id="7")
+    import threading
+
+    writer = threading.Thread(target=end_later)
+    writer.start()
+    done = launcher_run.wait_for_job(result, interval=0.1)
+    writer.join()
+    assert (done.job_state, done.exit_code) == ("COMPLETED", 0)
+    polls_before_end = [t for t in asked if t < ended_at[0]]
+    assert len(polls_before_end) == 2  # at 0 s and 2 s (the next would have been at 6 s)
+    assert asked[-1] - ended_at[0] < 1.0  # the end seen within a second of the record

@@ -27,6 +27,7 @@ from ..fs import atomic_write_text
 from ..resources import read_text
 from ..snapshot import Snapshot, enabled, take
 from ..tools import nvidia_smi, slurm, torchrun
+from ..track import next_pause
 from .spec import (
     LaunchFile,
     LaunchSpec,
@@ -517,15 +518,35 @@ def _launch_slurm(
     return result
 
 
+#: The longest pause between squeue polls while ``launch --wait`` follows its one job.
+LAUNCH_POLL = 60.0
+
+
 def wait_for_job(result: LaunchResult, *, timeout: Optional[float] = None, interval: float = 0.5) -> LaunchResult:
-    """Poll squeue until the job leaves the queue, then fill in its state, exit code and
-    the failed ranks named in its log. ``sbatch --wait`` polls far more slowly."""
+    """Wait until the job leaves the queue, then fill in its state, exit code and the failed
+    ranks named in its log.
+
+    Slurm is asked as ``nexa wait`` asks it (``track.next_pause``: 2 s, doubling to a minute:
+    one job, and a hard kill that leaves no end record is noticed within a minute),
+    and the job's end record (``tasks/0.end.json``, written by its script) is looked for every
+    ``interval`` seconds in between: once it is there squeue is asked every ``interval``
+    until the job has left, so the end is seen at once without a training run of days
+    polling the scheduler every half second."""
     assert result.job_id, "wait_for_job needs a submitted job"
+    end_record = result.run_dir / runs.TASKS / "0.end.json" if result.run_dir is not None else None
     started = time.monotonic()
-    while slurm.squeue([result.job_id], fmt="%i"):
+    pause: Optional[float] = None
+    next_poll = started
+    while True:
+        ended = end_record is not None and end_record.exists()
+        if ended or time.monotonic() >= next_poll:
+            if not slurm.squeue([result.job_id], fmt="%i"):
+                break
+            pause = interval if ended else next_pause(pause, False, ceiling=LAUNCH_POLL)
+            next_poll = time.monotonic() + pause
         if timeout is not None and time.monotonic() - started > timeout:
             raise WaitTimeout(f"job {result.job_id} still running after {timeout:g} s; it was left running (log: {result.log_path})")
-        time.sleep(interval)
+        time.sleep(max(0.0, min(interval, next_poll - time.monotonic())))
     result.seconds = time.monotonic() - started
     result.job_state, result.exit_code = slurm.job_outcome(result.job_id)
     if result.exit_code != 0:
