@@ -21,8 +21,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from . import runs
 from .config import NexaConfig
 from .errors import ConfigError
-from .sync import IGNORE_FILES, default_excludes
-from .tools import rsync as rs
+
+# sync and tools.rsync are imported where a snapshot is taken: every sweep and launch loads
+# this module, few take a snapshot, and those two are a twentieth of a plan's start-up.
 
 #: rsync: "some files vanished before they could be transferred": something writes into the
 #: tree (an editor's swap file, a local run's output). The copy of everything else is whole.
@@ -63,6 +64,8 @@ def enabled(config: NexaConfig, flag: Optional[bool]) -> bool:
 def excludes(source: Path, config: NexaConfig, run_dir: Path) -> List[str]:
     """``nexa sync``'s excludes, plus the run folder itself when it lies inside the project
     (``--out`` there): the copy must not copy itself."""
+    from .sync import default_excludes  # lazy: see the imports
+
     out = default_excludes(source, config.runs_dir) + list(config.sync.exclude)
     run_dir = run_dir.resolve()
     if _inside(run_dir, config.runs_dir.resolve()):
@@ -90,6 +93,8 @@ def rsync_argv(source: Path, dest: Path, patterns: Sequence[str], link_dest: Opt
     (rsync >= 3.1.3, older than what ``nexa sync`` needs)."""
     argv = ["rsync", "-a", "--modify-window=-1", "--stats"]
     argv += [f"--exclude={pattern}" for pattern in patterns]
+    from .sync import IGNORE_FILES  # lazy: see the imports
+
     argv += [f"--filter=:- {name}" for name in IGNORE_FILES]
     if link_dest is not None:
         argv.append(f"--link-dest={link_dest}")
@@ -141,6 +146,8 @@ def take(config: NexaConfig, run_dir: Path, workdir: Path, *, dry_run: bool = Fa
             could be a home directory); ``workdir`` is outside the project or not in the copy.
         ToolMissing: no rsync. ToolError: rsync failed (an unreadable file, a full disk).
     """
+    from .tools import rsync as rs  # lazy: see the imports
+
     source = config.root
     if config.path is None:  # the current folder, which may be a home directory
         raise ConfigError(

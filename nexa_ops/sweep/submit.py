@@ -15,7 +15,6 @@ from ..cost.estimate import check_max_cost
 from ..errors import ConfigError
 from ..snapshot import enabled as snapshot_enabled
 from ..tools import slurm
-from .halving import check_promotion, run_halving_locally, submit_halving
 from .local import Progress, gpu_slots, run_tasks_here
 from .plan import Chunk, SweepArtifacts, plan_sweep
 
@@ -37,6 +36,10 @@ def submit_sweep(
     if not dry_run:
         _not_submitted(artifacts)
     check_max_cost(artifacts.cost, max_cost if max_cost is not None else config.cost.max_cost)
+    if artifacts.schedule is not None:
+        # Imported here, not at the top: only a halving sweep needs it, and its modules are a
+        # tenth of the start-up of every other submission.
+        from .halving import check_promotion, submit_halving
     if artifacts.schedule is not None and not dry_run:
         check_promotion(artifacts)  # a promotion job Slurm would refuse stops it all here, before anything is made
     if not dry_run:
@@ -98,6 +101,8 @@ def run_sweep_locally(
         return _book(config, artifacts, defn, backend="local", status="running")
 
     if artifacts.schedule is not None:
+        from .halving import run_halving_locally  # lazy, as in submit_sweep: halving sweeps only
+
         return run_halving_locally(artifacts, defn, config, manifest, slots, book, progress)
     outcome = run_tasks_here(
         artifacts.run_dir,
