@@ -630,7 +630,12 @@ class Run:
 
     @property
     def warn_signal(self) -> str:
-        return warn_signal_of(self.script_text)
+        """The signal the script forwards before the time limit (parsed once: status asks it
+        for every task)."""
+        cached = self.__dict__.get("_warn_signal")
+        if cached is None:
+            cached = self.__dict__["_warn_signal"] = warn_signal_of(self.script_text)
+        return cached
 
     def directive(self, option: str) -> Optional[str]:
         """The value of ``#SBATCH --<option>=`` in the run's script."""

@@ -246,6 +246,16 @@ def make_run(tmp_path, backend="slurm", count=3):
     return run
 
 
+def test_a_status_parses_the_script_once_not_once_per_task(tmp_path, monkeypatch):
+    """10,000 tasks: the warning signal each task's row needs is read from the script once."""
+    run = make_run(tmp_path, backend="local", count=50)
+    (run / "demo.sbatch").write_text("#!/bin/bash\n#SBATCH --signal=B:USR1@120\n")
+    parsed = []
+    real = runs.warn_signal_of
+    monkeypatch.setattr(runs, "warn_signal_of", lambda text: parsed.append(1) or real(text))
+    assert len(track.status(str(run)).tasks) == 50 and len(parsed) == 1
+
+
 def test_status_of_a_local_run_from_records(tmp_path):
     from nexa_ops.config import load_config
 
