@@ -20,7 +20,6 @@ from .cost.book import check_writable, manifest_path, record_resubmission
 from .errors import ConfigError, Refused
 from .runs import RunRef
 from .sweep import local as local_runner
-from .sweep.halving import cancel_schedule
 from .tools import slurm
 
 #: How long ``cancel`` of a local run waits for the runner to record the cancelled tasks.
@@ -63,6 +62,10 @@ def cancel(run: RunRef, task: Optional[int] = None, dry_run: bool = False, *, co
         return _cancel_local(st, task, dry_run)
     _need_slurm(st, "cancel")
     if task is None and st.schedule is not None:  # a halving run: stop the schedule too
+        # Imported here: only a halving run needs it, and the halving modules are a tenth of
+        # the start-up of every other cancel.
+        from .sweep.halving import cancel_schedule
+
         return CancelResult(st.run_id, cancel_schedule(st.run_dir, dry_run=dry_run))
     if task is None:
         ids = list(st.job_ids)

@@ -79,6 +79,29 @@ def signal_number(name: str) -> int:
     return int(getattr(_signal, f"SIG{name}", 0))
 
 
+#: ``--state`` as given: comma-separated text, a list, or None (every state).
+States = Union[None, str, Sequence[str]]
+
+
+def parse_states(state: States) -> Optional[frozenset]:
+    """``--state``: Slurm states or buckets, comma-separated or a list, any case."""
+    if state is None:
+        return None
+    items = state.split(",") if isinstance(state, str) else list(state)
+    wanted = set()
+    for item in items:
+        word = str(item).strip()
+        if word.lower() in BUCKETS:
+            wanted.add(word.lower())
+        elif word.upper() in STATES:
+            wanted.add(word.upper())
+        else:
+            raise ConfigError(
+                f"--state: expected a task state (COMPLETED, FAILED, RUNNING...) or pending, running, done, failed; got {word!r}"
+            )
+    return frozenset(wanted)
+
+
 def record_state(end: Dict[str, Any], warn_signal: str = "USR1") -> str:
     """A finished task's state from its end record alone (Slurm has forgotten it).
 

@@ -16,17 +16,18 @@ import json
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Container, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Container, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import runs
 from .config import NexaConfig
 from .errors import ConfigError, WaitTimeout
 from .runs import BUCKETS, RunRef, Slot, bucket, current_records, load_run, record_state, resolve_run
 from .style import format_seconds  # noqa: F401 - part of this module's API (status tables)
-from .sweep import rungs
-from .sweep.search import ScheduleStatus
 from .tools import slurm
 from .tools.slurm import SlurmInfo
+
+if TYPE_CHECKING:  # the halving modules are imported only for a halving run: see _schedule_of
+    from .sweep.search import Schedule, ScheduleStatus
 
 
 @dataclass
@@ -60,7 +61,7 @@ class RunStatus:
     after: List[Dict[str, Any]] = field(default_factory=list)  # the runs it waits on (--after), from the manifest
     commit: Optional[str] = None  # the git commit it was submitted from
     dirty: bool = False  # ... with uncommitted changes (code.diff)
-    schedule: Optional[ScheduleStatus] = None  # a halving sweep: its rungs (tasks: those submitted)
+    schedule: Optional["ScheduleStatus"] = None  # a halving sweep: its rungs (tasks: those submitted)
 
     @property
     def counts(self) -> Dict[str, int]:
@@ -323,8 +324,8 @@ def _status(
     runner_gone = ""
     if run.backend == "local" and runs.runner_state(run.manifest) == runs.RUNNER_GONE:
         runner_gone = f"its {runs.runner_text(run.manifest)} is gone"
-    schedule = rungs.schedule_of(run.spec) or rungs.schedule_of(run.manifest)
-    indices = rungs.task_indices(schedule, run.manifest) if schedule is not None else range(run.count)
+    schedule = _schedule_of(run)
+    indices = _rungs().task_indices(schedule, run.manifest) if schedule is not None else range(run.count)
     for index in indices:
         slot = where.get(index)
         element = slot.element if slot else ""
@@ -367,7 +368,7 @@ def _status(
     commit = git.get("commit") if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
     plan = None
     if schedule is not None and run.manifest:
-        plan = rungs.status(path, schedule, run.manifest, {row.index: row.bucket for row in rows})
+        plan = _rungs().status(path, schedule, run.manifest, {row.index: row.bucket for row in rows})
     return RunStatus(
         run_id=run.run_id,
         run_dir=path,
@@ -381,6 +382,21 @@ def _status(
         dirty=bool(commit and git.get("dirty")),  # type: ignore[union-attr]
         schedule=plan,
     )
+
+
+def _rungs() -> Any:
+    """``sweep.rungs``, imported when a halving run needs it: it and ``sweep.search`` are a
+    tenth of the start-up of every ``status`` and ``wait``, and most runs are not halving."""
+    from .sweep import rungs
+
+    return rungs
+
+
+def _schedule_of(run: runs.Run) -> Optional["Schedule"]:
+    """A halving run's schedule, from its spec or manifest; None (nothing imported) for others."""
+    if "search" not in run.spec and "search" not in run.manifest:
+        return None
+    return _rungs().schedule_of(run.spec) or _rungs().schedule_of(run.manifest)
 
 
 def _upstream_failures(after: Sequence[Dict[str, Any]], sources: _Sources) -> Dict[str, List[int]]:

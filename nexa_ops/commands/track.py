@@ -45,7 +45,7 @@ def status(c, run=None, json=False, state=None, summary=False, all=False, projec
 
     from .. import track
     from ..errors import ConfigError
-    from ..results.load import parse_states
+    from ..runs import parse_states
 
     if summary and all:
         raise ConfigError("choose one of --summary and --all")
@@ -90,7 +90,7 @@ def render_status(
 
     ``root``: paths are shown relative to it (the project root). ``ref``: how to name the
     run on a command line (None: it is the latest run, named by nothing). ``states``: only tasks in
-    these states or buckets (``results.load.parse_states``). ``summary``: one line per state;
+    these states or buckets (``runs.parse_states``). ``summary``: one line per state;
     None means above ``SUMMARY_ABOVE`` tasks. Columns no task has a value for are left out."""
     head = f"Run {st.run_id} ({st.backend}"
     head += f", jobs {', '.join(st.job_ids)}" if st.job_ids else ""

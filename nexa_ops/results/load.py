@@ -5,15 +5,14 @@
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import runs, track
 from ..config import NexaConfig, load_config
 from ..errors import ConfigError
+from ..runs import States, parse_states  # noqa: F401 - parse_states: part of this module's API
 from . import metrics as metrics_files
 from .table import BestConfig, Results, TaskResult, best_of, check_options, choose_metric, rank
-
-States = Union[None, str, Sequence[str]]
 
 
 @dataclass
@@ -195,25 +194,6 @@ def _rows_of(st: track.RunStatus) -> List[Tuple[track.TaskRow, Optional[int], Op
         if trial not in latest or (latest[trial][2] or 0) <= rung:
             latest[trial] = (task, trial, rung)
     return [latest[trial] for trial in sorted(latest)]
-
-
-def parse_states(state: States) -> Optional[frozenset]:
-    """``--state``: Slurm states or buckets, comma-separated or a list, any case."""
-    if state is None:
-        return None
-    items = state.split(",") if isinstance(state, str) else list(state)
-    wanted = set()
-    for item in items:
-        word = str(item).strip()
-        if word.lower() in runs.BUCKETS:
-            wanted.add(word.lower())
-        elif word.upper() in runs.STATES:
-            wanted.add(word.upper())
-        else:
-            raise ConfigError(
-                f"--state: expected a task state (COMPLETED, FAILED, RUNNING...) or pending, running, done, failed; got {word!r}"
-            )
-    return frozenset(wanted)
 
 
 def campaign_runs(runs_dir: Path, campaign: str) -> List[Path]:
