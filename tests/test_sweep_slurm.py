@@ -240,3 +240,25 @@ def test_sweep_env_reaches_every_task_even_with_export_none(slurm_cluster, tmp_p
         assert probe["env"]["WANDB_PROJECT"] == "it's $(touch pwned) `touch pwned` \"q\""
         assert (probe["env"]["WANDB_MODE"], probe["env"]["HF_HOME"], probe["env"]["NEXA_LEAK"]) == ("offline", "/h f", None)
     assert not list(tmp_path.rglob("pwned"))
+
+
+def test_a_sweep_that_fits_is_one_sbatch_and_no_scontrol(slurm_cluster, tmp_path, probe_dir, monkeypatch):
+    """MaxArraySize is asked of Slurm (scontrol show config) only when it refuses the array:
+    a sweep that fits costs one sbatch; one too large is refused, then sent in chunks."""
+    from nexa_ops import proc
+
+    calls = []
+    real = proc.run
+    monkeypatch.setattr(proc, "run", lambda argv, *a, **k: calls.append(argv[0]) or real(argv, *a, **k))
+    path = write_sweep(tmp_path, {"i": [0, 1, 2]}, "cpus_per_task = 1")
+    artifacts = launch_slurm_sweep(path, submit=True, out=tmp_path / "small")
+    assert [c for c in calls if c != "git"] == ["sbatch"] and len(artifacts.chunks) == 1  # git: provenance
+    calls.clear()
+    path = write_sweep(tmp_path, {"i": list(range(30))}, "cpus_per_task = 1")
+    artifacts = launch_slurm_sweep(path, submit=True, out=tmp_path / "large")
+    assert [c for c in calls if c != "git"] == ["sbatch", "scontrol", "sbatch", "sbatch"]
+    assert [c.count for c in artifacts.chunks] == [25, 5] and len(artifacts.job_ids) == 2
+    manifest = json.loads((artifacts.run_dir / "manifest.json").read_text())
+    assert [c["count"] for c in manifest["chunks"]] == [25, 5]  # the refused array left no record
+    slurm_cluster.wait(artifacts.job_ids)
+    assert sorted(read_probes(probe_dir)) == list(range(30))

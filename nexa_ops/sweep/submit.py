@@ -6,13 +6,13 @@ refusal half-way still leaves a true record of what was submitted.
 """
 
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from .. import pipeline, provenance, runs
 from ..config import NexaConfig, SweepDefinition, load_config, load_sweep
 from ..cost.book import check_writable, manifest_document, write_cost_manifest
 from ..cost.estimate import check_max_cost
-from ..errors import ConfigError
+from ..errors import ConfigError, ToolError
 from ..snapshot import enabled as snapshot_enabled
 from ..tools import slurm
 from .local import Progress, gpu_slots, run_tasks_here
@@ -44,15 +44,40 @@ def submit_sweep(
         check_promotion(artifacts)  # a promotion job Slurm would refuse stops it all here, before anything is made
     if not dry_run:
         check_writable(config.runs_dir, artifacts.run_id)  # before any job exists
-    limit = slurm.array_limit(config.cluster.max_array_size, dry_run)
     if artifacts.schedule is not None:
+        limit = slurm.array_limit(config.cluster.max_array_size, dry_run)
         manifest = _manifest(artifacts, defn, config, backend="slurm", dry_run=dry_run)
         return submit_halving(artifacts, defn, config, manifest, limit, dry_run=dry_run)
+    count = len(artifacts.tasks)
+    # Most sweeps fit in one array: without [cluster] max_array_size (and --after) it is sent
+    # as one, and MaxArraySize asked of Slurm (scontrol show config: one more process and
+    # RPC per submission) only when Slurm refuses it. A dry run asks, to show the chunks.
+    optimistic = not config.cluster.max_array_size and not dry_run and not artifacts.upstreams
+    limit = max(count, 1) if optimistic else slurm.array_limit(config.cluster.max_array_size, dry_run)
+    manifest = _manifest(artifacts, defn, config, backend="slurm", dry_run=dry_run)
+    try:
+        _submit_chunks(artifacts, defn, config, manifest, limit, dry_run)
+    except ToolError as exc:
+        if not optimistic or artifacts.job_ids or "Invalid job array specification" not in exc.stderr:
+            raise
+        limit = slurm.array_limit(None)
+        if limit >= count:
+            raise  # the array fits: Slurm refused it for another reason
+        _submit_chunks(artifacts, defn, config, manifest, limit, dry_run)
+    artifacts.submitted = not dry_run
+    return artifacts
+
+
+def _submit_chunks(
+    artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig, manifest: Dict[str, Any], limit: int, dry_run: bool
+) -> None:
+    """``sbatch`` the sweep in chunks of at most ``limit`` tasks (``pipeline.plan``), each
+    recorded in the run and cost manifests as soon as Slurm took it: a refusal half-way
+    still leaves a true record."""
     submissions = pipeline.plan(len(artifacts.tasks), artifacts.upstreams, limit)
     throttle = defn.resources.max_parallel
     artifacts.chunks = []
     script = str(artifacts.script_paths[0])
-    manifest = _manifest(artifacts, defn, config, backend="slurm", dry_run=dry_run)
     for sub in submissions:
         part = Chunk(sub.offset, len(sub.indices), array=None if sub.regular else slurm.list_spec(sub.indices), dependency=sub.dependency)
         artifacts.chunks.append(part)
@@ -71,8 +96,6 @@ def submit_sweep(
         manifest["job_ids"] = list(artifacts.job_ids)
         runs.write_manifest(artifacts.run_dir, manifest)
         _book(config, artifacts, defn, backend="slurm")
-    artifacts.submitted = not dry_run
-    return artifacts
 
 
 def run_sweep_locally(
