@@ -109,11 +109,14 @@ def _sweep(
 
     from .. import runs
     from ..snapshot import enabled
-    from ..sweep.local import gpu_slots
     from ..sweep.plan import plan_sweep
     from ..sweep.submit import run_sweep_locally, submit_sweep
 
-    slots, gpu_warning = gpu_slots(defn.resources.gpus_per_node) if local else (None, None)
+    slots, gpu_warning = None, None
+    if local:
+        from ..sweep.local import gpu_slots  # threads, subprocess, nvidia-smi: --local only
+
+        slots, gpu_warning = gpu_slots(defn.resources.gpus_per_node)
     snapshot = enabled(cfg, frozen.snapshot or None)
     artifacts = plan_sweep(defn, cfg, out, upstreams=frozen.upstreams, snapshot=snapshot, dry_run=dry_run)
     if gpu_warning:

@@ -6,7 +6,7 @@ refusal half-way still leaves a true record of what was submitted.
 """
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 from .. import pipeline, provenance, runs
 from ..config import NexaConfig, SweepDefinition, load_config, load_sweep
@@ -15,8 +15,10 @@ from ..cost.estimate import check_max_cost
 from ..errors import ConfigError, ToolError
 from ..snapshot import enabled as snapshot_enabled
 from ..tools import slurm
-from .local import Progress, gpu_slots, run_tasks_here
 from .plan import Chunk, SweepArtifacts, plan_sweep
+
+if TYPE_CHECKING:  # .local (threads, subprocess, nvidia-smi) is imported by local runs only
+    from .local import Progress
 
 
 def submit_sweep(
@@ -104,12 +106,13 @@ def run_sweep_locally(
     config: NexaConfig,
     *,
     gpus: Optional[List[str]] = None,
-    progress: Optional[Callable[[Progress], None]] = None,
+    progress: Optional[Callable[["Progress"], None]] = None,
 ) -> SweepArtifacts:
     """Run every task here through the same worker (see ``local.run_tasks_here``); a run
     stopped by a signal sets ``artifacts.stopped_by``. ``gpus``: the ``CUDA_VISIBLE_DEVICES``
     slices (``[]``: none; default: ``gpu_slots`` for the sweep's ``gpus_per_node``). A
     halving sweep runs its rungs one after another (``halving.run_halving_locally``)."""
+    from .local import gpu_slots, run_tasks_here  # lazy: a submission never runs a task here
     slots = gpus
     if slots is None:
         slots, warning = gpu_slots(defn.resources.gpus_per_node)
