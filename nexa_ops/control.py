@@ -16,14 +16,17 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import runs, track
 from .config import NexaConfig, load_config
-from .cost.book import check_writable, manifest_path, record_resubmission
 from .errors import ConfigError, Refused
 from .runs import RunRef
-from .sweep import local as local_runner
 from .tools import slurm
 
-#: How long ``cancel`` of a local run waits for the runner to record the cancelled tasks.
-CANCEL_WAIT = local_runner.GRACE + 5.0
+# The local runner (sweep.local) and the cost book are imported by the paths that use them
+# (a local run's cancel, resubmit): cancelling a Slurm run needs neither, and together they
+# are a tenth of its start-up.
+
+#: How long ``cancel`` of a local run waits for the runner to record the cancelled tasks,
+#: beyond the runner's own grace period (``sweep.local.GRACE``).
+CANCEL_WAIT_EXTRA = 5.0
 
 
 @dataclass
@@ -51,7 +54,8 @@ def cancel(run: RunRef, task: Optional[int] = None, dry_run: bool = False, *, co
         ``CancelResult`` with the job ids (``123`` or ``123_4``) that were cancelled.
 
     A local run's runner is asked instead (a request in the run folder and SIGUSR1): it stops
-    the tasks and records them CANCELLED; this waits up to ``CANCEL_WAIT`` seconds for that.
+    the tasks and records them CANCELLED; this waits up to its grace period plus
+    ``CANCEL_WAIT_EXTRA`` seconds for that.
 
     Raises:
         ConfigError: no such run or task. Refused: a run that was never submitted, or a local
@@ -79,6 +83,8 @@ def cancel(run: RunRef, task: Optional[int] = None, dry_run: bool = False, *, co
 
 
 def _cancel_local(st: track.RunStatus, task: Optional[int], dry_run: bool) -> CancelResult:
+    from .sweep import local as local_runner  # lazy: see the imports
+
     manifest = runs.load_run(st.run_dir).manifest
     if task is not None:
         row = track.task_row(st, task)
@@ -106,7 +112,7 @@ def _cancel_local(st: track.RunStatus, task: Optional[int], dry_run: bool) -> Ca
     except ProcessLookupError:
         request.unlink()
         return CancelResult(st.run_id, [])  # it ended meanwhile, recording its tasks
-    deadline = time.monotonic() + CANCEL_WAIT
+    deadline = time.monotonic() + local_runner.GRACE + CANCEL_WAIT_EXTRA
     left = list(targets)
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -174,6 +180,7 @@ def resubmit_failed(
     indices = st.failed
     if not indices:
         return ResubmitResult(st.run_id, [], [], [])
+    from .cost.book import check_writable, manifest_path  # lazy: see the imports
     path = st.run_dir
     run_obj = runs.load_run(path)
     script = run_obj.script
@@ -223,6 +230,9 @@ def _rerun_here(st: track.RunStatus, cfg: NexaConfig, dry_run: bool, progress: O
     attempt) and their logs to ``logs/local_<i>.attempt<n>.*``, the cost manifest is
     reopened, and the tasks run here with this process as the runner, as ``sweep --local``
     ran them (its ``max_parallel`` and GPUs per task)."""
+    from .cost.book import record_resubmission  # lazy: see the imports
+    from .sweep import local as local_runner
+
     path = st.run_dir
     run_obj = runs.load_run(path)
     manifest = run_obj.manifest
@@ -273,6 +283,8 @@ def _rerun_here(st: track.RunStatus, cfg: NexaConfig, dry_run: bool, progress: O
 def _bill(cfg: NexaConfig, path: Path, run_id: str, chunk: Dict[str, Any], replaced: Dict[int, Dict[str, Any]]) -> None:
     """Add a resubmitted chunk to the run's cost manifest, in the runs folder of the project
     or, for a run planned with --out, beside the run folder."""
+    from .cost.book import record_resubmission  # lazy: see the imports
+
     for runs_dir in dict.fromkeys([cfg.runs_dir, path.parent]):
         if record_resubmission(runs_dir, run_id, [chunk], replaced) is not None:
             return
