@@ -47,9 +47,7 @@ def results(
     from pathlib import Path
 
     from ..errors import ConfigError
-    from ..fs import atomic_write_text
     from ..results import load, table
-    from ..results import plot as plotting
 
     k = parse_int(top, "--top", minimum=1)
     table.check_options(mode or "min", reduce, k)
@@ -67,17 +65,26 @@ def results(
     text = table.render(shown, format)
     picture = None
     if plot is not None:
+        from ..results import plot as plotting  # html and the SVG writer: --plot only
+
         if found.metric is None:
             raise ConfigError("--plot: no task has reported a metric yet: nothing to draw")
         picture = plotting.render(found, load.curves(found, k or TOP_SHOWN), Path(plot).suffix)
     if output is not None:
-        atomic_write_text(output, text + "\n")
+        _write_file(output, text + "\n")
         print(f"nexa: wrote {output}", file=sys.stderr)
     else:
         echo(text)
     if picture is not None:
-        atomic_write_text(plot, picture)
+        _write_file(plot, picture)
         print(f"nexa: wrote {plot}", file=sys.stderr)
+
+
+def _write_file(path: Any, text: str) -> None:
+    """Atomically (``fs`` and its tempfile are imported only when a file is written)."""
+    from ..fs import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def print_top(run_dir: Any, config: Any, status: Optional[Any] = None, k: int = TOP_SHOWN) -> None:
