@@ -253,6 +253,7 @@ class _Answer:
     live: Dict[str, SlurmInfo] = field(default_factory=dict)
     known: Dict[str, SlurmInfo] = field(default_factory=dict)
     accounted: Dict[str, SlurmInfo] = field(default_factory=dict)
+    jobs: Optional[Dict[str, Optional[str]]] = None  # a halving run's promotion jobs: state, None if forgotten
 
 
 class _Sources:
@@ -261,13 +262,15 @@ class _Sources:
     def __init__(self) -> None:
         self.accounting: Optional[bool] = None
 
-    def scheduler(self, job_ids: List[str]) -> Tuple[Dict[str, SlurmInfo], Dict[str, SlurmInfo]]:
-        """(queued or running, ended) elements of these jobs: one squeue call."""
+    def scheduler(self, job_ids: List[str], plain: Sequence[str] = ()) -> Tuple[Dict[str, SlurmInfo], Dict[str, SlurmInfo], Dict[str, str]]:
+        """(queued or running, ended) elements of these array jobs, and the states of the
+        ``plain`` jobs (a halving run's promotion jobs): one squeue call for all."""
+        rows = slurm.queue_rows(list(dict.fromkeys([*job_ids, *plain])))
         live: Dict[str, SlurmInfo] = {}
         known: Dict[str, SlurmInfo] = {}
-        for element, info in slurm.array_tasks(job_ids).items():
+        for element, info in slurm.from_squeue(rows).items():
             (known if runs.is_final(info.state) else live)[element] = info
-        return live, known
+        return live, known, slurm.job_states(rows)
 
     def accounted(self, job_ids: List[str]) -> Dict[str, SlurmInfo]:
         """sacct information, or nothing (and never asked again) without accounting."""
@@ -284,9 +287,15 @@ class _Sources:
         where = run.slots()
         answer = _Answer()
         job_ids = list(dict.fromkeys(s.job_id for s in where.values()))
-        if not job_ids:
+        promotions: List[str] = []
+        if run.backend == "slurm" and _schedule_of(run) is not None:
+            rungs = _rungs()
+            promotions = rungs.promotion_jobs(run.manifest, rungs.read_decisions(run.path))
+        if not job_ids and not promotions:
             return answer
-        answer.live, answer.known = self.scheduler(job_ids)
+        answer.live, answer.known, states = self.scheduler(job_ids, promotions)
+        if promotions:
+            answer.jobs = {job: states.get(job) for job in promotions}
         if at_end_only and answer.live:
             return answer
         if any(
@@ -368,7 +377,7 @@ def _status(
     commit = git.get("commit") if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
     plan = None
     if schedule is not None and run.manifest:
-        plan = _rungs().status(path, schedule, run.manifest, {row.index: row.bucket for row in rows})
+        plan = _rungs().status(path, schedule, run.manifest, {row.index: row.bucket for row in rows}, known=answer.jobs)
     return RunStatus(
         run_id=run.run_id,
         run_dir=path,

@@ -85,7 +85,14 @@ def test_past_max_array_size_through_the_api(slurm_cluster, tmp_path, monkeypatc
     assert [(r.budget, r.trials) for r in artifacts.schedule.rungs] == [(1, 30), (3, 10), (9, 3)]
     assert [(c.offset, c.count) for c in artifacts.chunks] == [(0, 25), (25, 5)] and len(artifacts.job_ids) == 2
     assert len(artifacts.promote_job_ids) == 1 and artifacts.submitted
+    from nexa_ops import proc
+
+    calls = []
+    real = proc.run
+    monkeypatch.setattr(proc, "run", lambda argv, *a, **k: calls.append(list(argv)) or real(argv, *a, **k))
     st = nexa_ops.wait(run, poll=1, timeout=240)
+    # Every look asked Slurm one squeue call, the promotion jobs' states included: no scontrol.
+    assert calls and {c[0] for c in calls} == {"squeue"}, calls
     assert st.schedule.state == "finished" and st.schedule.winner == 2
     assert [r.trials for r in st.schedule.rungs] == [list(range(30)), [0, 1, 2, 4, 5, 6, 7, 8, 9, 10], [1, 2, 4]]
     entries = read(run / "manifest.json")["rungs"]

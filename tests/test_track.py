@@ -487,11 +487,11 @@ def test_the_follower_asks_slurm_at_once_when_every_task_has_ended(tmp_path, mon
     asked = []
     states = {"100_0": "RUNNING", "100_1": "RUNNING"}
 
-    def array_tasks(job_ids):
+    def queue_rows(job_ids):
         asked.append(list(job_ids))
-        return {e: info(s, node="n1") for e, s in states.items()}
+        return [[*e.split("_"), s, "None", "n1", "0:01", "0", "0"] for e, s in states.items()]
 
-    monkeypatch.setattr(slurm, "array_tasks", array_tasks)
+    monkeypatch.setattr(slurm, "queue_rows", queue_rows)
     monkeypatch.setattr(slurm, "sacct", lambda ids: pytest.fail("sacct while following"))
     follower = track._Follower(run_dir)
     assert follower.poll().buckets["running"] == 2 and follower.pause == 2 and asked == [["100"]]

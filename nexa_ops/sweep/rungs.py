@@ -165,9 +165,16 @@ def promotion_jobs(manifest: Dict[str, Any], decisions: Dict[int, Decision]) -> 
     return list(dict.fromkeys(ids))
 
 
-def status(run_dir: Path, schedule: Schedule, manifest: Dict[str, Any], buckets: Dict[int, str]) -> ScheduleStatus:
+def status(
+    run_dir: Path,
+    schedule: Schedule,
+    manifest: Dict[str, Any],
+    buckets: Dict[int, str],
+    known: Optional[Dict[str, Optional[str]]] = None,
+) -> ScheduleStatus:
     """Where the schedule stands: the decisions and error records on disk, what Slurm says of
-    the promotion jobs that matter (``scontrol show job``, one call each: usually one).
+    the promotion jobs that matter. ``known``: their states as the caller's squeue call saw
+    them (None: forgotten by Slurm); a job not in it is asked with ``scontrol show job``.
 
     Slurm is asked first and the run folder read again afterwards: a promotion job writes the
     next rung into the manifest before it ends, so a job seen ended while the manifest lacks
@@ -181,7 +188,7 @@ def status(run_dir: Path, schedule: Schedule, manifest: Dict[str, Any], buckets:
         if not wanted:
             break
         for job in wanted:
-            states[job] = slurm.job_outcome(job)[0]
+            states[job] = known[job] if known is not None and job in known else slurm.job_outcome(job)[0]
         try:
             fresh = runs.read_manifest(run_dir)
         except (OSError, ValueError):

@@ -427,6 +427,11 @@ def from_squeue(rows: Sequence[Sequence[str]]) -> Dict[str, SlurmInfo]:
     return out
 
 
+def job_states(rows: Sequence[Sequence[str]]) -> Dict[str, str]:
+    """The plain (non-array) jobs among ``queue_rows`` rows: job id -> state."""
+    return {row[0]: (row[2].split()[0] if row[2] else "UNKNOWN") for row in rows if len(row) >= 3 and row[1] == "N/A"}
+
+
 _FIELD_RE = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9/:_.()]*)=")
 
 
@@ -573,20 +578,27 @@ def hostnames(nodelist: str) -> List[str]:
     return out.split()
 
 
-def array_tasks(job_ids: Sequence[str]) -> Dict[str, SlurmInfo]:
-    """Every element of these array jobs slurmctld knows, queued, running or recently ended,
-    in ONE squeue call whatever the number of jobs (one REQUEST_JOB_INFO RPC, plus the
-    partition table squeue always loads). Elements Slurm has forgotten are absent."""
+def queue_rows(job_ids: Sequence[str]) -> List[List[str]]:
+    """``squeue -h -r -t all -O SQUEUE_FIELDS`` rows of these jobs: every element of the arrays
+    and every plain job slurmctld knows, queued, running or recently ended, in ONE call
+    whatever the number of jobs (one REQUEST_JOB_INFO RPC, plus the partition table squeue
+    always loads). Jobs Slurm has forgotten are absent. ``from_squeue`` and ``job_states``
+    read the rows."""
     if not job_ids:
-        return {}
+        return []
     fmt = ",".join(f"{name}:|" for name in SQUEUE_FIELDS)
     argv = ["squeue", "-h", "-r", "-t", "all", "-j", ",".join(job_ids), "-O", fmt]
     result = proc.run(argv, hint=HINT, explain=_explain, success_codes=(0, 1))
     if result.returncode != 0:
         if "Invalid job id" in (result.stderr or ""):  # one id, and Slurm has forgotten it
-            return {}
+            return []
         raise ToolError("squeue", argv, result.returncode, result.stderr or "", _explain(result.returncode, result.stderr or ""))
-    return from_squeue([line.split("|") for line in (result.stdout or "").splitlines() if line.strip()])
+    return [line.split("|") for line in (result.stdout or "").splitlines() if line.strip()]
+
+
+def array_tasks(job_ids: Sequence[str]) -> Dict[str, SlurmInfo]:
+    """Every element of these array jobs slurmctld knows (``queue_rows``, one squeue call)."""
+    return from_squeue(queue_rows(job_ids))
 
 
 def squeue(job_ids: Sequence[str], fmt: str = "%i|%T|%r|%N") -> List[List[str]]:
