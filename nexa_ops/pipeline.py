@@ -20,12 +20,15 @@ The downstream tasks find the upstream run folder as ``$NEXA_UPSTREAM_RUN_DIR`` 
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from . import runs, track
+from . import runs
 from .config import NexaConfig
 from .errors import ConfigError, Refused
 from .tools import slurm
+
+if TYPE_CHECKING:  # track is imported where an upstream's status is read: only with --after
+    from . import track
 
 KINDS = ("ok", "any", "corr")
 SHOWN = 10  # task indices named in a message
@@ -128,6 +131,8 @@ def gather(afters: Sequence[After], config: NexaConfig) -> List[Upstream]:
         if run.manifest.get("kind") == "launch":
             tasks = [_launch_task(run)]
         else:
+            from . import track  # lazy: see the imports
+
             st = track.status(path, config=config)
             where = run.slots()
             tasks = [_task(row, where.get(row.index)) for row in st.tasks]

@@ -5,17 +5,18 @@ import math
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 from .. import toml
 from ..config import NexaConfig, Resources, SweepDefinition, load_config, parse_sweep
 from ..errors import ConfigError, Refused
 from ..resources import read_text
 from ..schema import from_table
-from ..sweep import search
 from ..sweep.expand import count
 from .pricing import Estimate, PriceTable, estimate, merge_tables, parse_price_table
-from .schedule import ScheduleCost, schedule_cost
+
+if TYPE_CHECKING:  # the halving modules are imported by halving_cost only: every plan loads this module
+    from .schedule import ScheduleCost
 
 ConfigLike = Union[NexaConfig, str, Path, None]
 
@@ -91,12 +92,15 @@ def estimate_cost(
     return est.require() if strict else est
 
 
-def halving_cost(defn: SweepDefinition, config: ConfigLike = None, *, provider: Optional[str] = None) -> ScheduleCost:
+def halving_cost(defn: SweepDefinition, config: ConfigLike = None, *, provider: Optional[str] = None) -> "ScheduleCost":
     """A halving sweep's cost: per rung (trials x hours x budget / max), the whole schedule,
     and the full grid at the largest budget beside it."""
     spec = defn.search
     if spec is None:
         raise ConfigError("not a halving sweep: no [search] table", str(defn.path or "sweep"), "search")
+    from ..sweep import search  # lazy: see the imports
+    from .schedule import schedule_cost
+
     cfg = _config(config)
     n = count(defn)
     plan = search.plan(n, spec.budget.param, spec.metric, spec.mode, spec.eta, spec.budget.min, spec.budget.max)

@@ -12,21 +12,23 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 from .. import envfile, pipeline, runs, worker
 from ..config import NexaConfig, SweepDefinition
 from ..cost.estimate import load_prices
 from ..cost.pricing import Estimate, estimate
-from ..cost.schedule import ScheduleCost, schedule_cost
 from ..errors import ConfigError
 from ..fs import atomic_write_bytes, atomic_write_text
 from ..resources import package_root
 from ..snapshot import Snapshot, take
 from ..tools import torchrun
-from . import search
 from .expand import MAX_TASKS, Task, expand, plan_warnings, rung_tasks
 from .script import render_array_script, render_promote_script
+
+if TYPE_CHECKING:  # the halving modules are imported by halving_plan: a halving sweep only
+    from ..cost.schedule import ScheduleCost
+    from . import search
 
 #: The sweep's ``env`` variables and their values at planning, sourced by every task.
 ENV_FILE = "sweep.env"
@@ -70,10 +72,10 @@ class SweepArtifacts:
     upstreams: List[pipeline.Upstream] = field(default_factory=list)  # --after, as read when planned
     snapshot: Optional[Snapshot] = None
     env_names: List[str] = field(default_factory=list)  # the sweep's `env` variables carried to every task
-    schedule: Optional[search.Schedule] = None  # a halving sweep's rungs (tasks: every rung's)
-    schedule_cost: Optional[ScheduleCost] = None  # its cost table, beside the full grid
+    schedule: Optional["search.Schedule"] = None  # a halving sweep's rungs (tasks: every rung's)
+    schedule_cost: Optional["ScheduleCost"] = None  # its cost table, beside the full grid
     promote_job_ids: List[str] = field(default_factory=list)  # the promotion jobs submitted here
-    decisions: List[search.Decision] = field(default_factory=list)  # --local: each rung's
+    decisions: List["search.Decision"] = field(default_factory=list)  # --local: each rung's
 
     @property
     def job_count(self) -> int:
@@ -165,8 +167,11 @@ def plan_sweep(
     return artifacts
 
 
-def halving_plan(defn: SweepDefinition, config: NexaConfig, configurations: int) -> Tuple[search.Schedule, ScheduleCost]:
+def halving_plan(defn: SweepDefinition, config: NexaConfig, configurations: int) -> Tuple["search.Schedule", "ScheduleCost"]:
     """The schedule of a sweep with ``[search]`` over its ``configurations``, and its cost."""
+    from ..cost.schedule import schedule_cost  # lazy: see the imports
+    from . import search
+
     spec = defn.search
     assert spec is not None
     schedule = search.plan(configurations, spec.budget.param, spec.metric, spec.mode, spec.eta, spec.budget.min, spec.budget.max)
@@ -207,7 +212,7 @@ def missing_script(command: List[str], workdir: Path) -> Optional[str]:
 
 
 def _plan_in_memory(
-    defn: SweepDefinition, config: NexaConfig, tasks: List[Task], out: Optional[Path], cost: Estimate, schedule: Optional[search.Schedule]
+    defn: SweepDefinition, config: NexaConfig, tasks: List[Task], out: Optional[Path], cost: Estimate, schedule: Optional["search.Schedule"]
 ) -> SweepArtifacts:
     """A dry run's plan: where the run folder would be, checked as a real plan would be
     (the folders can be made), with nothing created."""
@@ -247,7 +252,7 @@ def cannot_make(path: Path) -> Optional[str]:
     return None
 
 
-def _spec_text(defn: SweepDefinition, tasks: List[Task], run_dir: Path, workdir: Path, schedule: Optional[search.Schedule] = None) -> str:
+def _spec_text(defn: SweepDefinition, tasks: List[Task], run_dir: Path, workdir: Path, schedule: Optional["search.Schedule"] = None) -> str:
     """``spec.json``'s exact content for this plan in ``run_dir``, its tasks run in ``workdir``
     (a halving sweep's with its schedule)."""
     plan = schedule.as_json() if schedule is not None else None
@@ -314,7 +319,7 @@ def _write_plan(
     workdir: Path,
     upstreams: Sequence[pipeline.Upstream],
     reuse: bool = False,
-    schedule: Optional[search.Schedule] = None,
+    schedule: Optional["search.Schedule"] = None,
 ) -> SweepArtifacts:
     """Write the plan into ``run_dir``, its tasks running in ``workdir``; with ``reuse``
     (the folder holds this very spec) the spec is kept as it is and the index rewritten only
