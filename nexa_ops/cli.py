@@ -328,7 +328,7 @@ def completion_call() -> List[str]:
     """How a completion script runs this nexa: the ``nexa`` on PATH when installed; a
     nexa.pyz by its absolute path, through the interpreter running it now (it need not be
     executable or on PATH)."""
-    from .pyz import running_pyz
+    from .resources import running_pyz
 
     pyz = running_pyz()
     if pyz is not None:
@@ -339,7 +339,7 @@ def completion_call() -> List[str]:
 def completion_names() -> List[str]:
     """The command words the script completes: ``nexa``, and a nexa.pyz's own file name
     (``nexa.pyz``, or whatever it was renamed or linked to)."""
-    from .pyz import running_pyz
+    from .resources import running_pyz
 
     names = ["nexa"]
     if running_pyz() is not None:

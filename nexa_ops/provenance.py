@@ -7,7 +7,6 @@ line. A project outside git is not an error: ``git`` is then null and ``git_prob
 """
 
 import os
-import platform
 import socket
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ def collect(root: Path, argv: Optional[Sequence[str]] = None) -> Tuple[Dict[str,
         cwd = None
     info: Dict[str, Any] = {
         "nexa_version": __version__,
-        "python": platform.python_version(),
+        "python": sys.version.split()[0],  # what platform.python_version() reads, without its import
         "python_executable": sys.executable,
         "host": socket.gethostname(),
         "user": runs.user(),

@@ -15,7 +15,6 @@ sbatch script imports it straight from ``nexa.pyz/site-packages``.
 
 import hashlib
 import inspect
-import json
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import proc
 from .errors import ConfigError, NexaError, ToolError, ToolMissing
+from .resources import pyz_environment, running_pyz  # noqa: F401 - part of this module's API
 from .tools import git, pip, shiv
 
 SETTINGS_FILE = "shiv.toml"
@@ -280,27 +280,6 @@ def main_py(build_id: str, root: Optional[str], entry_point: str) -> bytes:
 def extraction_root(baked: Optional[str] = None) -> Path:
     """The root a pyz extracts into (``resolve_root``), without creating it."""
     return Path(resolve_root(baked, private=False))
-
-
-def pyz_environment(pyz: Path) -> Dict[str, Any]:
-    """shiv's ``environment.json`` of a built zipapp (build id, time, root)."""
-    try:
-        with zipfile.ZipFile(str(pyz)) as archive:
-            return json.loads(archive.read("environment.json").decode("utf-8"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise ConfigError(f"not a shiv zipapp ({exc})", str(pyz)) from None
-
-
-def running_pyz() -> Optional[Path]:
-    """The nexa.pyz this process was started from, if any."""
-    argv0 = sys.argv[0] if sys.argv else ""
-    if argv0 and os.path.isfile(argv0) and zipfile.is_zipfile(argv0):
-        try:
-            pyz_environment(Path(argv0))
-        except ConfigError:
-            return None
-        return Path(argv0).resolve()
-    return None
 
 
 # --- build ---------------------------------------------------------------------------------

@@ -5,8 +5,14 @@ Installed (wheel or nexa.pyz) they live inside the package (``nexa_ops/sbatch/..
 both from the filesystem and from inside the zipapp.
 """
 
+import json
+import os
 import pkgutil
+import sys
 from pathlib import Path
+from typing import Any, Dict, Optional
+
+from .errors import ConfigError
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -27,3 +33,30 @@ def package_root() -> Path:
     """Folder to put on ``sys.path`` to import ``nexa_ops``: the pyz's ``site-packages``
     inside the zip, or the checkout/site-packages folder that holds the package."""
     return Path(__file__).resolve().parent.parent
+
+
+def pyz_environment(pyz: Path) -> Dict[str, Any]:
+    """shiv's ``environment.json`` of a built zipapp (build id, time, root)."""
+    import zipfile  # here, not at the top: only a nexa.pyz (whose bootstrap loaded it) asks
+
+    try:
+        with zipfile.ZipFile(str(pyz)) as archive:
+            return json.loads(archive.read("environment.json").decode("utf-8"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"not a shiv zipapp ({exc})", str(pyz)) from None
+
+
+def running_pyz() -> Optional[Path]:
+    """The nexa.pyz this process was started from, if any."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if not argv0 or argv0.endswith(".py") or not os.path.isfile(argv0):  # python -m nexa_ops, -c
+        return None
+    import zipfile  # lazy, as in pyz_environment
+
+    if not zipfile.is_zipfile(argv0):
+        return None
+    try:
+        pyz_environment(Path(argv0))
+    except ConfigError:
+        return None
+    return Path(argv0).resolve()

@@ -20,7 +20,7 @@ from ..cost.estimate import load_prices
 from ..cost.pricing import Estimate, estimate
 from ..errors import ConfigError
 from ..fs import atomic_write_bytes, atomic_write_text
-from ..resources import package_root
+from ..resources import package_root, running_pyz
 from ..snapshot import Snapshot, take
 from ..tools import torchrun
 from .expand import MAX_TASKS, Task, expand, plan_warnings, rung_tasks
@@ -92,8 +92,6 @@ def worker_path(config: NexaConfig) -> str:
     """
     if config.cluster.pyz_path:
         return os.path.expanduser(config.cluster.pyz_path) + "/site-packages"
-    from ..pyz import running_pyz  # lazy: the build module's imports cost start-up time
-
     pyz = running_pyz()
     if pyz is not None:
         return f"{pyz}/site-packages"
