@@ -79,27 +79,47 @@ def run_state(backend: str, buckets: Dict[str, int]) -> str:
 
 
 def task_buckets(run: runs.Run, records: Dict[int, Dict[str, Any]], queued: Optional[Set[str]]) -> Dict[str, int]:
-    """Pending / running / done / failed counts of a run's tasks from its records (pure).
+    """Pending / running / done / failed counts of a run's tasks from its records (pure)."""
+    out = dict.fromkeys(BUCKETS, 0)
+    for which in task_bucket_map(run, records, queued).values():
+        out[which] += 1
+    return out
+
+
+def task_bucket_map(run: runs.Run, records: Dict[int, Dict[str, Any]], queued: Optional[Set[str]]) -> Dict[int, str]:
+    """Each task's bucket (pending / running / done / failed) from its records (pure).
 
     ``queued``: the array job ids Slurm has in its queue (None: unknown). A Slurm task
     without an end record whose job left the queue will never get one: failed (UNKNOWN),
     as ``status`` says. A local task without one whose runner is gone: failed (INTERRUPTED).
     """
-    out = dict.fromkeys(BUCKETS, 0)
+    out: Dict[int, str] = {}
     where = run.slots()
     gone = run.backend == "local" and runs.runner_state(run.manifest) == runs.RUNNER_GONE
     for index in task_indices(run):
         slot = where.get(index)
         start, end = current_records(records.get(index, {}), slot)
         if end:
-            out[bucket(record_state(end, run.warn_signal))] += 1
+            out[index] = bucket(record_state(end, run.warn_signal))
         elif run.backend == "planned":
-            out["pending"] += 1
+            out[index] = "pending"
         elif gone or (run.backend == "slurm" and queued is not None and (slot is None or slot.job_id not in queued)):
-            out["failed"] += 1
+            out[index] = "failed"
         else:
-            out["running" if start else "pending"] += 1
+            out[index] = "running" if start else "pending"
     return out
+
+
+def halving_running(run: runs.Run, buckets: Dict[int, str], queued: Optional[Set[str]]) -> bool:
+    """Whether a halving run whose submitted tasks have all ended still has rungs to come
+    (its promotion job deciding, or the next rung being submitted): the run folder and, for
+    the promotion jobs, the queue (``queued``; a job not in it has ended), no other call."""
+    schedule = rungs.schedule_of(run.spec) or rungs.schedule_of(run.manifest)
+    if schedule is None or run.backend == "planned":
+        return False
+    jobs = rungs.promotion_jobs(run.manifest, rungs.read_decisions(run.path))
+    known = {job: ("RUNNING" if queued is not None and job in queued else None) for job in jobs}
+    return not rungs.status(run.path, schedule, run.manifest, buckets, known=known).finished
 
 
 def task_indices(run: runs.Run) -> Sequence[int]:
@@ -199,20 +219,31 @@ def list_runs(
         launch = run.manifest.get("kind") == "launch"
         records = {} if launch else runs.task_records(run.path)
         unended = launch and run.manifest.get("exit_code") is None or any("end" not in records.get(i, {}) for i in task_indices(run))
-        if run.backend == "slurm" and not asked and unended:
-            asked = True  # a task may lack an end record: one squeue for the whole list
+        halving = "search" in run.spec or "search" in run.manifest
+        if run.backend == "slurm" and not asked and (unended or halving):
+            asked = True  # a task may lack an end record, a promotion job decide: one squeue for the whole list
             try:
                 queued = slurm.queued_jobs()
             except NexaError:
                 queued = None
         cost = _cost(config.runs_dir, run.run_id)
-        counts = launch_buckets(run.manifest, queued, cost.get("status")) if launch else task_buckets(run, records, queued)
+        if launch:
+            counts = launch_buckets(run.manifest, queued, cost.get("status"))
+            overall = run_state(run.backend, counts)
+        else:
+            per_task = task_bucket_map(run, records, queued)
+            counts = dict.fromkeys(BUCKETS, 0)
+            for which in per_task.values():
+                counts[which] += 1
+            overall = run_state(run.backend, counts)
+            if halving and overall in ("done", "failed") and halving_running(run, per_task, queued):
+                overall = "running"  # its tasks so far have ended, but rungs are still to come
         summary = RunSummary(
             run_id=run.run_id,
             name=run.name,
             campaign=run.manifest.get("campaign") or run.spec.get("campaign"),
             backend=run.backend,
-            state=run_state(run.backend, counts),
+            state=overall,
             tasks=sum(counts.values()),
             buckets=counts,
             created=created,

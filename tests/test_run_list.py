@@ -104,3 +104,30 @@ def test_a_launch_is_one_task():
     assert state({"backend": "slurm", "job_ids": ["5"]}, set(), "finished") == "done"
     assert state({"backend": "slurm", "job_ids": ["5"]}, set()) == "failed"
     assert state({"backend": "slurm", "job_ids": ["5"]}) == "running"  # Slurm could not be asked
+
+
+def test_a_halving_run_between_rungs_is_running_not_done(tmp_path, monkeypatch):
+    """Every submitted task has ended, but the promotion job is still in the queue deciding
+    the next rung: the run is running. With the job gone and no decision, it is over."""
+    from nexa_ops import launch_slurm_sweep
+    from nexa_ops.tools import slurm
+    from tests.test_sweep_halving import write_sweep
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nexa.toml").write_text('[cluster]\nruns_dir = "runs"\n')
+    launch_slurm_sweep(write_sweep(tmp_path), local=True, out=tmp_path / "runs" / "hv-1")
+    run = tmp_path / "runs" / "hv-1"
+    manifest = runs.read_manifest(run)
+    manifest["backend"] = "slurm"  # as if on Slurm: rung 0 ran, its promotion job is deciding
+    manifest["rungs"] = manifest["rungs"][:1]
+    manifest["rungs"][0].update(job_ids=["900000"], promote_job_id="900001")
+    runs.write_manifest(run, manifest)
+    for decision in (run / "rungs").glob("*.json"):
+        decision.unlink()
+    cfg = load_config(cwd=tmp_path)
+    monkeypatch.setattr(slurm, "queued_jobs", lambda: {"900001"})
+    (summary,) = list_runs(cfg).runs
+    assert summary.state == "running" and summary.buckets["pending"] == summary.buckets["running"] == 0
+    monkeypatch.setattr(slurm, "queued_jobs", lambda: set())  # the promotion job ended without deciding
+    (summary,) = list_runs(cfg).runs
+    assert summary.state in ("done", "failed")
