@@ -253,22 +253,12 @@ def _rerun_here(st: track.RunStatus, cfg: NexaConfig, dry_run: bool, progress: O
         for i in indices:
             print(f"task {i}: {' '.join(shlex.quote(str(a)) for a in argv.get(i, []))}")
         return result
-    serial = len(manifest.get("resubmits") or []) + 1
     manifest.setdefault("resubmits", []).append({"at": runs.now_iso(), "indices": indices, "job_ids": [], "backend": "local"})
 
     def book() -> Optional[Path]:
         """Keep the attempts being replaced, reopen the cost manifest (under the runner's
         signal handlers: a Ctrl-C here still ends with every task recorded)."""
-        tasks, logs = path / runs.TASKS, path / runs.LOGS
-        (tasks / runs.ATTEMPTS).mkdir(parents=True, exist_ok=True)
-        for i in indices:
-            moves = [(tasks / f"{i}.{kind}.json", tasks / runs.ATTEMPTS / f"{i}.local.{serial}.{kind}.json") for kind in ("start", "end")]
-            moves += [(logs / f"local_{i}.{ext}", logs / f"local_{i}.attempt{serial}.{ext}") for ext in ("out", "err")]
-            for old, new in moves:
-                try:
-                    os.replace(str(old), str(new))
-                except FileNotFoundError:
-                    pass
+        runs.keep_local_attempts(path, indices)
         for runs_dir in dict.fromkeys([cfg.runs_dir, path.parent]):
             found = record_resubmission(runs_dir, st.run_id, [], {})
             if found is not None:

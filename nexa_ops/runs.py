@@ -535,6 +535,29 @@ def task_record(run_dir: Path, index: int) -> Dict[str, Any]:
     return record
 
 
+def keep_local_attempts(run_dir: Path, indices: Sequence[int]) -> None:
+    """Before local tasks run again (``resubmit --failed --local``, ``resume``): move each
+    one's records to ``tasks/attempts/<i>.local.<n>.*`` and its logs to
+    ``logs/local_<i>.attempt<n>.*``, ``n`` its first free attempt number, so the attempts that
+    already ran stay billed (reconcile reads every attempt record) and readable."""
+    tasks, logs = Path(run_dir) / TASKS, Path(run_dir) / LOGS
+    for i in indices:
+        records = [tasks / f"{i}.{kind}.json" for kind in ("start", "end")]
+        if not any(p.exists() for p in records):
+            continue  # never ran: nothing to keep
+        (tasks / ATTEMPTS).mkdir(mode=0o755, exist_ok=True)
+        n = 1
+        while any((tasks / ATTEMPTS / f"{i}.local.{n}.{kind}.json").exists() for kind in ("start", "end")):
+            n += 1
+        moves = [(tasks / f"{i}.{kind}.json", tasks / ATTEMPTS / f"{i}.local.{n}.{kind}.json") for kind in ("start", "end")]
+        moves += [(logs / f"local_{i}.{ext}", logs / f"local_{i}.attempt{n}.{ext}") for ext in ("out", "err")]
+        for old, new in moves:
+            try:
+                os.replace(str(old), str(new))
+            except FileNotFoundError:
+                pass
+
+
 def attempt_records(run_dir: Path) -> List[Dict[str, Any]]:
     """The attempts Slurm requeued, one merged start + end record each
     (``tasks/attempts/<i>.<job>.<restart>.start|end.json``): they ran, and cost, before the

@@ -248,6 +248,8 @@ def test_an_interrupted_local_run_resumes_without_running_finished_tasks(tmp_pat
     finished = {int(p.name.split(".")[0]): read(p) for p in (run / "tasks").glob("*.end.json")}
     kept = {i: read(run / "tasks" / f"{i}.start.json")["start"] for i, end in finished.items() if end["exit_code"] == 0}
     assert kept, finished
+    interrupted = {i: end for i, end in finished.items() if end.get("state") == "INTERRUPTED"}
+    assert interrupted, finished  # Ctrl-C came while tasks ran (max_parallel 2, 0.4 s each)
     st = json.loads(nexa_cli("status", str(run), "--json").stdout)["schedule"]
     assert st["state"] == "cancelled"
     out = nexa_cli("resume", str(run))
@@ -255,6 +257,9 @@ def test_an_interrupted_local_run_resumes_without_running_finished_tasks(tmp_pat
     assert_the_expected_schedule(run)
     for index, started in kept.items():  # not run again
         assert read(run / "tasks" / f"{index}.start.json")["start"] == started
+    for index, end in interrupted.items():  # run again; the interrupted attempt is kept, and billed
+        assert read(run / "tasks" / "attempts" / f"{index}.local.1.end.json") == end
+        assert read(run / "tasks" / f"{index}.end.json")["exit_code"] == 0
     after = read(run / "manifest.json")
     assert after["cancelled"] is None and after["resumes"][0]["rung"] == 0 and "after" in after["resumes"][0]
 

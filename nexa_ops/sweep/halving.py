@@ -453,7 +453,15 @@ def _resume_local(st: track.RunStatus, cfg: NexaConfig, dry_run: bool, progress:
     per_task = manifest.get("gpus_per_task") if type(manifest.get("gpus_per_task")) is int else 0
     slots, _ = gpu_slots(per_task)  # max_parallel: the manifest's search.max_parallel, as before
 
-    def book() -> Optional[Path]:  # the cost manifest, reopened
+    again = [schedule.index(rung, t) for t in trials if schedule.index(rung, t) not in skip]
+
+    def book() -> Optional[Path]:
+        """Before the first rung here: keep the records of the tasks run again (an
+        interrupted attempt is billed); then (each rung) reopen the cost manifest, under the
+        runner's signal handlers."""
+        if again:
+            runs.keep_local_attempts(path, again)
+            again.clear()
         return record_resubmission(runs_dir, st.run_id, [], {})
 
     ran = _local_rungs(path, manifest, rung, list(trials), cfg, slots or [], book, progress, skip)
