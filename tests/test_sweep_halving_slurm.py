@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -226,3 +227,25 @@ def test_a_promotion_job_slurm_would_refuse_submits_nothing(slurm_cluster, tmp_p
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.startswith("nexa: error: sbatch exited with 1: invalid partition specified: nope")
     assert not (run / "manifest.json").exists() and not (tmp_path / "runs" / "manifests").exists()
+
+
+def test_rung_0_waits_for_its_upstream_on_slurm(slurm_cluster, tmp_path, monkeypatch):
+    """`--after` a run: rung 0 is held by Slurm until the upstream's task has ended, and the
+    schedule then runs to its winner as any other."""
+    monkeypatch.chdir(tmp_path)
+    project(tmp_path, slurm_cluster)
+    (tmp_path / "up.toml").write_text(
+        f'name = "up"\ncommand = [{json.dumps(sys.executable)}, "-c", "import time; time.sleep(3)"]\n[grid]\ni = [0]\n'
+        '[resources]\ntime = "00:05:00"\n'
+    )
+    up = launch_slurm_sweep(tmp_path / "up.toml", submit=True, out=tmp_path / "up")
+    run = tmp_path / "run"
+    artifacts = launch_slurm_sweep(write_sweep(tmp_path), submit=True, out=run, after=str(up.run_dir))
+    manifest = read(run / "manifest.json")
+    assert manifest["chunks"][0]["dependency"] == f"afterok:{up.job_ids[0]}" and manifest["after"][0]["run_id"] == up.run_id
+    assert artifacts.schedule is not None
+    st = nexa_ops.wait(run, poll=1, timeout=240)
+    assert st.schedule.state == "finished" and st.schedule.winner == 2
+    upstream_end = read(up.run_dir / "tasks" / "0.end.json")["end"]
+    starts = [read(run / "tasks" / f"{i}.start.json")["start"] for i in range(9)]
+    assert min(starts) >= upstream_end  # no rung-0 task started before the upstream had ended
