@@ -13,6 +13,7 @@ Slurm's verdict on a finished job, then accounting, then the records alone.
 """
 
 import json
+import os
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -315,10 +316,12 @@ def _status(
     records: Optional[Dict[int, Dict[str, Any]]] = None,
     answer: Optional[_Answer] = None,
     fresh: Container[int] = (),
+    ask: bool = True,
 ) -> RunStatus:
     """One look at a run: its folder (one scan of ``tasks/``, one read per record) and, unless
     an earlier ``answer`` is given, one squeue call (sacct only when needed). Tasks in
-    ``fresh`` wrote records after that answer: their records alone say what they are now."""
+    ``fresh`` wrote records after that answer: their records alone say what they are now.
+    ``ask`` false: no further Slurm call at all (a follower's look between its polls)."""
     run = load_run(path) if run is None else run
     spec_tasks = run.spec.get("tasks", [])
     params = run.params()
@@ -363,7 +366,7 @@ def _status(
 
         def failures() -> Dict[str, List[int]]:  # the upstream runs are read once, if ever
             if not cache:
-                cache.append(_upstream_failures(after, sources))
+                cache.append(_upstream_failures(after, sources) if ask else {})  # a look asks Slurm nothing
             return cache[0]
 
         # held: the jobs submitted with a dependency; Slurm says Reason=None until its
@@ -377,7 +380,7 @@ def _status(
     commit = git.get("commit") if isinstance(git, dict) and isinstance(git.get("commit"), str) else None
     plan = None
     if schedule is not None and run.manifest:
-        plan = _rungs().status(path, schedule, run.manifest, {row.index: row.bucket for row in rows}, known=answer.jobs)
+        plan = _rungs().status(path, schedule, run.manifest, {row.index: row.bucket for row in rows}, known=answer.jobs, ask=ask)
     return RunStatus(
         run_id=run.run_id,
         run_dir=path,
@@ -501,6 +504,7 @@ class _Follower:
         self.names: set = set()  # the file names in tasks/ at the last scan
         self.answered: Dict[int, Dict[str, Any]] = {}  # the records as they were at the last poll
         self.stamp: Optional[int] = None
+        self.manifest_stamp: Optional[int] = None
         self.status: Optional[RunStatus] = None
         self.confirmed = False  # the status is the last poll's, not the folder's since
 
@@ -525,6 +529,7 @@ class _Follower:
         """Ask Slurm now (one squeue call), with the manifest read again (a resubmission or a
         new rung changes it) and the records brought up to date."""
         before = self.status
+        self.manifest_stamp = _mtime(self.path / runs.MANIFEST)
         run = load_run(self.path, spec=self.run.spec if self.run is not None else None)  # a spec never changes
         self.names = set()  # a poll reads every record again (a requeued task rewrites its start)
         self._scan()
@@ -547,10 +552,13 @@ class _Follower:
             return self.poll()
         if runs.tasks_stamp(self.path) == self.stamp:
             return self.status
+        if _mtime(self.path / runs.MANIFEST) != self.manifest_stamp:
+            return self.poll()  # a resubmission or a new rung: its jobs are not in the last answer
         self._scan()
         fresh = {i for i, rec in self.records.items() if rec != self.answered.get(i)}
         fresh.update(i for i in self.answered if i not in self.records)
-        self.status = _status(self.path, self.sources, run=self.run, records=self.records, answer=self.answer, fresh=fresh)
+        status = _status(self.path, self.sources, run=self.run, records=self.records, answer=self.answer, fresh=fresh, ask=False)
+        self.status = status
         self.confirmed = False
         if self.status.finished:
             self.next_poll = 0.0  # every task wrote its end: let Slurm confirm it now
@@ -565,6 +573,13 @@ class _Follower:
         if until > now:
             time.sleep(until - now)
         return self.poll() if time.monotonic() >= self.next_poll else self.look()
+
+
+def _mtime(path: Path) -> Optional[int]:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _record_index(name: str) -> Optional[int]:

@@ -504,6 +504,13 @@ def test_the_follower_asks_slurm_at_once_when_every_task_has_ended(tmp_path, mon
     states.update({"100_0": "COMPLETED", "100_1": "COMPLETED"})
     st = follower.step()
     assert st.finished and follower.confirmed and len(asked) == 2
+    # A new manifest (a resubmission, a new rung) names jobs the last answer does not know:
+    # the next look that sees the run folder change asks Slurm at once.
+    os.utime(run_dir / "manifest.json", ns=(time.time_ns(), time.time_ns() + 3 * 10**9))
+    (run_dir / "tasks" / "1.start.json").write_text(json.dumps({"start": NOW - 1, "host": "n1"}))
+    os.utime(run_dir / "tasks", ns=(time.time_ns(), time.time_ns() + 4 * 10**9))
+    follower.look()
+    assert len(asked) == 3 and follower.confirmed
 
 
 def test_follow_prints_everything_then_stops(tmp_path):

@@ -171,10 +171,12 @@ def status(
     manifest: Dict[str, Any],
     buckets: Dict[int, str],
     known: Optional[Dict[str, Optional[str]]] = None,
+    ask: bool = True,
 ) -> ScheduleStatus:
     """Where the schedule stands: the decisions and error records on disk, what Slurm says of
     the promotion jobs that matter. ``known``: their states as the caller's squeue call saw
-    them (None: forgotten by Slurm); a job not in it is asked with ``scontrol show job``.
+    them (None: forgotten by Slurm); a job not in it is asked with ``scontrol show job``, or
+    with ``ask`` false taken as PENDING (submitted since the caller asked: it exists).
 
     Slurm is asked first and the run folder read again afterwards: a promotion job writes the
     next rung into the manifest before it ends, so a job seen ended while the manifest lacks
@@ -188,7 +190,10 @@ def status(
         if not wanted:
             break
         for job in wanted:
-            states[job] = known[job] if known is not None and job in known else slurm.job_outcome(job)[0]
+            if known is not None and job in known:
+                states[job] = known[job]
+            else:
+                states[job] = slurm.job_outcome(job)[0] if ask else "PENDING"
         try:
             fresh = runs.read_manifest(run_dir)
         except (OSError, ValueError):
