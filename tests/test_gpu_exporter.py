@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
@@ -240,6 +241,11 @@ def test_process_holder_reads_a_real_process(tmp_path):
 
     child = subprocess.Popen(["sleep", "30"], env=dict(os.environ, SLURM_JOB_ID="4242"))
     try:
+        # Until the child has exec'd sleep, /proc/<pid>/environ is still this process's.
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/cmdline").read_bytes().split(b"\0")[0] != b"sleep":
+            assert time.monotonic() < deadline, "sleep never started"
+            time.sleep(0.01)
         assert gx.process_holder(child.pid) == gx.Holder("4242", pwd.getpwuid(os.getuid()).pw_name)
         assert gx.process_holder(os.getpid()).slurm_job_id == os.environ.get("SLURM_JOB_ID", "")
     finally:
