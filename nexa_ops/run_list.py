@@ -80,8 +80,13 @@ def run_state(backend: str, buckets: Dict[str, int]) -> str:
 
 def task_buckets(run: runs.Run, records: Dict[int, Dict[str, Any]], queued: Optional[Set[str]]) -> Dict[str, int]:
     """Pending / running / done / failed counts of a run's tasks from its records (pure)."""
+    return count_buckets(task_bucket_map(run, records, queued))
+
+
+def count_buckets(per_task: Dict[int, str]) -> Dict[str, int]:
+    """``task_bucket_map``'s buckets counted (pure)."""
     out = dict.fromkeys(BUCKETS, 0)
-    for which in task_bucket_map(run, records, queued).values():
+    for which in per_task.values():
         out[which] += 1
     return out
 
@@ -114,7 +119,7 @@ def halving_running(run: runs.Run, buckets: Dict[int, str], queued: Optional[Set
     """Whether a halving run whose submitted tasks have all ended still has rungs to come
     (its promotion job deciding, or the next rung being submitted): the run folder and, for
     the promotion jobs, the queue (``queued``; a job not in it has ended), no other call."""
-    schedule = rungs.schedule_of(run.spec) or rungs.schedule_of(run.manifest)
+    schedule = rungs.run_schedule(run)
     if schedule is None or run.backend == "planned":
         return False
     jobs = rungs.promotion_jobs(run.manifest, rungs.read_decisions(run.path))
@@ -124,7 +129,7 @@ def halving_running(run: runs.Run, buckets: Dict[int, str], queued: Optional[Set
 
 def task_indices(run: runs.Run) -> Sequence[int]:
     """The run's tasks: a halving run's are those of its submitted rungs (as ``status`` shows)."""
-    schedule = rungs.schedule_of(run.spec) or rungs.schedule_of(run.manifest)
+    schedule = rungs.run_schedule(run)
     return rungs.task_indices(schedule, run.manifest) if schedule is not None else range(run.count)
 
 
@@ -219,8 +224,7 @@ def list_runs(
         launch = run.manifest.get("kind") == "launch"
         records = {} if launch else runs.task_records(run.path)
         unended = launch and run.manifest.get("exit_code") is None or any("end" not in records.get(i, {}) for i in task_indices(run))
-        halving = "search" in run.spec or "search" in run.manifest
-        if run.backend == "slurm" and not asked and (unended or halving):
+        if run.backend == "slurm" and not asked and (unended or run.halving):
             asked = True  # a task may lack an end record, a promotion job decide: one squeue for the whole list
             try:
                 queued = slurm.queued_jobs()
@@ -232,11 +236,9 @@ def list_runs(
             overall = run_state(run.backend, counts)
         else:
             per_task = task_bucket_map(run, records, queued)
-            counts = dict.fromkeys(BUCKETS, 0)
-            for which in per_task.values():
-                counts[which] += 1
+            counts = count_buckets(per_task)
             overall = run_state(run.backend, counts)
-            if halving and overall in ("done", "failed") and halving_running(run, per_task, queued):
+            if run.halving and overall in ("done", "failed") and halving_running(run, per_task, queued):
                 overall = "running"  # its tasks so far have ended, but rungs are still to come
         summary = RunSummary(
             run_id=run.run_id,

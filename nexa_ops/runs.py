@@ -504,11 +504,12 @@ def task_records(run_dir: Path, names: Optional[Sequence[str]] = None) -> Dict[i
     return _merged(Path(run_dir) / TASKS, lambda name: int(name.split(".", 1)[0]), names)
 
 
-def tasks_stamp(run_dir: Path) -> Optional[int]:
-    """The mtime of ``tasks/`` in ns (one stat; None without the folder): it changes when a
-    record is added, replaced or removed, so a follower scans the folder only then."""
+def mtime_ns(path: Path) -> Optional[int]:
+    """A run-folder entry's mtime in ns (one stat; None without it). ``tasks/``'s changes when a
+    record is added, replaced or removed, the manifest's when it is rewritten: a follower
+    scans the folder, or asks Slurm again, only then."""
     try:
-        return os.stat(Path(run_dir) / TASKS).st_mtime_ns
+        return os.stat(path).st_mtime_ns
     except OSError:
         return None
 
@@ -673,6 +674,12 @@ class Run:
             return Path(self.manifest["script"])
         found = sorted(self.path.glob("*.sbatch"))
         return found[0] if found else None
+
+    @property
+    def halving(self) -> bool:
+        """A successive-halving run (a ``search`` table in its spec or manifest): a cheap test,
+        before anything reads the schedule."""
+        return "search" in self.spec or "search" in self.manifest
 
     @property
     def warn_signal(self) -> str:

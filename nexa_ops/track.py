@@ -13,7 +13,6 @@ Slurm's verdict on a finished job, then accounting, then the records alone.
 """
 
 import json
-import os
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -406,9 +405,7 @@ def _rungs() -> Any:
 
 def _schedule_of(run: runs.Run) -> Optional["Schedule"]:
     """A halving run's schedule, from its spec or manifest; None (nothing imported) for others."""
-    if "search" not in run.spec and "search" not in run.manifest:
-        return None
-    return _rungs().schedule_of(run.spec) or _rungs().schedule_of(run.manifest)
+    return _rungs().run_schedule(run) if run.halving else None
 
 
 def _upstream_failures(after: Sequence[Dict[str, Any]], sources: _Sources) -> Dict[str, List[int]]:
@@ -511,7 +508,7 @@ class _Follower:
     def _scan(self) -> None:
         """Bring ``records`` up to date: one scan of ``tasks/``; reads only the records of
         tasks whose files appeared or went (an attempt that starts again removes its end)."""
-        self.stamp = runs.tasks_stamp(self.path)
+        self.stamp = runs.mtime_ns(self.path / runs.TASKS)
         names = set(runs.task_names(self.path))
         changed = {_record_index(n) for n in names.symmetric_difference(self.names)} - {None}
         if not self.names:  # the first scan reads everything
@@ -529,7 +526,7 @@ class _Follower:
         """Ask Slurm now (one squeue call), with the manifest read again (a resubmission or a
         new rung changes it) and the records brought up to date."""
         before = self.status
-        self.manifest_stamp = _mtime(self.path / runs.MANIFEST)
+        self.manifest_stamp = runs.mtime_ns(self.path / runs.MANIFEST)
         run = load_run(self.path, spec=self.run.spec if self.run is not None else None)  # a spec never changes
         self.names = set()  # a poll reads every record again (a requeued task rewrites its start)
         self._scan()
@@ -550,15 +547,14 @@ class _Follower:
         a scan, and the new records read, only when it changed."""
         if self.status is None or self.run is None:
             return self.poll()
-        if runs.tasks_stamp(self.path) == self.stamp:
+        if runs.mtime_ns(self.path / runs.TASKS) == self.stamp:
             return self.status
-        if _mtime(self.path / runs.MANIFEST) != self.manifest_stamp:
+        if runs.mtime_ns(self.path / runs.MANIFEST) != self.manifest_stamp:
             return self.poll()  # a resubmission or a new rung: its jobs are not in the last answer
         self._scan()
         fresh = {i for i, rec in self.records.items() if rec != self.answered.get(i)}
         fresh.update(i for i in self.answered if i not in self.records)
-        status = _status(self.path, self.sources, run=self.run, records=self.records, answer=self.answer, fresh=fresh, ask=False)
-        self.status = status
+        self.status = _status(self.path, self.sources, run=self.run, records=self.records, answer=self.answer, fresh=fresh, ask=False)
         self.confirmed = False
         if self.status.finished:
             self.next_poll = 0.0  # every task wrote its end: let Slurm confirm it now
@@ -573,13 +569,6 @@ class _Follower:
         if until > now:
             time.sleep(until - now)
         return self.poll() if time.monotonic() >= self.next_poll else self.look()
-
-
-def _mtime(path: Path) -> Optional[int]:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
 
 
 def _record_index(name: str) -> Optional[int]:

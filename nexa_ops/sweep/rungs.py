@@ -42,6 +42,13 @@ def schedule_of(doc: Dict[str, Any]) -> Optional[Schedule]:
         return None
 
 
+def run_schedule(run: runs.Run) -> Optional[Schedule]:
+    """A halving run's schedule, from its spec or else its manifest; None for any other run."""
+    if not run.halving:
+        return None
+    return schedule_of(run.spec) or schedule_of(run.manifest)
+
+
 def decision_path(run_dir: Path, rung: int) -> Path:
     return Path(run_dir) / runs.RUNGS / f"{rung}.json"
 

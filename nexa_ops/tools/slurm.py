@@ -596,11 +596,6 @@ def queue_rows(job_ids: Sequence[str]) -> List[List[str]]:
     return [line.split("|") for line in (result.stdout or "").splitlines() if line.strip()]
 
 
-def array_tasks(job_ids: Sequence[str]) -> Dict[str, SlurmInfo]:
-    """Every element of these array jobs slurmctld knows (``queue_rows``, one squeue call)."""
-    return from_squeue(queue_rows(job_ids))
-
-
 def squeue(job_ids: Sequence[str], fmt: str = "%i|%T|%r|%N") -> List[List[str]]:
     """Rows of ``squeue -h -r`` for these jobs; jobs Slurm has forgotten are just absent."""
     if not job_ids:
