@@ -163,6 +163,10 @@ class NexaConfig:
     def runs_dir(self) -> Path:
         return (self.root / os.path.expanduser(self.cluster.runs_dir)).resolve()
 
+    def snapshot_wanted(self, flag: Optional[bool]) -> bool:
+        """``--snapshot`` / ``snapshot=`` when given, else ``[project] snapshot``."""
+        return bool(self.project.snapshot if flag is None else flag)
+
     @property
     def where(self) -> str:
         """The project file as errors name it: its path, or ``nexa.toml`` when none was found."""

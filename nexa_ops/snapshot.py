@@ -56,11 +56,6 @@ class Snapshot:
         }
 
 
-def enabled(config: NexaConfig, flag: Optional[bool]) -> bool:
-    """``--snapshot`` / ``snapshot=`` when given, else ``[project] snapshot``."""
-    return bool(config.project.snapshot if flag is None else flag)
-
-
 def excludes(source: Path, config: NexaConfig, run_dir: Path) -> List[str]:
     """``nexa sync``'s excludes, plus the run folder itself when it lies inside the project
     (``--out`` there): the copy must not copy itself."""

@@ -108,7 +108,6 @@ def _sweep(
     import sys
 
     from .. import runs
-    from ..snapshot import enabled
     from ..sweep.plan import plan_sweep
     from ..sweep.submit import run_sweep_locally, submit_sweep
 
@@ -117,7 +116,7 @@ def _sweep(
         from ..sweep.local import gpu_slots  # threads, subprocess, nvidia-smi: --local only
 
         slots, gpu_warning = gpu_slots(defn.resources.gpus_per_node)
-    snapshot = enabled(cfg, frozen.snapshot or None)
+    snapshot = cfg.snapshot_wanted(frozen.snapshot or None)
     artifacts = plan_sweep(defn, cfg, out, upstreams=frozen.upstreams, snapshot=snapshot, dry_run=dry_run)
     if gpu_warning:
         artifacts.warnings.append(gpu_warning)

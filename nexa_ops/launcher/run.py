@@ -25,7 +25,7 @@ from ..cost.pricing import Estimate
 from ..errors import ConfigError, ToolError, WaitTimeout
 from ..fs import atomic_write_text
 from ..resources import read_text
-from ..snapshot import Snapshot, enabled, take
+from ..snapshot import Snapshot, take
 from ..tools import nvidia_smi, slurm, torchrun
 from ..track import next_pause
 from .spec import (
@@ -182,7 +182,7 @@ def launch(
     afters = pipeline.parse_afters(after)
     if afters and spec.mode != "slurm":
         raise ConfigError("--after goes with --mode slurm: only Slurm can hold a job until another run ends")
-    frozen = enabled(cfg, snapshot)
+    frozen = cfg.snapshot_wanted(snapshot)
     if spec.mode == "slurm":
         upstreams = pipeline.gather(afters, cfg)
         pipeline.check(upstreams, 1, "this launch")

@@ -21,13 +21,14 @@ from ..cost.pricing import Estimate, estimate
 from ..errors import ConfigError
 from ..fs import atomic_write_bytes, atomic_write_text
 from ..resources import package_root, running_pyz
-from ..snapshot import Snapshot, take
-from ..tools import torchrun
 from .expand import MAX_TASKS, Task, expand, plan_warnings, rung_tasks
 from .script import render_array_script, render_promote_script
 
-if TYPE_CHECKING:  # the halving modules are imported by halving_plan: a halving sweep only
+if TYPE_CHECKING:
+    # The halving modules are imported by halving_plan (a halving sweep only), the snapshot
+    # module where a snapshot is taken: each would add to every plan's start-up.
     from ..cost.schedule import ScheduleCost
+    from ..snapshot import Snapshot
     from . import search
 
 #: The sweep's ``env`` variables and their values at planning, sourced by every task.
@@ -70,7 +71,7 @@ class SweepArtifacts:
     stopped_by: Optional[str] = None  # a local run stopped by a signal: its name (INT, TERM...)
     commands: List[List[str]] = field(default_factory=list)  # a dry run's sbatch commands
     upstreams: List[pipeline.Upstream] = field(default_factory=list)  # --after, as read when planned
-    snapshot: Optional[Snapshot] = None
+    snapshot: "Optional[Snapshot]" = None
     env_names: List[str] = field(default_factory=list)  # the sweep's `env` variables carried to every task
     schedule: Optional["search.Schedule"] = None  # a halving sweep's rungs (tasks: every rung's)
     schedule_cost: Optional["ScheduleCost"] = None  # its cost table, beside the full grid
@@ -143,6 +144,8 @@ def plan_sweep(
             _holds_this_plan(Path(out).resolve(), text)
         artifacts = _plan_in_memory(defn, config, tasks, out, cost, schedule)
         if snapshot:
+            from ..snapshot import take
+
             artifacts.snapshot = take(config, artifacts.run_dir, config.root, dry_run=True)
     else:
         target = Path(out).resolve() if out is not None else None
@@ -151,7 +154,11 @@ def plan_sweep(
         reuse = target is not None and _holds_this_plan(target, planned)
         run_dir, made = _new_run_dir(config, defn.name, out)
         try:
-            snap = take(config, run_dir, config.root) if snapshot else None
+            snap = None
+            if snapshot:
+                from ..snapshot import take
+
+                snap = take(config, run_dir, config.root)
             workdir = snap.workdir if snap else config.root
             artifacts = _write_plan(defn, config, tasks, run_dir, cost, workdir, upstreams, reuse, schedule)
             artifacts.snapshot = snap
@@ -399,5 +406,7 @@ def launcher_prefix(defn: SweepDefinition) -> List[str]:
     word (``--no_python``) and a bare ``train.py`` is run by torchrun's Python."""
     if defn.launcher.kind != "torchrun":
         return []
+    from ..tools import torchrun  # lazy: only torchrun sweeps need it (a plan's start-up counts)
+
     nproc = defn.launcher.nproc_per_node or max(1, defn.resources.gpus_per_node)
     return torchrun.prefix(defn.command, nproc_per_node=nproc)

@@ -8,17 +8,19 @@ refusal half-way still leaves a true record of what was submitted.
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
-from .. import pipeline, provenance, runs
+from .. import pipeline, runs
 from ..config import NexaConfig, SweepDefinition, load_config, load_sweep
-from ..cost.book import check_writable, manifest_document, write_cost_manifest
 from ..cost.estimate import check_max_cost
 from ..errors import ConfigError, ToolError
-from ..snapshot import enabled as snapshot_enabled
 from ..tools import slurm
 from .plan import Chunk, SweepArtifacts, plan_sweep
 
 if TYPE_CHECKING:  # .local (threads, subprocess, nvidia-smi) is imported by local runs only
     from .local import Progress
+
+# Imported where a run is submitted or started, not at the top: a plan (the default, and
+# every --dry-run) writes no manifest, and the cost book (with actual costs), provenance and
+# git are a tenth of a plan's start-up: cost.book, provenance.
 
 
 def submit_sweep(
@@ -45,6 +47,8 @@ def submit_sweep(
     if artifacts.schedule is not None and not dry_run:
         check_promotion(artifacts)  # a promotion job Slurm would refuse stops it all here, before anything is made
     if not dry_run:
+        from ..cost.book import check_writable
+
         check_writable(config.runs_dir, artifacts.run_id)  # before any job exists
     if artifacts.schedule is not None:
         limit = slurm.array_limit(config.cluster.max_array_size, dry_run)
@@ -119,6 +123,8 @@ def run_sweep_locally(
         if warning:
             artifacts.warnings.append(warning)
     _not_submitted(artifacts)
+    from ..cost.book import check_writable
+
     check_writable(config.runs_dir, artifacts.run_id)
     manifest = _manifest(artifacts, defn, config, backend="local")
     manifest.update(max_parallel=defn.resources.max_parallel, gpus_per_task=defn.resources.gpus_per_node)
@@ -147,6 +153,8 @@ def run_sweep_locally(
 def _manifest(artifacts: SweepArtifacts, defn: SweepDefinition, config: NexaConfig, backend: str, dry_run: bool = False) -> dict:
     """The run's manifest: the submission, its upstream runs, its snapshot and provenance
     (whose ``code.diff`` is written now, unless this is a dry run)."""
+    from .. import provenance
+
     info, diff = provenance.collect(config.root)
     if not dry_run:
         provenance.save(artifacts.run_dir, info, diff)
@@ -179,6 +187,8 @@ def _not_submitted(artifacts: SweepArtifacts) -> None:
 def _book(config: NexaConfig, artifacts: SweepArtifacts, defn: SweepDefinition, *, backend: str, status: str = "submitted") -> Path:
     """The sweep's cost manifest, written at each accepted chunk."""
     assert artifacts.cost is not None, "plan_sweep estimates every plan"
+    from ..cost.book import manifest_document, write_cost_manifest
+
     doc = manifest_document(
         artifacts.cost,
         run_id=artifacts.run_id,
@@ -243,7 +253,7 @@ def launch_slurm_sweep(
         raise ConfigError("--after goes with --submit: only Slurm can hold tasks until another run ends")
     upstreams = pipeline.gather(afters, cfg)
     artifacts = plan_sweep(
-        defn, cfg, Path(out) if out is not None else None, upstreams=upstreams, snapshot=snapshot_enabled(cfg, snapshot), dry_run=dry_run
+        defn, cfg, Path(out) if out is not None else None, upstreams=upstreams, snapshot=cfg.snapshot_wanted(snapshot), dry_run=dry_run
     )
     if submit:
         submit_sweep(artifacts, defn, cfg, dry_run=dry_run, max_cost=max_cost)

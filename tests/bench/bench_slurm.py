@@ -14,10 +14,13 @@ worker, and the submission latency against submitit's ``map_array``, in one run.
   milliseconds per task and the ratio (target within 1.05x).
 - **Submission latency** (CLI start included): nexa.pyz ``sweep --submit`` vs a script that
   imports submitit and calls ``map_array`` (submitit 1.5 from PyPI in a venv of its own, as
-  tests/bench/bench_rpc.py makes it), both run by the same interpreter, ``/usr/bin/python3``.
-  submitit submits one array, which Slurm refuses above MaxArraySize: it is measured at the
-  largest count the cluster takes in one array (both sides), and at ``--tasks`` (nexa in
-  chunks; submitit's client work until sbatch's refusal).
+  tests/bench/bench_rpc.py makes it), both run by the same interpreter, ``/usr/bin/python3``,
+  alternating, ``--latency-runs`` times (medians and ranges). submitit submits one array,
+  which Slurm refuses above MaxArraySize: start the cluster as the issue has it
+  (``NEXA_SLURM_MAX_ARRAY=1001 tests/cluster/slurm.sh start``) for ``--tasks`` 1,000 in one
+  array each way. On a smaller MaxArraySize it is also measured at the largest count the
+  cluster takes in one array (both sides), and at ``--tasks`` nexa submits chunks while
+  submitit's client work ends at sbatch's refusal.
 
 The trivial command is ``python3 -c 'import sys; sys.exit(0)'`` with ``python3`` from PATH for
 both, as a researcher would type it. The worker's own interpreter is ``[cluster] python``,
@@ -141,29 +144,38 @@ def per_task(tmp: Path, app: Path, count: int) -> Tuple[float, float, float]:
     return statistics.median(times["raw"]), statistics.median(times["nexa"]), statistics.median(times["python -S"])
 
 
-def latency(tmp: Path, app: Path, sub_python: str, count: int, tag: str) -> Tuple[float, float, str]:
-    """(nexa seconds, submitit seconds, submitit's outcome) to submit ``count`` tasks, CLI or
-    interpreter start included, both run by /usr/bin/python3; the jobs are cancelled at once."""
+def latency(tmp: Path, app: Path, sub_python: str, count: int, tag: str, runs: int) -> Tuple[List[float], List[float], str]:
+    """Seconds of each of ``runs`` submissions of ``count`` tasks, nexa then submitit in turn, CLI or
+    interpreter start included, both run by /usr/bin/python3; the jobs are cancelled at once.
+    Returns (nexa seconds, submitit seconds, submitit's last outcome)."""
     folder = project(tmp, count, f"latency-{tag}")
     env = dict(os.environ, SHIV_ROOT=str(tmp / "shiv"))
     # Warm, as on a login node after the first use: extracted, and the .pyc of what a sweep
     # imports written (a plan without --submit), as submitit's come compiled from pip.
     subprocess.run([SYSTEM_PYTHON, str(app), "sweep", "--config", "sweep.toml", "--out", "warm"], cwd=folder, env=env, capture_output=True)
-    start = time.perf_counter()
-    out = subprocess.run([SYSTEM_PYTHON, str(app), "sweep", "--config", "sweep.toml", "--submit"], capture_output=True, text=True,
-                         cwd=folder, env=env, check=True)
-    nexa_s = time.perf_counter() - start
-    subprocess.run(["scancel", *submitted_jobs(out.stdout)], capture_output=True)
     script = tmp / "submitit_map_array.py"
     script.write_text(SUBMITIT)
-    start = time.perf_counter()
-    out = subprocess.run([sub_python, str(script), str(tmp / f"submitit-{tag}"), str(count)], capture_output=True, text=True, cwd=tmp)
-    sub_s = time.perf_counter() - start
-    outcome = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr.strip()[-200:]
-    if outcome.isdigit():
-        subprocess.run(["scancel", outcome], capture_output=True)
-        outcome = f"job {outcome}"
+    nexa_s, sub_s, outcome = [], [], ""
+    for i in range(runs):
+        start = time.perf_counter()
+        out = subprocess.run([SYSTEM_PYTHON, str(app), "sweep", "--config", "sweep.toml", "--submit"], capture_output=True, text=True,
+                             cwd=folder, env=env, check=True)
+        nexa_s.append(time.perf_counter() - start)
+        subprocess.run(["scancel", *submitted_jobs(out.stdout)], capture_output=True)
+        start = time.perf_counter()
+        folder_i = tmp / f"submitit-{tag}-{i}"
+        out = subprocess.run([sub_python, str(script), str(folder_i), str(count)], capture_output=True, text=True, cwd=tmp)
+        sub_s.append(time.perf_counter() - start)
+        outcome = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr.strip()[-200:]
+        if outcome.isdigit():
+            subprocess.run(["scancel", outcome], capture_output=True)
+            outcome = f"one array, job {outcome}"
     return nexa_s, sub_s, outcome
+
+
+def spread(values: List[float]) -> str:
+    """``median s (min-max)``."""
+    return f"{statistics.median(values):.3f} s ({min(values):.3f}-{max(values):.3f})"
 
 
 def main() -> None:
@@ -171,6 +183,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--local-tasks", type=int, default=300)
+    parser.add_argument("--latency-runs", type=int, default=3, help="submissions each way for the latency (default 3: MaxJobCount counts cancelled arrays until MinJobAge)")
     parser.add_argument("--pyz", help="an existing nexa.pyz (default: build one now)")
     parser.add_argument("--parts", default="latency,task,arrays", help="which parts to run (default: all three)")
     args = parser.parse_args()
@@ -189,9 +202,9 @@ def main() -> None:
 
             app = pyz.build(pyz.load_settings(str(ROOT / "shiv.toml")), str(tmp / "nexa.pyz")).path
         one = min(limit - 1, args.tasks)
+        counts = sorted({min(24, args.tasks), one, args.tasks})  # a small sweep too: submitit's cost grows with the count
         if "latency" in parts:
-            lat_small = latency(tmp, app, sub_python, one, "small")
-            lat_full = latency(tmp, app, sub_python, args.tasks, "full")
+            lat = {count: latency(tmp, app, sub_python, count, str(count), args.latency_runs) for count in counts}
         if "task" in parts:
             raw_task, nexa_task, bare = per_task(tmp, app, args.local_tasks)
         for i in range(args.rounds if "arrays" in parts else 0):
@@ -213,10 +226,12 @@ def main() -> None:
         print(f"per task on the node ({args.local_tasks} tasks each, median): raw script {raw_task * 1000:.1f} ms,"
               f" nexa's array script + worker {nexa_task * 1000:.1f} ms: +{(nexa_task - raw_task) * 1000:.1f} ms,"
               f" {nexa_task / raw_task:.2f}x (target <= 1.05x); one `python -S -c pass` here: {bare * 1000:.1f} ms")
-    for count, (nexa_s, sub_s, outcome) in ((one, lat_small), (args.tasks, lat_full)) if "latency" in parts else ():
-        print(f"submission latency, {count} tasks, /usr/bin/python3, start included: nexa.pyz sweep --submit {nexa_s:.2f} s;"
-              f" submitit import + map_array {sub_s:.2f} s ({outcome})")
-
+    for count in counts if "latency" in parts else ():
+        nexa_s, sub_s, outcome = lat[count]
+        ratio = statistics.median(nexa_s) / statistics.median(sub_s)
+        print(f"submission latency, {count} tasks (MaxArraySize {limit}), /usr/bin/python3, start included, {len(nexa_s)} runs:"
+              f" nexa.pyz sweep --submit {spread(nexa_s)}; submitit import + map_array {spread(sub_s)} ({outcome});"
+              f" nexa / submitit {ratio:.2f}x (target <= 1)")
 
 if __name__ == "__main__":
     main()
