@@ -1,8 +1,9 @@
 """The run folder: nexa's central object on disk, read and written only here.
 
-A run folder holds what was planned (``spec.json``, the worker's ``spec.argv`` index, the
-sbatch script), what was submitted (``manifest.json``: backend, job ids, chunks,
-resubmissions) and what ran (``tasks/<i>.start.json`` from the worker, ``tasks/<i>.end.json``
+A run folder holds what was planned (``spec.json``, the argv lookups ``spec.nul`` for the array
+script and ``spec.argv`` for the worker, the sbatch script), what was submitted
+(``manifest.json``: backend, job ids, chunks, resubmissions) and what ran
+(``tasks/<i>.start.json`` from the array script or the worker, ``tasks/<i>.end.json``
 from the array script or the local runner, ``tasks/attempts/`` for requeued attempts, and
 ``logs/``). ``docs/run-folder.md`` describes every file.
 
@@ -152,7 +153,7 @@ def foreign_problem(path: Path) -> Optional[str]:
     spec, its index, its scripts) are not this user's alone (owned by another user, or
     writable by the group or others), or None. The worker refuses such files: a run that is
     not yours alone must not be submitted (again) by you."""
-    candidates = [path, path / SPEC, path / "spec.argv", *sorted(path.glob("*.sbatch"))]
+    candidates = [path, path / SPEC, path / "spec.argv", path / "spec.nul", *sorted(path.glob("*.sbatch"))]
     for item in candidates:
         try:
             st = item.lstat()

@@ -1,5 +1,8 @@
 """Compute-node side: find this array task's argv in spec.json and exec it.
 
+The array script first looks the task up itself, in ``spec.nul`` (written here, read with
+bash builtins: see ``NUL_NAME``), and starts this worker only when it cannot use that file.
+
 Standard library only, and nothing imported that the task does not need: this runs once per
 array task, thousands of times per sweep. It is started either as ``nexa worker`` or, in
 generated sbatch scripts, straight from the package folder with ``python3 -S`` (see
@@ -45,7 +48,7 @@ HEADER = 160
 ENTRY = 25
 
 
-def _spec_digest(spec_path):
+def spec_digest(spec_path):
     """SHA-256 (hex) of the spec file's bytes."""
     import hashlib  # only when planning, or when the index cannot vouch for the spec
 
@@ -56,13 +59,15 @@ def _spec_digest(spec_path):
     return digest.hexdigest()
 
 
-def index_bytes(spec_path, workdir, run_dir, argvs):
+def index_bytes(spec_path, workdir, run_dir, argvs, digest=None):
     """The ``spec.argv`` content for ``argvs`` (written by ``nexa sweep`` right after the spec):
-    tied to ``spec_path``'s content (SHA-256), size and mtime; the worker refuses it, and a
-    spec that no longer matches it, whenever one of them has changed."""
+    tied to ``spec_path``'s content (SHA-256, ``digest`` when the caller has it), size and
+    mtime; the worker refuses it, and a spec that no longer matches it, whenever one of them
+    has changed."""
     from binascii import crc32
 
     st = os.stat(spec_path)
+    digest = digest or spec_digest(spec_path)
     records = [b"\0".join(os.fsencode(a) for a in [workdir, run_dir]) + b"\0"]
     records += [("\0".join(argv) + "\0").encode("utf-8", "surrogateescape") for argv in argvs]
     table, total = [], 0
@@ -72,12 +77,34 @@ def index_bytes(spec_path, workdir, run_dir, argvs):
     table.append(b"%015d %08x\n" % (total, 0))
     body = b"".join(table) + b"".join(records)
     fields = b"%s %d %d %d %d %s %08x" % (
-        INDEX_MAGIC, len(argvs), HEADER + len(body), st.st_size, st.st_mtime_ns, _spec_digest(spec_path).encode(), crc32(body)
+        INDEX_MAGIC, len(argvs), HEADER + len(body), st.st_size, st.st_mtime_ns, digest.encode(), crc32(body)
     )
     header = b"%s %08x" % (fields, crc32(fields))
     if len(header) >= HEADER:  # pragma: no cover - 20-digit numbers would be needed
         raise ValueError("spec.argv header too long")
     return header.ljust(HEADER - 1) + b"\n" + body
+
+
+#: ``spec.nul``: every task's argv for the array script's own lookup, with bash builtins only
+#: (``mapfile -d ''``, bash >= 4.4), so that a task starts no Python before its program. Every
+#: item ends with NUL, which no argv item can contain: item 0 is ``NEXA-NUL 1 <count> <spec
+#: sha256>``, item ``i + 1`` is task ``i``'s ``<first item> <argc>``, and each task's argv is
+#: followed by the item ``.<i>``: a file cut short, shifted or another plan's is seen, and the
+#: script then runs this worker, which checks ``spec.argv`` and decides.
+NUL_NAME = "spec.nul"
+NUL_MAGIC = "NEXA-NUL 1"
+
+
+def nul_bytes(digest, argvs):
+    """The ``spec.nul`` content for ``argvs`` of the spec whose SHA-256 is ``digest``."""
+    head = [f"{NUL_MAGIC} {len(argvs)} {digest}".encode()]
+    entries, body, first = [], [], 1 + len(argvs)
+    for i, argv in enumerate(argvs):
+        entries.append(b"%d %d" % (first, len(argv)))
+        body += [a.encode("utf-8", "surrogateescape") for a in argv]
+        body.append(b".%d" % i)
+        first += len(argv) + 1
+    return b"".join(item + b"\0" for item in head + entries + body)
 
 
 USAGE = "usage: nexa worker --spec FILE [--task-id N] [--offset K] [--dry-run]"
@@ -204,7 +231,7 @@ def load_indexed(spec_path, index):
             raise WorkerError(f"{spec_path}: cannot read spec: {exc.strerror}") from None
         if not _mine(spec_st):
             raise WorkerError(f"{spec_path}: not owned by you, or writable by others: refusing to run what it says")
-        if (spec_st.st_size, spec_st.st_mtime_ns) != (spec_size, spec_mtime) and _spec_digest(spec_path) != digest:
+        if (spec_st.st_size, spec_st.st_mtime_ns) != (spec_size, spec_mtime) and spec_digest(spec_path) != digest:
             raise WorkerError(f"{spec_path}: changed after planning (it no longer matches {INDEX_NAME}): plan the sweep again")
         if not 0 <= index < count:
             raise WorkerError(f"{spec_path}: task index {index} out of range (0..{count - 1})")
@@ -239,7 +266,7 @@ def verify_index(spec_path):
     except ValueError:
         return f"{path}: damaged"
     try:
-        if _spec_digest(spec_path) != fields[6].decode("ascii", "replace"):
+        if spec_digest(spec_path) != fields[6].decode("ascii", "replace"):
             return f"{spec_path}: does not match {path}"
     except OSError as exc:
         return f"cannot read {spec_path}: {exc.strerror}"
@@ -372,7 +399,7 @@ def _load(spec_path, index):
     except Damaged as exc:
         path = os.path.join(os.path.dirname(spec_path), INDEX_NAME)
         try:
-            intact = exc.digest is not None and _spec_digest(spec_path) == exc.digest
+            intact = exc.digest is not None and spec_digest(spec_path) == exc.digest
         except OSError:
             intact = False
         if not intact:

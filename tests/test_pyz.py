@@ -265,16 +265,19 @@ def test_runs_alone_on_each_python(version, nexa_pyz, tmp_path, offline):
         shutil.rmtree(str(plan), ignore_errors=True)
         res = run([who, pyzfile, "sweep", "--config", sweep, "--out", plan], env, work, offline)
         assert res.returncode == 0, res.stderr
-        planned[who] = [(plan / name).read_bytes() for name in ("spec.json", "pyz-check.sbatch")]
+        planned[who] = [(plan / name).read_bytes() for name in ("spec.json", "pyz-check.sbatch", "spec.nul")]
     assert planned[python] == planned[reference], f"{version} planned another spec.json or script than 3.11"
     spec = json.loads(planned[python][0])
     kept = [t["params"] for t in spec["tasks"]]
     assert spec["count"] == 2 * len(HOSTILE) - 1 and {"msg": HOSTILE[1], "n": 2} not in [{"msg": p["msg"], "n": p["n"]} for p in kept]
     assert "Planned only" in res.stdout and f"{pyzfile}/site-packages" in planned[python][1].decode()
 
-    # The compute-node side, as Slurm would run the script: `python3 -S -c <stub> nexa.pyz/site-packages`,
-    # with this interpreter as the node's python3. It imports no dataclasses: on 3.7+ the
-    # backport in site-packages (first on sys.path there) would shadow the standard library's.
+    # The compute-node side, as Slurm would run the script. The script reads each argv from
+    # spec.nul itself; without it (moved away here, as in an older nexa's plan) it starts
+    # `python3 -S -c <stub> nexa.pyz/site-packages`, with this interpreter as the node's
+    # python3. That imports no dataclasses: on 3.7+ the backport in site-packages (first on
+    # sys.path there) would shadow the standard library's.
+    (plan / "spec.nul").rename(plan / "spec.nul.kept")
     node_bin = tmp_path / "node-bin"
     node_bin.mkdir()
     os.symlink(python, str(node_bin / "python3"))
@@ -292,6 +295,11 @@ def test_runs_alone_on_each_python(version, nexa_pyz, tmp_path, offline):
     res = run(["bash", script], dict(node_env, SLURM_ARRAY_TASK_ID="2"), work, offline)
     assert res.returncode == 0 and not imported("nexa_ops", res.stderr), res.stderr
     assert json.loads((probe / "2.json").read_text())["argv"] == spec["tasks"][2]["argv"][2:]
+    # With spec.nul, no Python starts before the program: nothing of nexa is imported.
+    (plan / "spec.nul.kept").rename(plan / "spec.nul")
+    res = run(["bash", script], dict(node_env, SLURM_ARRAY_TASK_ID="3"), work, offline)
+    assert res.returncode == 0 and not imported("nexa_ops", res.stderr), res.stderr
+    assert json.loads((probe / "3.json").read_text())["argv"] == spec["tasks"][3]["argv"][2:]
     for seen in probe.iterdir():
         seen.unlink()
 

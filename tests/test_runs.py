@@ -80,3 +80,18 @@ def test_an_ambiguous_prefix_on_the_command_line_exits_2_listing_the_matches(tmp
     assert "a: ambiguous run prefix, 2 runs in" in out.stderr and "a-1, a-2" in out.stderr
     out = nexa_cli("status", "a-2", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["run_id"] == "a-2"
+
+
+@pytest.mark.parametrize("name", ["spec.json", "spec.argv", "spec.nul", "s.sbatch"])
+def test_a_deciding_file_others_may_write_is_foreign(tmp_path, name):
+    """The array script reads spec.nul with bash, which cannot see mode bits: a (re)submission
+    refuses a run whose spec.nul the group may write, as it does for the spec and scripts."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o755)
+    for each in ("spec.json", "spec.argv", "spec.nul", "s.sbatch"):
+        (run / each).write_text("x")
+        (run / each).chmod(0o644)
+    assert runs.foreign_problem(run) is None
+    (run / name).chmod(0o664)
+    problem = runs.foreign_problem(run)
+    assert problem is not None and name in problem

@@ -173,3 +173,154 @@ def test_script_with_the_sweep_env_is_valid_and_shellcheck_clean(tmp_path):
     check = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
     assert "sweep.env" not in render(tmp_path)  # no `env` key: nothing sourced
+
+
+# --- a task on its node: the argv from spec.nul, with bash alone --------------------------
+
+# The program of every task below: its argv, where it runs, nexa's variables and whether
+# SIGINT is at its default, as one JSON line; then it exits with the status in $EXIT (0).
+PROGRAM = (
+    "import json, os, signal, sys; print(json.dumps({'argv': sys.argv[1:], 'cwd': os.getcwd(), "
+    "'dir': os.environ['NEXA_TASK_DIR'], 'metrics': os.environ['NEXA_METRICS_FILE'], 'index': os.environ['NEXA_TASK_INDEX'], "
+    "'sigint': signal.getsignal(signal.SIGINT) is signal.default_int_handler})); sys.exit(int(os.environ.get('EXIT', '0')))"
+)
+HOSTILE = ["sp ace", "", "-n", "a b\nc", "$(touch pwned)", "'\"\\", "*", "ü"]
+
+
+def planned_on_node(tmp_path, values=HOSTILE, command=None):
+    """A sweep planned the real way, whose ``[cluster] python`` (the worker's interpreter) is a
+    wrapper that notes each start in ``worker-ran``: a task that takes the shell path never
+    starts it. Returns (artifacts, script path, the file the wrapper writes)."""
+    import sys
+
+    from nexa_ops.config import NexaConfig, parse_sweep
+    from nexa_ops.sweep.plan import plan_sweep
+
+    ran = tmp_path / "worker-ran"
+    wrapper = tmp_path / "python-wrapper"
+    wrapper.write_text(f'#!/bin/bash\necho ran >> {shlex.quote(str(ran))}\nexec {shlex.quote(sys.executable)} "$@"\n')
+    wrapper.chmod(0o755)
+    command = command or [sys.executable, "-c", PROGRAM, "{v}", "", "-x", "$HOME", "a\nb"]
+    defn = parse_sweep({"name": "node", "command": command, "grid": {"v": list(values)}}, "s.toml")
+    (tmp_path / "work").mkdir()
+    config = NexaConfig(root=tmp_path / "work", cluster=ClusterConfig(python=str(wrapper)))
+    art = plan_sweep(defn, config, tmp_path / "run")
+    return art, art.script_paths[0], ran
+
+
+def run_task(script, index, *, umask=0o022, **env):
+    import os
+
+    full = dict(os.environ, SLURM_ARRAY_JOB_ID="41", SLURM_JOB_ID=str(50 + index), SLURM_ARRAY_TASK_ID=str(index),
+                SLURMD_NODENAME="n1", SLURM_UMASK=f"{umask:04o}", **env)
+    full.pop("SLURM_RESTART_COUNT", None)
+    return subprocess.run(["bash", str(script), "0"], env=full, capture_output=True, text=True, cwd="/", umask=umask, timeout=60)
+
+
+def test_a_task_runs_its_planned_argv_with_bash_alone(tmp_path):
+    """Every hostile value reaches the program as one argument, word for word, with nexa's
+    variables, in the sweep's working directory, SIGINT at its default: and no Python worker
+    started (the wrapper never ran)."""
+    import json
+
+    require_tool("bash")
+    art, script, ran = planned_on_node(tmp_path)
+    for task in art.tasks:
+        out = run_task(script, task.index)
+        assert out.returncode == 0, out.stderr
+        seen = json.loads(out.stdout)
+        assert seen == {"argv": task.argv[3:], "cwd": str(tmp_path / "work"), "dir": f"{art.run_dir}/out/{task.index}",
+                        "metrics": f"{art.run_dir}/metrics/{task.index}.jsonl", "index": str(task.index), "sigint": True}
+    assert not ran.exists() and not (tmp_path / "work" / "pwned").exists()
+
+
+def test_the_shell_path_writes_the_workers_records(tmp_path):
+    """The start record has the worker's fields and types; both records are 0644 whatever the
+    umask (002 here), and nothing else is left in tasks/."""
+    import json
+    import os
+    import stat
+
+    art, script, ran = planned_on_node(tmp_path, values=["x"])
+    out = run_task(script, 0, umask=0o002, EXIT="3")
+    assert out.returncode == 3, out.stderr
+    tasks = art.run_dir / "tasks"
+    start = json.loads((tasks / "0.start.json").read_text())
+    assert set(start) == {"index", "start", "host", "job_id", "array_task_id", "restart_count"}
+    ids = (start["index"], start["host"], start["job_id"], start["array_task_id"], start["restart_count"])
+    assert ids == (0, os.uname().nodename, "41", "0", 0)
+    assert isinstance(start["start"], float)
+    end = json.loads((tasks / "0.end.json").read_text())
+    assert (end["exit_code"], end["job_id"], end["node"]) == (3, "41_0", "n1") and end["end"] >= start["start"]
+    for name in ("0.start.json", "0.end.json"):
+        assert stat.S_IMODE((tasks / name).stat().st_mode) == 0o644
+    assert sorted(p.name for p in tasks.iterdir()) == ["0.end.json", "0.start.json"] and not ran.exists()
+
+
+def test_a_stale_start_record_is_replaced(tmp_path):
+    """An attempt that died without its end record leaves its start: the next one replaces it."""
+    import json
+
+    art, script, _ = planned_on_node(tmp_path, values=["x"])
+    (art.run_dir / "tasks" / "0.start.json").write_text('{"index": 0, "start": 1.0}')
+    assert run_task(script, 0).returncode == 0
+    assert json.loads((art.run_dir / "tasks" / "0.start.json").read_text())["start"] > 1.0
+
+
+def test_a_program_that_cannot_run_is_127_with_one_line(tmp_path):
+    art, script, ran = planned_on_node(tmp_path, values=["x"], command=["no-such-program-here", "{v}"])
+    out = run_task(script, 0)
+    assert out.returncode == 127
+    assert "nexa worker: error: cannot run 'no-such-program-here'" in out.stderr and not ran.exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "cut", "shifted", "other plan", "spec newer", "not yours", "a link"])
+def test_anything_unexpected_in_spec_nul_is_left_to_the_worker(tmp_path, damage):
+    """Whatever is wrong with spec.nul, the task never runs anything but its planned argv: the
+    script starts the worker, which reads the intact spec.argv (and its own checks decide)."""
+    import json
+    import os
+    import time
+
+    art, script, ran = planned_on_node(tmp_path, values=["a", "b", "c"])
+    nul = art.run_dir / "spec.nul"
+    data = nul.read_bytes()
+    if damage == "missing":
+        nul.unlink()
+    elif damage == "cut":
+        nul.write_bytes(data[:-3])
+    elif damage == "shifted":  # one more item inside the last task's argv: its end mark moves
+        nul.write_bytes(data.replace(b"--v=c\0", b"--v=c\0extra\0"))
+    elif damage == "other plan":
+        nul.write_bytes(data.replace(data[: data.index(b"\0")], b"NEXA-NUL 1 3 " + b"0" * 64))
+    elif damage == "spec newer":
+        later = time.time() + 5
+        os.utime(art.spec_path, (later, later))
+    elif damage == "not yours":
+        os.lchown(nul, 65534, 65534)
+    elif damage == "a link":
+        nul.rename(art.run_dir / "elsewhere.nul")
+        nul.symlink_to(art.run_dir / "elsewhere.nul")
+    out = run_task(script, 2)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["argv"] == art.tasks[2].argv[3:]
+    assert ran.read_text() == "ran\n"  # the worker, once
+
+
+def test_interrupt_reaches_a_program_started_by_the_shell_path(tmp_path):
+    import os
+    import signal
+    import sys
+
+    code = "import sys, time; print('started', flush=True); time.sleep(30)"
+    art, script, ran = planned_on_node(tmp_path, values=["x"], command=[sys.executable, "-c", code, "{v}"])
+    env = dict(os.environ, SLURM_ARRAY_JOB_ID="41", SLURM_ARRAY_TASK_ID="0", SLURMD_NODENAME="n1", SLURM_UMASK="0022")
+    proc = subprocess.Popen(["bash", str(script), "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        (child,) = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        os.kill(int(child), signal.SIGINT)
+        assert proc.wait(20) == 130
+    finally:
+        proc.kill()
+    assert not ran.exists()

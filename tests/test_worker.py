@@ -360,3 +360,16 @@ def test_records_are_never_written_through_a_planted_link(tmp_path, monkeypatch)
     record = tmp_path / "tasks" / "3.start.json"
     assert not record.is_symlink() and json.loads(record.read_text())["index"] == 3
     assert record.stat().st_mode & 0o777 == 0o644
+
+
+def test_spec_nul_layout():
+    """spec.nul: header, one `<first> <argc>` entry per task, each argv followed by `.<i>`;
+    every item NUL-terminated, bytes as planned (surrogate escapes back to their bytes)."""
+    argvs = [["python", "t.py", "--x=a b"], ["p", "", "a\nb", "\udcff"]]
+    items = worker.nul_bytes("ab" * 32, argvs).split(b"\0")
+    assert items[-1] == b"" and items[0] == b"NEXA-NUL 1 2 " + b"ab" * 32
+    for i, argv in enumerate(argvs):
+        first, argc = (int(x) for x in items[1 + i].split())
+        assert argc == len(argv)
+        assert items[first : first + argc] == [a.encode("utf-8", "surrogateescape") for a in argv]
+        assert items[first + argc] == b".%d" % i

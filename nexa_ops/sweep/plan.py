@@ -340,10 +340,14 @@ def _write_plan(
     spec_path = run_dir / runs.SPEC
     if not reuse:
         atomic_write_text(spec_path, _spec_text(defn, tasks, run_dir, workdir, schedule))
+    digest = worker.spec_digest(str(spec_path))
+    argvs = [t.argv for t in tasks]
     if not reuse or worker.verify_index(str(spec_path)) is not None:
         # The worker's fast path: one task's argv in a few reads, no json import on the node.
-        index = worker.index_bytes(str(spec_path), str(workdir), str(run_dir), [t.argv for t in tasks])
+        index = worker.index_bytes(str(spec_path), str(workdir), str(run_dir), argvs, digest)
         atomic_write_bytes(run_dir / worker.INDEX_NAME, index)
+    if not reuse:  # a reused plan keeps its own (without one, an older nexa's, its tasks start the worker)
+        atomic_write_bytes(run_dir / worker.NUL_NAME, worker.nul_bytes(digest, argvs))  # the array script's own lookup
     script = render_array_script(
         name=defn.name,
         res=defn.resources,
@@ -359,6 +363,7 @@ def _write_plan(
         upstream=pipeline.env_lines(upstreams, f'"$((index % {schedule.n}))"' if schedule else '"$index"'),
         env_file=str(run_dir / ENV_FILE) if defn.env else "",
         trials=schedule.n if schedule else None,
+        spec_digest=digest,
     )
     script_path = run_dir / f"{defn.name}.sbatch"
     scripts = {script_path: script}

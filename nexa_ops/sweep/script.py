@@ -93,6 +93,7 @@ def render_array_script(
     upstream: str = "# no upstream run (--after)",
     env_file: str = "",
     trials: Optional[int] = None,
+    spec_digest: str = "",
 ) -> str:
     """The whole array script. Every value that reaches the shell is ``shlex.quote``d, every
     ``#SBATCH`` value quoted as Slurm reads it (``tools.slurm.directive_value``), a ``%`` in
@@ -100,8 +101,13 @@ def render_array_script(
     would end a comment or directive line and start a command). ``upstream``: the
     ``--after`` variables' lines, quoted by ``pipeline.env_lines``. ``trials``: a halving
     sweep's configuration count; each task then also gets its rung, its trial id and the
-    trial's own folder (``NEXA_RUNG``, ``NEXA_TRIAL_ID``, ``NEXA_TRIAL_DIR``)."""
-    for what, value in (("run folder", run_dir), ("spec", spec_path), ("[cluster] pyz_path", worker_path), ("[cluster] python", python)):
+    trial's own folder (``NEXA_RUNG``, ``NEXA_TRIAL_ID``, ``NEXA_TRIAL_DIR``).
+    ``spec_digest``: the planned spec's SHA-256, which its ``spec.nul`` must carry for a task
+    to read its argv there with bash alone (empty: every task starts the Python worker)."""
+    if spec_digest and not all(c in "0123456789abcdef" for c in spec_digest):
+        raise ValueError(f"not a SHA-256 in hex: {spec_digest!r}")
+    for what, value in (("run folder", run_dir), ("spec", spec_path), ("[cluster] pyz_path", worker_path), ("[cluster] python", python),
+                        ("working directory", workdir)):
         check_line(value, what)
     lines = directives(
         res,
@@ -124,6 +130,8 @@ def render_array_script(
         count=count,
         version=__version__,
         spec=shlex.quote(spec_path),
+        spec_digest=shlex.quote(spec_digest),
+        workdir=shlex.quote(workdir),
         directives="\n".join(lines),
         run_dir=shlex.quote(run_dir),
         python=shlex.quote(python),

@@ -135,7 +135,9 @@ def per_task(tmp: Path, app: Path, count: int) -> Tuple[float, float, float]:
         subprocess.run([PYTHON, "-S", "-c", "pass"], check=True)
         times["python -S"].append(time.perf_counter() - start)
     for i in range(count):
-        env = dict(os.environ, SLURM_ARRAY_JOB_ID="1", SLURM_ARRAY_TASK_ID=str(i), SLURM_JOB_ID=str(2 + i), SLURMD_NODENAME="n1")
+        # What a node sets (sbatch passes the umask at submission as SLURM_UMASK).
+        env = dict(os.environ, SLURM_ARRAY_JOB_ID="1", SLURM_ARRAY_TASK_ID=str(i), SLURM_JOB_ID=str(2 + i), SLURMD_NODENAME="n1",
+                   SLURM_UMASK="0022")
         env.pop("SLURM_RESTART_COUNT", None)
         for name, argv in (("raw", ["bash", str(raw_script)]), ("nexa", ["bash", str(script), "0"])):
             start = time.perf_counter()
@@ -183,7 +185,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--local-tasks", type=int, default=300)
-    parser.add_argument("--latency-runs", type=int, default=3, help="submissions each way for the latency (default 3: MaxJobCount counts cancelled arrays until MinJobAge)")
+    parser.add_argument("--latency-runs", type=int, default=3,
+                        help="submissions each way for the latency (default 3: cancelled arrays count towards MaxJobCount until MinJobAge)")
     parser.add_argument("--pyz", help="an existing nexa.pyz (default: build one now)")
     parser.add_argument("--parts", default="latency,task,arrays", help="which parts to run (default: all three)")
     args = parser.parse_args()
