@@ -2,9 +2,12 @@
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Union
+
+# The worker's exclusive temp file (the worker imports nothing of nexa): tempfile would add
+# shutil, bz2, lzma and random to the start-up of every command that writes.
+from .worker import create_exclusive
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -18,13 +21,12 @@ def atomic_write_bytes(path: PathLike, data: bytes, mode: int = 0o644) -> Path:
     """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    fd, tmp = create_exclusive(str(path.parent), f".{path.name}", mode)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:

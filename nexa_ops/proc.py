@@ -7,19 +7,18 @@ and raises one ``ToolError`` carrying the tool, exit code and the tail of stderr
 
 import os
 import shlex
-import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable, Collection, Dict, Mapping, Optional, Sequence, TextIO
 
 from .errors import ToolError, ToolMissing
+from .structs import mutable
 
 #: Set by the CLI from ``-v``/``NEXA_VERBOSE``: echo every command to stderr before running it.
 VERBOSE = bool(os.environ.get("NEXA_VERBOSE"))
 
 
-@dataclass
+@mutable
 class Result:
     """What a finished command returned. ``stdout``/``stderr`` are None when not captured."""
 
@@ -36,6 +35,8 @@ def quote(argv: Sequence[str]) -> str:
 
 def which(tool: str, hint: str = "") -> str:
     """Absolute path of ``tool`` on PATH, or ``ToolMissing``."""
+    import shutil  # here: shutil imports bz2, lzma and zlib, a millisecond of every start-up
+
     found = shutil.which(tool)
     if not found:
         raise ToolMissing(tool, hint)

@@ -315,7 +315,7 @@ def _json_str(value):
     return '"' + "".join(c if c >= " " else f"\\u{ord(c):04x}" for c in text) + '"'
 
 
-def _create(folder, prefix, mode=0o644):
+def create_exclusive(folder, prefix, mode=0o644):
     """A new file in ``folder`` that nobody else prepared: a name no one can guess, created
     with O_EXCL|O_NOFOLLOW (a file or symbolic link planted there is never opened). Returns
     ``(fd, path)``."""
@@ -330,8 +330,8 @@ def _create(folder, prefix, mode=0o644):
 
 
 def _write_replace(folder, prefix, data, path, mode=0o644):
-    """Write ``data`` to a fresh temp file (see ``_create``) and rename it onto ``path``."""
-    fd, tmp = _create(folder, prefix, mode)
+    """Write ``data`` to a fresh temp file (see ``create_exclusive``) and rename it onto ``path``."""
+    fd, tmp = create_exclusive(folder, prefix, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -12,12 +12,14 @@ they are. Each value is formatted once per sweep, which keeps 100k-task plans fa
 
 import itertools
 import math
-import random as _random
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..config import RandomParam, SweepDefinition
 from ..errors import ConfigError
+from ..structs import frozen
+
+if TYPE_CHECKING:  # random is imported by the sweeps that draw (iter_params): not by every plan
+    import random as _random
 
 
 def format_value(value: Any) -> str:
@@ -28,7 +30,7 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-@dataclass(frozen=True)
+@frozen
 class Task:
     index: int
     params: Dict[str, Any]
@@ -53,7 +55,7 @@ class ArgFormatter:
         return [t.replace("{key}", key).replace("{value}", text) for t in self._templates]
 
 
-def _draw(rng: _random.Random, param: RandomParam) -> Any:
+def _draw(rng: "_random.Random", param: RandomParam) -> Any:
     if param.kind == "uniform":
         return rng.uniform(param.args[0], param.args[1])
     if param.kind == "log_uniform":
@@ -77,7 +79,11 @@ def iter_params(defn: SweepDefinition, used: Optional[List[bool]] = None) -> Ite
     grid_keys = list(defn.grid)
     product = itertools.product(*(defn.grid[k] for k in grid_keys))
     rand = defn.random
-    rng = _random.Random(rand.seed) if rand else None
+    rng = None
+    if rand:
+        import random
+
+        rng = random.Random(rand.seed)
     samples = rand.samples if rand else 1
     rules = [list(rule.items()) for rule in defn.exclude]
     fixed = defn.fixed

@@ -9,8 +9,7 @@ would make, and nothing written at all (so it never becomes the latest run).
 import errno
 import json
 import os
-import shutil
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
@@ -21,6 +20,7 @@ from ..cost.pricing import Estimate, estimate
 from ..errors import ConfigError
 from ..fs import atomic_write_bytes, atomic_write_text
 from ..resources import package_root, running_pyz
+from ..structs import mutable
 from .expand import MAX_TASKS, Task, expand, plan_warnings, rung_tasks
 from .script import render_array_script, render_promote_script
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 ENV_FILE = "sweep.env"
 
 
-@dataclass
+@mutable
 class Chunk:
     """One array submission: tasks ``offset .. offset+count-1`` as indices ``0..count-1``,
     or ``offset + i`` for each index ``i`` in ``array`` (cut to an upstream run's chunks)."""
@@ -51,7 +51,7 @@ class Chunk:
         return {k: v for k, v in vars(self).items() if v is not None}
 
 
-@dataclass
+@mutable
 class SweepArtifacts:
     """What ``launch_slurm_sweep`` planned, wrote and submitted."""
 
@@ -164,6 +164,8 @@ def plan_sweep(
             artifacts.snapshot = snap
         except BaseException:
             if made:
+                import shutil  # here: only a failed plan needs it, and it costs every plan a millisecond
+
                 shutil.rmtree(made, ignore_errors=True)
             raise
     artifacts.upstreams = list(upstreams)
