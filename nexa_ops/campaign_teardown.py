@@ -14,7 +14,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, TextIO
 
@@ -23,6 +23,7 @@ from .config import NAME_RE, NexaConfig, load_config
 from .cost.report import campaign_spend
 from .errors import ConfigError, NexaError, Refused, ToolError
 from .fs import atomic_write_json
+from .structs import mutable
 from .tools import terraform as tf
 
 MANIFEST_SCHEMA = "nexa.teardown/1"
@@ -31,7 +32,7 @@ MANIFEST_DIR = "manifests"
 Confirm = Callable[[str, Sequence[str]], bool]
 
 
-@dataclass
+@mutable
 class TeardownResult:
     """What a teardown found and did."""
 

@@ -7,13 +7,14 @@ before anything is written or run.
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import toml
 from .errors import ConfigError
 from .schema import from_table
+from .structs import frozen
 
 CONFIG_NAME = "nexa.toml"
 ENV_CONFIG = "NEXA_CONFIG"
@@ -38,7 +39,7 @@ WARN_SIGNALS = ("USR1", "USR2")  # TERM/INT would be taken for a cancel or an in
 # --- nexa.toml -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class ClusterConfig:
     """Defaults for the Slurm cluster the project submits to."""
 
@@ -51,7 +52,7 @@ class ClusterConfig:
     max_array_size: Optional[int] = None  # default: read from `scontrol show config`
 
 
-@dataclass(frozen=True)
+@frozen
 class CostConfig:
     """``[cost]``: which price applies; checked in ``plan.cost.check_cost_config``."""
 
@@ -63,7 +64,7 @@ class CostConfig:
     prices: Optional[str] = None  # extra price table (same format as data/prices.toml)
 
 
-@dataclass(frozen=True)
+@frozen
 class SyncConfig:
     """``[sync]``: where ``nexa sync`` copies the project (see docs/sync.md)."""
 
@@ -78,7 +79,7 @@ class SyncConfig:
     rsync_path: Optional[str] = None  # rsync on the remote when not on its PATH
 
 
-@dataclass(frozen=True)
+@frozen
 class TeardownCampaign:
     """``[teardown.<campaign>] tf_dir``: the campaign's terraform folder, relative to nexa.toml."""
 
@@ -90,7 +91,7 @@ class TeardownCampaign:
 TEARDOWN_DIRS_KEY = "dirs"
 
 
-@dataclass(frozen=True)
+@frozen
 class ContainerService:
     """Per-service override in ``[containers.services.<name or alias>]``."""
 
@@ -99,7 +100,7 @@ class ContainerService:
     context: Optional[str] = None  # build context of an overridden dockerfile (default: project root)
 
 
-@dataclass(frozen=True)
+@frozen
 class ContainersConfig:
     services: Dict[str, ContainerService] = field(default_factory=dict)
     mounts: List[str] = field(default_factory=list)  # extra "HOST:CONTAINER[:ro]" mounts
@@ -112,7 +113,7 @@ class ContainersConfig:
     docker: str = "docker"  # the Docker CLI (name on PATH or path)
 
 
-@dataclass(frozen=True)
+@frozen
 class MonitorConfig:
     """``[monitor]``: what ``nexa monitor-config`` scrapes (checked in ``nexa_ops.monitor``)."""
 
@@ -129,20 +130,20 @@ class MonitorConfig:
     prometheus_url: Optional[str] = None  # Grafana's datasource; `nexa efficiency` reads GPU utilisation there
 
 
-@dataclass(frozen=True)
+@frozen
 class LaunchConfig:
     env: List[str] = field(default_factory=list)
     rdzv_port: Optional[int] = None
 
 
-@dataclass(frozen=True)
+@frozen
 class ProjectConfig:
     """``[project]``: how runs treat the project's code (see docs/pipelines.md)."""
 
     snapshot: bool = False  # run every task from a copy of the code taken at submission
 
 
-@dataclass(frozen=True)
+@frozen
 class NexaConfig:
     """The whole of ``nexa.toml``. ``path`` is None when defaults are used."""
 
@@ -299,7 +300,7 @@ def _replace(obj: Any, **changes: Any) -> Any:
 # --- sweep files -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class Resources:
     """High-level resources; become ``#SBATCH`` directives and the cost estimate."""
 
@@ -371,20 +372,20 @@ def time_to_hours(text: str) -> float:
     return parts[0] + parts[1] / 60 + parts[2] / 3600
 
 
-@dataclass(frozen=True)
+@frozen
 class RandomParam:
     kind: str  # uniform | log_uniform | int_uniform | choice
     args: List[Any]
 
 
-@dataclass(frozen=True)
+@frozen
 class RandomSpec:
     samples: int = 1
     seed: int = 0
     params: Dict[str, RandomParam] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@frozen
 class Launcher:
     """How each task's command is started: directly, or under torchrun on its node."""
 
@@ -392,7 +393,7 @@ class Launcher:
     nproc_per_node: Optional[int] = None
 
 
-@dataclass(frozen=True)
+@frozen
 class SearchBudget:
     """``[search.budget]``: the parameter nexa sets per rung, from ``min`` up to ``max``."""
 
@@ -401,7 +402,7 @@ class SearchBudget:
     max: Union[int, float]
 
 
-@dataclass(frozen=True)
+@frozen
 class SearchSpec:
     """``[search]``: successive halving over the grid (``docs/halving.md``)."""
 
@@ -416,7 +417,7 @@ class SearchSpec:
 SEARCH_METHODS = ("halving",)
 
 
-@dataclass(frozen=True)
+@frozen
 class SweepDefinition:
     """A parsed and validated sweep file."""
 
@@ -442,7 +443,7 @@ class SweepDefinition:
         return keys
 
 
-@dataclass(frozen=True)
+@frozen
 class _SweepFile:
     """The raw schema of a sweep file (random params are checked by hand)."""
 

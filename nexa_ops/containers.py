@@ -10,12 +10,13 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .config import ENV_NAME_RE, ContainerService, NexaConfig, load_config
 from .errors import ConfigError, ContainerError
+from .structs import frozen, mutable
 
 WORKSPACE = "/workspace"
 HF_CACHE = "/cache/huggingface"  # where the host's HuggingFace cache appears in the container
@@ -57,7 +58,7 @@ def check_image_ref(ref: str, where: str, key: str) -> str:
 
 
 
-@dataclass(frozen=True)
+@frozen
 class Service:
     """One row of the image table."""
 
@@ -82,7 +83,7 @@ SERVICES: Dict[str, Service] = {
 ALIASES = {s.alias: s.name for s in SERVICES.values()}
 
 
-@dataclass(frozen=True)
+@frozen
 class ResolvedService:
     """A service with the ``nexa.toml`` overrides applied."""
 
@@ -94,7 +95,7 @@ class ResolvedService:
     key: Optional[str] = None  # the [containers.services.<key>] that overrides it, if any
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     source: str
     target: str
@@ -104,7 +105,7 @@ class Mount:
         return f"type=bind,source={self.source},target={self.target}" + (",readonly" if self.readonly else "")
 
 
-@dataclass(frozen=True)
+@frozen
 class RunSpec:
     """Everything ``plan_run`` needs; all host facts are already resolved into it."""
 
@@ -127,7 +128,7 @@ class RunSpec:
     docker: str = "docker"
 
 
-@dataclass
+@mutable
 class ContainerResult:
     """What ``run_container`` did. ``stdout``/``stderr`` are set only with ``capture=True``."""
 
@@ -141,7 +142,7 @@ class ContainerResult:
     stderr: Optional[str] = None
 
 
-@dataclass
+@mutable
 class BuildResult:
     service: str
     tag: str

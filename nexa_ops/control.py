@@ -10,7 +10,7 @@ import os
 import shlex
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -18,6 +18,7 @@ from . import runs, track
 from .config import NexaConfig, load_config
 from .errors import ConfigError, Refused
 from .runs import RunRef
+from .structs import mutable
 from .tools import slurm
 
 # The local runner (sweep.local) and the cost book are imported by the paths that use them
@@ -29,7 +30,7 @@ from .tools import slurm
 CANCEL_WAIT_EXTRA = 5.0
 
 
-@dataclass
+@mutable
 class CancelResult:
     run_id: str
     job_ids: List[str]  # what scancel was given
@@ -121,7 +122,7 @@ def _cancel_local(st: track.RunStatus, task: Optional[int], dry_run: bool) -> Ca
     return CancelResult(st.run_id, [], tasks=targets, runner=pid, unrecorded=left)
 
 
-@dataclass
+@mutable
 class ResubmitResult:
     run_id: str
     indices: List[int]

@@ -16,7 +16,7 @@ guess.
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -27,6 +27,7 @@ from .config import TIME_RE, load_config, time_to_hours
 from .cost import book
 from .errors import NexaError
 from .monitor import check_prometheus_url
+from .structs import frozen, mutable
 from .tools import prometheus, slurm
 from .tools.slurm import UsageRow
 
@@ -38,7 +39,7 @@ NOT_STARTED = frozenset({"PENDING", "PLANNED", "REQUEUED", "REQUEUE_HOLD", "CONF
 MAX_POINTS = 1000
 
 
-@dataclass
+@mutable
 class Usage:
     """One task's accounting with its steps folded in (``sacct`` lists ``57_3``,
     ``57_3.batch``, ``57_3.0``... as separate lines)."""
@@ -58,7 +59,7 @@ class Usage:
     end: Optional[float]
 
 
-@dataclass
+@mutable
 class TaskEfficiency:
     index: int
     job_id: Optional[str]  # the array element, 57_3
@@ -84,7 +85,7 @@ class TaskEfficiency:
         return self.state not in NOT_STARTED
 
 
-@dataclass
+@mutable
 class RunEfficiency:
     run_id: str
     run_dir: Path
@@ -110,7 +111,7 @@ class RunEfficiency:
         return out
 
 
-@dataclass(frozen=True)
+@frozen
 class IdleGpu:
     """A run's idle GPU time and its cost (for ``cost.report``); None where unknown."""
 

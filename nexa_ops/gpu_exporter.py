@@ -23,10 +23,11 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from .structs import frozen, mutable
 from .tools import nvidia_smi
 from .tools.nvidia_smi import ParseError, parse_value  # noqa: F401 (part of this module's API)
 
@@ -64,7 +65,7 @@ GPU_ARGV = nvidia_smi.gpu_argv(QUERY_GPU)
 APPS_ARGV = nvidia_smi.apps_argv()
 
 
-@dataclass(frozen=True)
+@frozen
 class Holder:
     """Who runs a compute process: its Slurm job ("" when not a Slurm job's) and user."""
 
@@ -72,7 +73,7 @@ class Holder:
     user: str
 
 
-@dataclass
+@mutable
 class Gpu:
     index: str
     uuid: str  # without nvidia-smi's "GPU-" prefix, as nvidia_gpu_exporter labels it
@@ -83,7 +84,7 @@ class Gpu:
     holders: List[Holder] = field(default_factory=list)  # one per distinct (job, user), in pid order
 
 
-@dataclass
+@mutable
 class Collection:
     """One collection (the nvidia-smi runs it took): the GPUs, or why there are none."""
 
@@ -270,7 +271,7 @@ class _Lines:
         return "\n".join(self.lines) + "\n"
 
 
-@dataclass
+@mutable
 class Stats:
     """Counters kept across scrapes by the server."""
 

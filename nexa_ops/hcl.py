@@ -10,8 +10,9 @@ correctly, so a line inside them is never taken for a declaration.
 """
 
 import re
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
+
+from .structs import frozen
 
 IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 NUMBER_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
@@ -30,7 +31,7 @@ class HclError(ValueError):
         self.line = line
 
 
-@dataclass(frozen=True)
+@frozen
 class Token:
     kind: str  # ident | string | number | heredoc | punct | newline
     value: Optional[str]  # a string's text when it is a plain literal; None for a template

@@ -7,12 +7,12 @@ is the list of topics. The pages ship inside the package (``nexa_ops/docs/``, ma
 """
 
 import re
-from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
 from .errors import ConfigError
 from .resources import read_text
 from .schema import suggest
+from .structs import frozen
 
 INDEX = "docs/index.md"
 ENTRY_RE = re.compile(r"^- \[[^\]]+\]\((?P<page>[a-z0-9_-]+)\.md\): (?P<summary>.+)$")
@@ -39,7 +39,7 @@ COMMAND_TOPICS = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class Topic:
     """One page: its name (the file's stem), the index's one-line summary, its path."""
 

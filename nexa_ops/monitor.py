@@ -12,13 +12,14 @@ import os
 import re
 import string
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import fs, resources
 from .config import MonitorConfig, NexaConfig, load_config
 from .errors import ConfigError
+from .structs import frozen, mutable
 from .tools import promtool
 
 PROMETHEUS_TEMPLATE = "data/prometheus.yml"
@@ -61,7 +62,7 @@ FLAGS = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class ScrapeJob:
     name: str
     exporter: str
@@ -69,7 +70,7 @@ class ScrapeJob:
     targets: List[str]  # "host:port"
 
 
-@dataclass
+@mutable
 class MonitorPlan:
     """What ``monitor-config`` writes: both files' text, and where the targets came from."""
 

@@ -18,13 +18,14 @@ The downstream tasks find the upstream run folder as ``$NEXA_UPSTREAM_RUN_DIR`` 
 """
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from . import runs
 from .config import NexaConfig
 from .errors import ConfigError, Refused
+from .structs import frozen, mutable
 from .tools import slurm
 
 if TYPE_CHECKING:  # track is imported where an upstream's status is read: only with --after
@@ -34,7 +35,7 @@ KINDS = ("ok", "any", "corr")
 SHOWN = 10  # task indices named in a message
 
 
-@dataclass(frozen=True)
+@frozen
 class After:
     """One ``--after RUN[:KIND]`` as given."""
 
@@ -70,7 +71,7 @@ def parse_afters(items: Any) -> List[After]:
     return [item if isinstance(item, After) else parse_after(item) for item in items]
 
 
-@dataclass
+@mutable
 class UpTask:
     """An upstream task now: its state, whether slurmctld still knows it, its latest job."""
 
@@ -89,7 +90,7 @@ class UpTask:
         return self.job_id if self.element is None else f"{self.job_id}_{self.element}"  # type: ignore[return-value]
 
 
-@dataclass
+@mutable
 class Upstream:
     """An upstream run as read for ``--after``."""
 
@@ -231,7 +232,7 @@ def targets(up: Upstream) -> List[str]:
     return out
 
 
-@dataclass
+@mutable
 class Submission:
     """One downstream sbatch: tasks ``offset + i`` for the array indices ``indices``, held
     by the Slurm dependency ``parts`` (all of them; none: it starts at once)."""

@@ -22,13 +22,14 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import proc
 from .errors import ConfigError, NexaError, ToolError, ToolMissing
 from .resources import pyz_environment, running_pyz  # noqa: F401 - part of this module's API
+from .structs import frozen, mutable
 from .tools import git, pip, shiv
 
 SETTINGS_FILE = "shiv.toml"
@@ -39,7 +40,7 @@ BUILD_TOOLS = ("shiv==1.0.8", "setuptools>=70.1")
 OLDEST_PYTHON = "3.6"
 
 
-@dataclass(frozen=True)
+@frozen
 class PyzSettings:
     """``shiv.toml``: how the zipapp is built (see docs/zipapp.md)."""
 
@@ -61,7 +62,7 @@ class PyzSettings:
         return self.path.resolve().parent if self.path else Path.cwd()
 
 
-@dataclass
+@mutable
 class BuildResult:
     """A finished (or, with ``dry_run``, planned) build."""
 
@@ -76,7 +77,7 @@ class BuildResult:
     commands: List[List[str]] = field(default_factory=list)
 
 
-@dataclass
+@mutable
 class CleanReport:
     """What ``clean_cache`` removed (or would remove) from the extraction root."""
 

@@ -11,7 +11,7 @@ their records. ``nexa status RUN`` asks Slurm everything about one run.
 import calendar
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, TextIO, Tuple
 
@@ -20,6 +20,7 @@ from .config import NexaConfig
 from .cost.book import manifest_path, manifest_problem, read_json
 from .errors import ConfigError, NexaError
 from .runs import BUCKETS, bucket, current_records, record_state
+from .structs import mutable
 from .sweep import rungs
 from .tools import slurm
 
@@ -27,7 +28,7 @@ from .tools import slurm
 RUN_STATES = ("planned", "pending", "running", "done", "failed")
 
 
-@dataclass
+@mutable
 class RunSummary:
     run_id: str
     name: str
@@ -61,7 +62,7 @@ class RunSummary:
         }
 
 
-@dataclass
+@mutable
 class RunList:
     runs: List[RunSummary]
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # (folder, why) of damaged run folders

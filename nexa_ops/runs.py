@@ -18,7 +18,6 @@ import os
 import pwd
 import signal as _signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -26,6 +25,7 @@ from . import pids
 from .config import NexaConfig, load_config
 from .errors import ConfigError
 from .schema import INTEGER, LIST, NUMBER, OBJECT, STRING, field_problem, nullable, shown
+from .structs import mutable
 from .tools.slurm import expand_array, script_directive, warn_signal_of
 
 MANIFEST = "manifest.json"
@@ -449,7 +449,7 @@ def runner_text(manifest: Dict[str, Any]) -> str:
 # --- where each task ran: chunks and slots -------------------------------------------------
 
 
-@dataclass
+@mutable
 class Slot:
     """Where a task index was last submitted: array job ``job_id``, element ``array_task_id``."""
 
@@ -644,7 +644,7 @@ def current_task_records(records: Dict[int, Dict[str, Any]], manifest: Dict[str,
 # --- a run folder as read from disk ---------------------------------------------------------
 
 
-@dataclass
+@mutable
 class Run:
     """A run folder as read from disk: its manifest, spec and sbatch script."""
 

@@ -14,13 +14,14 @@ little time and no space. (Across file systems rsync cannot link and copies inst
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import runs
 from .config import NexaConfig
 from .errors import ConfigError
+from .structs import mutable
 
 # sync and tools.rsync are imported where a snapshot is taken: every sweep and launch loads
 # this module, few take a snapshot, and those two are a twentieth of a plan's start-up.
@@ -30,7 +31,7 @@ from .errors import ConfigError
 VANISHED = 24
 
 
-@dataclass
+@mutable
 class Snapshot:
     """A run's copy of the project code."""
 

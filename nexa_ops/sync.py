@@ -16,12 +16,13 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .config import NexaConfig, SyncConfig, load_config
 from .errors import ConfigError, Refused
+from .structs import frozen, mutable
 from .tools import rsync as rs
 
 MARKER = ".nexa-sync"
@@ -47,7 +48,7 @@ USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
 USER_WORDS = "letters, digits, '_', '.', '-'"
 
 
-@dataclass(frozen=True)
+@frozen
 class SyncPlan:
     """Everything the sync will do, decided before anything runs."""
 
@@ -65,7 +66,7 @@ class SyncPlan:
         return f"{self.remote.login}:{self.dest}"
 
 
-@dataclass
+@mutable
 class SyncResult:
     """What a sync did (or, with ``dry_run``, would do)."""
 

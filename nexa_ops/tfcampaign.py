@@ -17,18 +17,19 @@ agree too. Reading the files is the only I/O; the decisions are pure.
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from . import hcl
 from .config import NexaConfig
 from .errors import Refused
+from .structs import frozen
 
 VARIABLE = "campaign"
 
 
-@dataclass(frozen=True)
+@frozen
 class FolderCampaign:
     """What a Terraform folder's own files say about its campaign."""
 

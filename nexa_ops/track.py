@@ -14,7 +14,7 @@ Slurm's verdict on a finished job, then accounting, then the records alone.
 
 import json
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Container, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -22,6 +22,7 @@ from . import runs
 from .config import NexaConfig
 from .errors import ConfigError, WaitTimeout
 from .runs import BUCKETS, RunRef, Slot, bucket, current_records, load_run, record_state, resolve_run
+from .structs import mutable
 from .style import format_seconds  # noqa: F401 - part of this module's API (status tables)
 from .tools import slurm
 from .tools.slurm import SlurmInfo
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # the halving modules are imported only for a halving run: se
     from .sweep.search import Schedule, ScheduleStatus
 
 
-@dataclass
+@mutable
 class TaskRow:
     index: int
     state: str
@@ -49,7 +50,7 @@ class TaskRow:
         return bucket(self.state)
 
 
-@dataclass
+@mutable
 class RunStatus:
     run_id: str
     run_dir: Path
@@ -245,7 +246,7 @@ def _upstream_name(entry: Dict[str, Any], index: int) -> str:
 # Slurm nor an end record explains; while following a run, only once none of it is queued.
 
 
-@dataclass
+@mutable
 class _Answer:
     """What Slurm said at one look: elements it has queued or running, ended ones it still
     remembers, and accounting's word on the rest."""
@@ -635,7 +636,7 @@ def task_row(st: RunStatus, task: int) -> TaskRow:
 # --- logs ------------------------------------------------------------------------------------
 
 
-@dataclass
+@mutable
 class TaskLogs:
     index: int
     state: str

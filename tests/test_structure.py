@@ -5,7 +5,9 @@ docs/run-folder.md and the module docstrings):
 - only ``tools/slurm.py`` names a Slurm program, only ``tools/git.py`` git; only ``tools/``
   runs external tools;
 - only ``runs.py`` writes a run's ``manifest.json``;
-- the compute-node worker imports nothing but the standard library.
+- the compute-node worker imports nothing but the standard library;
+- classes are declared with ``structs.frozen``/``structs.mutable``, not ``@dataclass``
+  (each of its generated methods is compiled at start-up).
 """
 
 import ast
@@ -127,7 +129,8 @@ def test_imports_flow_down_from_commands():
 
 def test_tools_import_no_feature():
     """tools/ wrap programs over proc and the pure core: never a feature above them."""
-    core = {"nexa_ops", "nexa_ops.proc", "nexa_ops.errors", "nexa_ops.config", "nexa_ops.schema", "nexa_ops.toml", "nexa_ops.fs"}
+    core = {"nexa_ops", "nexa_ops.proc", "nexa_ops.errors", "nexa_ops.config", "nexa_ops.schema", "nexa_ops.toml", "nexa_ops.fs",
+            "nexa_ops.structs"}
     for name, targets in graph().items():
         if name.startswith("nexa_ops.tools."):
             above = sorted(t for t in targets if not t.startswith("nexa_ops.tools") and t not in core)
@@ -188,6 +191,18 @@ def test_only_the_run_module_writes_run_manifests():
         text = path.read_text(encoding="utf-8")
         assert "MANIFEST)" not in text.replace("runs.MANIFEST)", ""), name
         assert '"manifest.json"' not in text, f"{name} names manifest.json: use runs.MANIFEST through runs' writer"
+
+
+def test_records_are_declared_through_structs():
+    for name, (_path, tree) in MODULES.items():
+        if name == "nexa_ops.structs":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                for deco in node.decorator_list:
+                    target = deco.func if isinstance(deco, ast.Call) else deco
+                    called = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+                    assert called != "dataclass", f"{name}.{node.name}: @dataclass; use structs.frozen or structs.mutable"
 
 
 @pytest.mark.parametrize("module", ["nexa_ops.worker"])

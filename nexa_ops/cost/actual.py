@@ -4,14 +4,14 @@ Pure: records arrive as dicts and accounting as parsed sacct rows, so it is test
 files or tools. States are the run folder's one vocabulary (``runs.bucket``).
 """
 
-from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Sequence, Tuple
 
 from ..runs import bucket, is_final
+from ..structs import frozen
 from ..tools.slurm import SacctRow, job_number
 
 
-@dataclass(frozen=True)
+@frozen
 class Actual:
     """What finished tasks really used. ``done`` = ok + failed; ``running`` = started, no end."""
 

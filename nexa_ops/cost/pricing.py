@@ -11,19 +11,20 @@ number (``cost.estimate``, ``--max-cost``) refuse with that reason.
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import CostConfig, Resources
 from ..errors import ConfigError
 from ..schema import from_table
+from ..structs import frozen
 
 CURRENCY = "USD"
 FROM_TABLE = "price table"
 FROM_CONFIG = "nexa.toml [cost.rates]"
 
 
-@dataclass(frozen=True)
+@frozen
 class PriceRow:
     """One instance type's on-demand price, with where and when it was read."""
 
@@ -38,12 +39,12 @@ class PriceRow:
     usd_per_instance_hour: Optional[float] = None
 
 
-@dataclass(frozen=True)
+@frozen
 class _GpuNames:
     aliases: List[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@frozen
 class _PriceFile:
     schema: int = 1
     currency: str = CURRENCY
@@ -56,7 +57,7 @@ def norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-@dataclass(frozen=True)
+@frozen
 class PriceTable:
     """Rows plus the accepted names of each GPU type (``names``: normalised -> canonical)."""
 
@@ -148,7 +149,7 @@ def pick_row(rows: Sequence[PriceRow], gpus_per_node: int) -> PriceRow:
     return min(fits or rows, key=lambda r: (r.usd_per_gpu_hour, r.provider, r.sku))
 
 
-@dataclass(frozen=True)
+@frozen
 class Estimate:
     """What a submission should cost, and on what basis. ``problem`` says why there is no
     figure (then ``total_usd`` is None)."""

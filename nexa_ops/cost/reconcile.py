@@ -6,19 +6,20 @@ call, however many manifests are reconciled.
 """
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from .. import runs
 from ..errors import ConfigError, NexaError
+from ..structs import mutable
 from ..tools import slurm
 from ..tools.slurm import SacctRow
 from .actual import actual_from_records, actual_from_sacct
 from .book import PREFIX, TERMINAL, manifest_path, manifest_problem, manifests_dir, read_json, scan, update_manifest, warn
 
 
-@dataclass
+@mutable
 class Reconciled:
     """One manifest after reconciling."""
 

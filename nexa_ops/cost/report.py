@@ -11,7 +11,7 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple, Union
 
@@ -19,6 +19,7 @@ from tabulate import tabulate
 
 from ..errors import ConfigError, NexaError, Refused
 from ..fs import atomic_write_text
+from ..structs import frozen, mutable
 from ..style import layout
 from .book import PREFIX, TERMINAL, manifest_problem, manifests_dir, scan, update_manifest, warn
 from .reconcile import SlurmAnswers, reconcile_manifest
@@ -56,7 +57,7 @@ NUMBERS = ("estimated_gpu_hours", "estimated_usd", "actual_gpu_hours", "actual_u
 FIGURES = ("runs", "tasks", "tasks_done", *NUMBERS, "idle_usd")
 
 
-@dataclass
+@mutable
 class CostReport:
     """Rows grouped by ``by`` plus totals; ``skipped`` lists files that were not read."""
 
@@ -336,7 +337,7 @@ def write_report(
 # --- campaign spend (teardown) --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class CampaignSpend:
     campaign: str
     runs: int

@@ -7,14 +7,15 @@ checks and the cost manifest records. It is an upper bound: a promoted trial tha
 its checkpoint only trains the difference.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Dict, List, Optional
 
+from ..structs import frozen
 from ..sweep.search import Schedule
 from .pricing import Estimate
 
 
-@dataclass(frozen=True)
+@frozen
 class RungCost:
     rung: int
     trials: int
@@ -24,7 +25,7 @@ class RungCost:
     usd: Optional[float]
 
 
-@dataclass(frozen=True)
+@frozen
 class ScheduleCost:
     """``estimate``: the whole schedule (what is checked and billed); ``full``: every
     configuration at the largest budget; ``rungs``: the schedule table's rows."""

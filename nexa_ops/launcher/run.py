@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -26,6 +26,7 @@ from ..errors import ConfigError, ToolError, WaitTimeout
 from ..fs import atomic_write_text
 from ..resources import read_text
 from ..snapshot import Snapshot, take
+from ..structs import mutable
 from ..tools import nvidia_smi, slurm, torchrun
 from ..track import next_pause
 from .spec import (
@@ -44,7 +45,7 @@ FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
 TAIL_BYTES = 256 * 1024
 
 
-@dataclass
+@mutable
 class LaunchResult:
     """What ``launch`` ran or submitted, and how it ended.
 

@@ -4,7 +4,7 @@ GPU counting and the multi-node sbatch script. No I/O beyond reading shipped tem
 import fnmatch
 import re
 import shlex
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from string import Template
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -13,6 +13,7 @@ from ..config import NAME_RE, ClusterConfig, Resources, is_env_name
 from ..errors import ConfigError
 from ..resources import read_text
 from ..schema import from_table
+from ..structs import frozen
 from ..tools.slurm import check_line, directives
 
 MODES = ("local", "ddp", "slurm")
@@ -24,7 +25,7 @@ ALWAYS_ENV = ("PATH",)
 ENV_PATTERN = re.compile(r"[A-Za-z_*?\[][A-Za-z0-9_*?\[\]!]*")  # use with fullmatch
 
 
-@dataclass(frozen=True)
+@frozen
 class LaunchFile:
     """The schema of a launch TOML file; every key is optional."""
 
@@ -39,7 +40,7 @@ class LaunchFile:
     resources: Resources = field(default_factory=Resources)
 
 
-@dataclass(frozen=True)
+@frozen
 class LaunchSpec:
     """One launch with every option resolved (CLI/kwargs over launch file over defaults)."""
 

@@ -3,7 +3,7 @@
 ``nexa results``; ``nexa sweep`` uses it for the top 5 at the end of a run."""
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -11,11 +11,12 @@ from .. import runs, track
 from ..config import NexaConfig, load_config
 from ..errors import ConfigError
 from ..runs import States, parse_states  # noqa: F401 - parse_states: part of this module's API
+from ..structs import mutable
 from . import metrics as metrics_files
 from .table import BestConfig, Results, TaskResult, best_of, check_options, choose_metric, rank
 
 
-@dataclass
+@mutable
 class RunData:
     """One run as read for its results: its status and its tasks' metrics."""
 
@@ -251,7 +252,7 @@ def launch_row(run_dir: Path) -> track.TaskRow:
 # --- the plot's data ------------------------------------------------------------------------
 
 
-@dataclass
+@mutable
 class Curve:
     """One task's chosen metric over its steps."""
 

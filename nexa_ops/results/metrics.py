@@ -17,11 +17,12 @@ lines of different shapes, is read line by line in plain Python.
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ..runs import read_small
+from ..structs import mutable
 
 FOLDER = "metrics"
 SUFFIX = ".jsonl"
@@ -37,7 +38,7 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 _INDEX = re.compile(r"(0|[1-9][0-9]*)\Z")  # ASCII digits, no leading zero: one file per task
 
 
-@dataclass
+@mutable
 class Parsed:
     """One metrics file, parsed: every metric's points and the last text value of each
     other key, in the order they first appeared."""
@@ -48,7 +49,7 @@ class Parsed:
     skipped: int = 0  # bad lines
 
 
-@dataclass
+@mutable
 class TaskMetrics:
     """What the results table needs of one task's file (the points themselves are dropped:
     10,000 tasks x 100 steps would not fit comfortably in memory)."""

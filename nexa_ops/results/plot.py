@@ -12,9 +12,9 @@ can find them.
 
 import html
 import math
-from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
+from ..structs import mutable
 from .table import Results, TaskResult, grid, metric_header, number, short, summary
 
 WIDTH = 980
@@ -35,7 +35,7 @@ LOG_RATIO = 10.0  # positive values whose largest is 10x the smallest get a log 
 # --- scales and ticks -----------------------------------------------------------------------
 
 
-@dataclass
+@mutable
 class Scale:
     """A value -> pixel map over ``[lo, hi]`` (log10 when ``log``) onto ``[start, end]``."""
 
@@ -133,7 +133,7 @@ def _text(x: float, y: float, content: str, size: int = 12, anchor: str = "middl
     return f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" fill="{color}"{extra}>{_esc(content)}</text>'
 
 
-@dataclass
+@mutable
 class Box:
     """A panel's plotting area inside the picture."""
 

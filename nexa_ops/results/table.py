@@ -7,11 +7,12 @@ and returns data or text, so it is tested without Slurm or files.
 import csv
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ConfigError
+from ..structs import mutable
 from ..style import format_seconds, layout
 
 MODES = ("min", "max")
@@ -19,7 +20,7 @@ REDUCES = ("last", "best")
 FORMATS = ("table", "csv", "json", "markdown")
 
 
-@dataclass
+@mutable
 class TaskResult:
     """One task's line of the results: its state and parameters, the chosen metric reduced
     to one ``value`` (None: not reported), and every metric's value (the chosen one reduced,
@@ -38,7 +39,7 @@ class TaskResult:
     rung: Optional[int] = None  # a halving run: the row is trial ``index`` at its highest rung
 
 
-@dataclass
+@mutable
 class BestConfig:
     """The winning task: where it ran, its parameters and its value of the metric."""
 
@@ -50,7 +51,7 @@ class BestConfig:
     metric: str = ""
 
 
-@dataclass
+@mutable
 class Results:
     """A run's (or a campaign's) tasks ranked by ``metric``."""
 

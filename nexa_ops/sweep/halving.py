@@ -8,7 +8,7 @@ its own successor (``promote.py``). ``--local`` runs the same rungs one after an
 complete rung without running a finished task again.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -17,6 +17,7 @@ from ..config import NexaConfig, SweepDefinition, load_config
 from ..cost.book import check_writable, manifest_document, record_resubmission, write_cost_manifest
 from ..cost.reconcile import reconcile_manifest
 from ..errors import ConfigError, NexaError
+from ..structs import mutable
 from ..tools import slurm
 from . import promote, rungs
 from .local import Progress, TaskResult, gpu_slots, run_tasks_here
@@ -136,7 +137,7 @@ def trial_env(run_dir: Path, schedule: Schedule) -> Callable[[int], Dict[str, st
     return env
 
 
-@dataclass
+@mutable
 class LocalRungs:
     """What the local rungs did: every task run, each rung's decision, and the signal (or
     ``cancel``) that stopped them."""
@@ -264,7 +265,7 @@ def cancel_schedule(run_dir: Path, *, dry_run: bool = False) -> List[str]:
 # --- resume -------------------------------------------------------------------------------------
 
 
-@dataclass
+@mutable
 class ResumeResult:
     """What ``resume`` did: ``action`` is ``nothing`` (the schedule is running or has ended),
     ``resubmitted`` (tasks of the current rung again, and its promotion job), ``promotion``

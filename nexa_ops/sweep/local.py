@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -33,6 +33,7 @@ from ..cost.reconcile import reconcile_manifest
 from ..errors import ConfigError, ToolError, ToolMissing
 from ..fs import atomic_write_json
 from ..resources import package_root
+from ..structs import mutable
 from ..tools import nvidia_smi
 from .script import WORKER_STUB
 
@@ -45,7 +46,7 @@ CANCEL_DIR = "cancel"
 POLL = 0.02
 
 
-@dataclass
+@mutable
 class TaskResult:
     index: int
     exit_code: Optional[int]  # None: never started
@@ -60,7 +61,7 @@ class TaskResult:
         return self.state == "COMPLETED"
 
 
-@dataclass
+@mutable
 class Progress:
     """The runner's counts after each change; shaped like ``track.RunStatus`` where the
     progress line reads it (``run_id``, ``summary()``, ``finished``)."""
@@ -81,7 +82,7 @@ class Progress:
         return self.pending == 0 and self.running == 0
 
 
-@dataclass
+@mutable
 class LocalOutcome:
     results: List[TaskResult] = field(default_factory=list)
     stopped_by: Optional[str] = None  # INT, TERM or HUP when a signal stopped the run; "cancel"
@@ -218,7 +219,7 @@ class Signals:
 # --- the runner ------------------------------------------------------------------------------
 
 
-@dataclass
+@mutable
 class _Running:
     popen: "subprocess.Popen[bytes]"
     started: float

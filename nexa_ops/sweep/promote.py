@@ -25,7 +25,6 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -34,6 +33,7 @@ from .. import runs
 from ..cost.book import check_writable, manifest_path, record_resubmission, update_manifest
 from ..errors import NexaError
 from ..results import metrics as metrics_files
+from ..structs import mutable
 from ..tools import slurm
 from . import rungs
 from .search import Decision, Outcome, Schedule, decide
@@ -48,7 +48,7 @@ class PromotionError(NexaError):
     """A rung cannot be decided or continued (no such rung, a run that is not a halving run)."""
 
 
-@dataclass
+@mutable
 class Advance:
     """What one promotion step did."""
 

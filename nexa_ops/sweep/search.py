@@ -15,8 +15,10 @@ Standard library only (the promotion job imports it on a compute node), no I/O.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from ..structs import frozen, mutable
 
 Number = Union[int, float]
 
@@ -49,7 +51,7 @@ def keep_count(entered: int, eta: int) -> int:
     return max(1, entered // eta)
 
 
-@dataclass(frozen=True)
+@frozen
 class Rung:
     """One planned rung: its budget and the most trials it runs (fewer when fewer qualify)."""
 
@@ -61,7 +63,7 @@ class Rung:
         return {"rung": self.rung, "budget": self.budget, "trials": self.trials}
 
 
-@dataclass(frozen=True)
+@frozen
 class Schedule:
     """The whole plan of a halving sweep over ``n`` configurations."""
 
@@ -153,7 +155,7 @@ def plan(n: int, param: str, metric: str, mode: str, eta: int, low: Number, high
 # --- the decision ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class Outcome:
     """What one trial did in a rung: its task's final state (None: no trace of an end) and
     the last value it reported of the metric (None: none)."""
@@ -163,7 +165,7 @@ class Outcome:
     value: Optional[float] = None
 
 
-@dataclass(frozen=True)
+@frozen
 class Verdict:
     """One trial's line of a decision: its outcome, whether it goes on, and why."""
 
@@ -187,7 +189,7 @@ class Verdict:
         }
 
 
-@dataclass(frozen=True)
+@frozen
 class Decision:
     """The end of a rung: every trial's verdict, who goes on (best first), the winner at the
     last rung. ``final``: nothing comes after (the last rung, or no trial qualified)."""
@@ -341,7 +343,7 @@ def decide(schedule: Schedule, rung: int, outcomes: Sequence[Outcome], *, decide
 RUNG_STATES = ("planned", "running", "deciding", "decided", "failed", "cancelled")
 
 
-@dataclass
+@mutable
 class RungStatus:
     """One rung as ``nexa status`` shows it."""
 
@@ -374,7 +376,7 @@ class RungStatus:
         }
 
 
-@dataclass
+@mutable
 class ScheduleStatus:
     """Where a halving run stands: each rung, and the schedule as a whole (``running``,
     ``finished`` with a winner, ``failed`` or ``cancelled``)."""

@@ -5,19 +5,20 @@ had is used (clusters keep old gits): the folder is the process's working direct
 than ``git -C``, and ``status --porcelain`` is the stable v1 format.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 from .. import proc
 from ..errors import ToolError, ToolMissing
+from ..structs import mutable
 
 HINT = "install git to record the commit of each run"
 #: rev-parse's exit code outside a repository (and for a repository git refuses to read).
 NOT_A_REPO = 128
 
 
-@dataclass
+@mutable
 class GitState:
     """The repository holding a folder, as ``git`` sees it now."""
 

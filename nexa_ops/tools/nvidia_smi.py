@@ -7,11 +7,11 @@ guessing which column is which.
 """
 
 import re
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from .. import proc
 from ..errors import ToolError, ToolMissing
+from ..structs import frozen
 
 HINT = "the NVIDIA driver utilities"
 FORMAT = "--format=csv,noheader,nounits"
@@ -27,7 +27,7 @@ class ParseError(ValueError):
     """nvidia-smi printed rows of another shape than the query asked for."""
 
 
-@dataclass(frozen=True)
+@frozen
 class Answer:
     """One nvidia-smi run: its exit code, stdout, and why it failed ("" when it did not)."""
 
@@ -36,7 +36,7 @@ class Answer:
     error: str
 
 
-@dataclass(frozen=True)
+@frozen
 class App:
     """A compute process on a GPU (``--query-compute-apps``)."""
 

@@ -10,11 +10,12 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
+from ..structs import frozen
 
-@dataclass(frozen=True)
+
+@frozen
 class Answer:
     """An instant query's vector (``[{"metric": {...}, "value": [t, "v"]}]``), or why not."""
 

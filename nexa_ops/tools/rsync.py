@@ -8,11 +8,12 @@ network); ``run_rsync`` and ``probe`` are the only places that start a process, 
 import re
 import secrets
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Dict, List, Optional, Sequence
 
 from .. import proc
 from ..errors import ToolError
+from ..structs import frozen, mutable
 
 RSYNC_HINT = "install rsync >= 3.2.3 (apt-get install rsync)"
 SSH_HINT = "install the OpenSSH client (apt-get install openssh-client)"
@@ -51,7 +52,7 @@ ITEM_RE = re.compile(r"^(\*deleting  |[<>ch.][fdLDS][^ ]{9}) (.*)$")  # the code
 STAT_RE = re.compile(r"^([A-Z][A-Za-z ]+): ([\d,]+)")
 
 
-@dataclass(frozen=True)
+@frozen
 class Remote:
     """Where ssh connects: host, optional user/port/key, extra ``-o`` options."""
 
@@ -110,7 +111,7 @@ def _ssh_detail(stderr: str) -> str:
     return ""
 
 
-@dataclass
+@mutable
 class Itemized:
     """rsync's ``--itemize-changes`` output and ``--stats`` counters, parsed."""
 
@@ -200,7 +201,7 @@ printf '\nNEXA-%s %s %s %s %s\n' "$n" "$s" "$(x "$h")" "$(x "$c")" "$(x "$r")"
 PROBE_STATES = ("marker", "absent", "notdir", "empty", "nonempty", "unreadable")
 
 
-@dataclass(frozen=True)
+@frozen
 class DestProbe:
     """What the remote says about the destination before a ``--delete`` sync."""
 

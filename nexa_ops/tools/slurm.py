@@ -8,12 +8,12 @@ and sacct. The other half runs sbatch, squeue, scontrol, sacct, scancel and sinf
 """
 
 import re
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import proc
 from ..config import ClusterConfig, Resources, time_to_hours
 from ..errors import ConfigError, NexaError, ToolError, ToolMissing
+from ..structs import frozen, mutable
 
 HINT = "install the Slurm client or run with --local"
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
@@ -366,7 +366,7 @@ def parse_duration(text: Optional[str]) -> Optional[float]:
     return float(days * 86400 + seconds)
 
 
-@dataclass
+@mutable
 class SlurmInfo:
     """What the scheduler says about one array element (from squeue, scontrol or sacct).
 
@@ -459,7 +459,7 @@ def outcome(records: Sequence[Dict[str, str]]) -> Tuple[Optional[str], Optional[
 SACCT_FIELDS = "JobID,State,ElapsedRaw,ExitCode,AllocTRES"
 
 
-@dataclass(frozen=True)
+@frozen
 class SacctRow:
     """One line of ``sacct -n -P -X -o JobID,State,ElapsedRaw,ExitCode,AllocTRES``."""
 
@@ -688,7 +688,7 @@ _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([KMGTP]?)([nc]?)\Z")
 
 
-@dataclass
+@mutable
 class UsageRow:
     """One line of ``sacct -n -P -o USAGE_FIELDS``: an array element or job (``57_3``), or one of
     its steps (``57_3.batch``, ``57_3.0``). None where sacct printed nothing usable."""

@@ -6,10 +6,10 @@ dash forms only exist in newer releases, and clusters often pin old ones.
 """
 
 import re
-from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from .. import proc
+from ..structs import frozen
 
 HINT = "install PyTorch in the training environment, or put its bin folder on PATH"
 
@@ -61,7 +61,7 @@ def which() -> str:
     return proc.which("torchrun", HINT)
 
 
-@dataclass(frozen=True)
+@frozen
 class RankFailure:
     """One failed process as torchrun's ChildFailedError report names it."""
 
