@@ -150,23 +150,18 @@ class NexaProgram(Program):
             sys.dont_write_bytecode = keep
 
     def parse_tasks(self) -> None:
-        self._named_only = True
         try:
             super().parse_tasks()
         except ParseError as exc:
             raise self.usage_error(exc) from None
-        finally:
-            self._named_only = False
-
-    _named_only = False
 
     def _make_parser(self) -> Parser:
-        """Invoke's parser, given only the commands whose names are words on the command line
-        while the tasks are parsed: it deep-copies every context it gets, and building and
-        copying all two dozen cost 3-4 ms of every run. A word that is not there can neither
-        name a command nor switch to one, so the parse is the same. (Completion still gets
-        them all.) The contexts are built as ``Collection.to_contexts`` builds them."""
-        if not self._named_only:
+        """Invoke's parser, given only the commands whose names are words on the command line:
+        it deep-copies every context it gets, and building and copying all two dozen cost 3-4
+        ms of every run. A word that is not there can neither name a command nor switch to
+        one, so the parse is the same. Completion gets them all. The contexts are built as
+        ``Collection.to_contexts`` builds them."""
+        if self.args.complete.value:
             return super()._make_parser()
         words = set(self.core.unparsed)
         names = self.collection.task_names
