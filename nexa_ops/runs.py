@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .schema import INTEGER, LIST, NUMBER, OBJECT, STRING, field_problem, nullable, shown
 from .structs import mutable
 from .tools.slurm import expand_array, script_directive, warn_signal_of
+from .worker import INDEX_NAME, NUL_NAME
 
 MANIFEST = "manifest.json"
 SPEC = "spec.json"
@@ -153,7 +154,7 @@ def foreign_problem(path: Path) -> Optional[str]:
     spec, its index, its scripts) are not this user's alone (owned by another user, or
     writable by the group or others), or None. The worker refuses such files: a run that is
     not yours alone must not be submitted (again) by you."""
-    candidates = [path, path / SPEC, path / "spec.argv", path / "spec.nul", *sorted(path.glob("*.sbatch"))]
+    candidates = [path, path / SPEC, path / INDEX_NAME, path / NUL_NAME, *sorted(path.glob("*.sbatch"))]
     for item in candidates:
         try:
             st = item.lstat()

@@ -4,7 +4,7 @@ import shlex
 from string import Template
 from typing import Optional
 
-from .. import __version__
+from .. import __version__, worker
 from ..config import ClusterConfig, Resources
 from ..resources import read_text
 from ..tools.slurm import array_spec, check_line, directives, filename_pattern, signal_directives
@@ -131,6 +131,8 @@ def render_array_script(
         version=__version__,
         spec=shlex.quote(spec_path),
         spec_digest=shlex.quote(spec_digest),
+        nul_name=worker.NUL_NAME,  # spec.nul's name and header: worker.py is the home of its format
+        nul_magic=worker.NUL_MAGIC,
         workdir=shlex.quote(workdir),
         directives="\n".join(lines),
         run_dir=shlex.quote(run_dir),
